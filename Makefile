@@ -1,0 +1,44 @@
+# The single entry point: every target bootstraps what it needs on a fresh Debian machine.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+export PATH := $(abspath $(VENV))/bin:$(PATH)
+
+.PHONY: help install run demo test test-fast lint format contract compose-check clean
+
+help:
+	@echo "make run       local Redis + simulator + worker + Flower, demo batch, serve until Ctrl-C"
+	@echo "               (RUN_ARGS=--exit-after-demo to stop after the demo)"
+	@echo "make test      the whole suite (starts its own redis-server, simulator and workers)"
+	@echo "make lint      ruff + mypy"
+	@echo "make contract  the API contract suite against CALLPASS_CONTRACT_URL (real calls!)"
+
+install:
+	@WITH_COMPOSE_CHECK=1 bash scripts/bootstrap.sh
+
+run: install
+	$(PY) -m worker.cli run $(RUN_ARGS)
+
+test: install
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+format: install
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+contract: install
+	@echo "WARNING: this places REAL calls to CALLPASS_CONTRACT_DN through CALLPASS_CONTRACT_URL."
+	@echo "         Each call costs money and rings that phone. Ctrl-C within 5 s to stop."
+	@sleep 5
+	$(PY) -m pytest -m contract tests/test_contract.py --contract-real
+
+compose-check: install
+	docker-compose config -q && echo "docker-compose.yml is valid"
+
+clean:
+	rm -rf .run .pytest_cache .mypy_cache .ruff_cache

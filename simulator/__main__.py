@@ -1,0 +1,108 @@
+"""``python -m simulator`` / ``callpass simulator``: run the API simulator."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import socket
+import sys
+from collections.abc import Sequence
+
+from aiohttp import web
+
+from simulator.calls import STANDARD_MIX, parse_mix
+from simulator.faults import FaultConfig
+from simulator.server import SimulatorConfig, build_app
+
+__all__ = ["main", "parser"]
+
+DEV_TOKEN = "0123456789abcdef0123456789abcdef"
+
+
+def parser() -> argparse.ArgumentParser:
+    env = os.environ.get
+    p = argparse.ArgumentParser(
+        prog="callpass simulator",
+        description="Simulator of the CallPassword API (loopback by default).",
+    )
+    p.add_argument("--host", default=env("CALLPASS_SIM_HOST", "127.0.0.1"))
+    p.add_argument("--port", type=int, default=int(env("CALLPASS_SIM_PORT", "8099")),
+                   help="0 picks a free port (see --ready-file)")
+    p.add_argument("--token", action="append", dest="tokens",
+                   help="accepted Bearer token (repeatable); default: the development token "
+                   "and CALLPASS_SIM_TOKENS (comma-separated)")
+    p.add_argument("--mix", default=env("CALLPASS_SIM_MIX", ""),
+                   help="outcome mix, e.g. NO_ANSWER@timeout:70,USER_BUSY@1-3:20,"
+                   "NORMAL_CLEARING@2-8:10 (the default)")
+    p.add_argument("--deny", action="append", default=[], metavar="PREFIX",
+                   help="numbers with this prefix get 'destination not allowed' (repeatable)")
+    p.add_argument("--callid-ttl", type=float, default=3600.0, metavar="SECONDS")
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--faults", default=env("CALLPASS_SIM_FAULTS", ""),
+                   help='JSON object of fault settings, e.g. {"latency_ms": 50, "server_error_rate": 0.05}')
+    p.add_argument("--latency-ms", type=float, default=None, help="added latency per API request")
+    p.add_argument("--ready-file", default=None,
+                   help="write the base URL here once listening (for scripts and tests)")
+    return p
+
+
+def config_from_args(args: argparse.Namespace) -> SimulatorConfig:
+    tokens = set(args.tokens or [DEV_TOKEN])
+    tokens.update(t for t in os.environ.get("CALLPASS_SIM_TOKENS", "").split(",") if t)
+    faults = FaultConfig()
+    if args.faults:
+        faults.update(json.loads(args.faults))
+    if args.latency_ms is not None:
+        faults.update({"latency_ms": args.latency_ms})
+    return SimulatorConfig(
+        tokens=frozenset(tokens),
+        mix=parse_mix(args.mix) if args.mix else STANDARD_MIX,
+        deny_prefixes=tuple(args.deny),
+        callid_ttl_s=args.callid_ttl,
+        seed=args.seed,
+        faults=faults,
+    )
+
+
+async def serve(config: SimulatorConfig, host: str, port: int, ready_file: str | None) -> None:
+    runner = web.AppRunner(build_app(config), access_log=None, handle_signals=True)
+    await runner.setup()
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    site = web.SockSite(runner, sock, backlog=1024)
+    await site.start()
+    bound = sock.getsockname()[1]
+    url = f"http://{host}:{bound}/"
+    print(f"simulator listening on {url}", flush=True)
+    if ready_file:
+        tmp = ready_file + ".tmp"
+        with open(tmp, "w") as fh:
+            fh.write(url)
+        os.replace(tmp, ready_file)
+    try:
+        await asyncio.Event().wait()
+    finally:
+        await runner.cleanup()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        config = config_from_args(args)
+    except ValueError as exc:
+        print(f"callpass simulator: {exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=logging.WARNING)
+    try:
+        asyncio.run(serve(config, args.host, args.port, args.ready_file))
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,90 @@
+"""The Celery app: broker, backend and every reliability setting, each chosen on purpose.
+
+Start a worker with ``celery -A worker.celery_app worker`` (the Makefile and compose do).
+Settings are read and validated when this module is imported, so a worker with a malformed
+``CALLPASS_*`` variable stops before it takes a single message.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from celery import Celery, signals
+
+from worker.logs import configure_logging
+from worker.settings import Settings, get_settings
+
+__all__ = ["app", "celery_config"]
+
+log = logging.getLogger(__name__)
+
+
+def celery_config(settings: Settings) -> dict[str, Any]:
+    """All Celery settings in one place, one reason each."""
+    visibility = {"visibility_timeout": settings.visibility_timeout_s}
+    return {
+        "broker_url": settings.effective_broker_url,
+        "result_backend": settings.effective_result_backend,
+        # JSON only: producers in other languages can read and write every message.
+        "task_serializer": "json",
+        "result_serializer": "json",
+        "accept_content": ["json"],
+        "result_accept_content": ["json"],
+        # Our tasks are idempotent (request records), so a message is acked only once handled,
+        # and one whose worker died is delivered again instead of being lost.
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        # A countdown poll sits unacked in Redis until due; it must not be redelivered to a
+        # second worker before then, nor wait an hour after a crash (kombu's default).
+        "broker_transport_options": visibility,
+        "result_backend_transport_options": visibility,
+        # Each worker slot takes a few messages at a time; countdown messages do not count
+        # against this (kombu raises the prefetch for them), so busy slots don't starve them.
+        "worker_prefetch_multiplier": 4,
+        # Countdown polls hold memory in the worker until due (~11 KB each, celery#2218).
+        "worker_eta_task_limit": settings.eta_task_limit,
+        # Polls are planned to a fraction of a second; the default timer tick is 1 s.
+        "worker_timer_precision": 0.05,
+        # Outcomes stay readable for a day by default, then Redis frees them.
+        "result_expires": settings.result_expires_s,
+        # Events feed Flower; STARTED is not tracked because our tasks publish their own states.
+        "worker_send_task_events": True,
+        "task_track_started": False,
+        # Our own log handler (masking filter) instead of Celery's.
+        "worker_hijack_root_logger": False,
+        "worker_redirect_stdouts": False,
+        "task_default_queue": settings.queue,
+        "broker_connection_retry_on_startup": True,
+        # The threads pool ignores time limits; the HTTP client's own time-outs bound a task.
+        "worker_pool": "threads",
+        "worker_concurrency": 32,
+        "worker_cancel_long_running_tasks_on_connection_loss": False,
+        "imports": ["tasks.calls"],
+    }
+
+
+app = Celery("callpass")
+app.config_from_object(celery_config(get_settings()))
+
+
+@signals.setup_logging.connect
+def _setup_logging(loglevel: Any = None, **_: Any) -> None:
+    # Connecting this signal stops Celery from configuring logging itself.
+    configure_logging(get_settings().log_level)
+
+
+@signals.worker_init.connect
+def _announce(**_: Any) -> None:
+    settings = get_settings()
+    log.info(
+        "callpass worker: API %s, queue %s, %s token",
+        settings.api_url,
+        settings.queue,
+        "simulator" if settings.uses_simulator_token else "configured",
+    )
+    if settings.insecure_skip_tls_verify:
+        log.warning(
+            "CALLPASS_INSECURE_SKIP_TLS_VERIFY is on: the API's TLS certificate is NOT checked; "
+            "anyone on the path can read the token"
+        )

@@ -1,0 +1,111 @@
+"""``callpass``: the operator's command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+__all__ = ["main"]
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="callpass", description="Flash-call verification worker.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    call = sub.add_parser("call", help="enqueue a call; with --wait print the pin, then the outcome")
+    call.add_argument("dn", help="destination number, 7XXXXXXXXXX")
+    call.add_argument("--timeout", type=int, default=None, help="seconds the call may ring (2-99)")
+    call.add_argument("--request-id", default=None)
+    call.add_argument("--wait", action="store_true", help="wait for the pin and the outcome")
+    call.add_argument("--wait-timeout", type=float, default=180.0, metavar="SECONDS")
+
+    result = sub.add_parser("result", help="show the state of a start_call task id")
+    result.add_argument("task_id")
+
+    sub.add_parser("simulator", help="run the API simulator (options: callpass simulator -h)",
+                   add_help=False)
+    sub.add_parser("config", help="validate the CALLPASS_* settings and print them (no secrets)")
+
+    run = sub.add_parser("run", help="local stack + demo batch (what make run does)")
+    run.add_argument("--exit-after-demo", action="store_true",
+                     help="stop everything once the demo batch is printed (for scripts)")
+    run.add_argument("--demo-timeout", type=int, default=5, help="timeout of the demo calls")
+    run.add_argument("--flower-port", type=int, default=5555, help="0 picks a free port")
+    run.add_argument("--run-dir", default=".run", help="logs and data of this run")
+    return p
+
+
+def _cmd_call(args: argparse.Namespace) -> int:
+    from worker.celery_app import app
+    from worker.errors import InvalidRequestError
+    from worker.producer import enqueue_call, wait_for_pin
+    from worker.validation import validate_dn, validate_timeout
+
+    try:  # refuse bad input here rather than enqueue a request that settles as invalid
+        validate_dn(args.dn)
+        if args.timeout is not None:
+            validate_timeout(args.timeout)
+    except InvalidRequestError as exc:
+        print(f"callpass call: {exc}", file=sys.stderr)
+        return 2
+    result = enqueue_call(app, args.dn, args.timeout, request_id=args.request_id)
+    print(f"task id: {result.id}", flush=True)
+    if not args.wait:
+        return 0
+    placed = wait_for_pin(result, timeout_s=args.wait_timeout)
+    if placed:
+        print(f"pin: {placed['pin']} (callid {placed['callid']})", flush=True)
+    doc = result.get(timeout=args.wait_timeout)
+    print(json.dumps(doc, indent=2))
+    return 0
+
+
+def _cmd_result(args: argparse.Namespace) -> int:
+    from worker.celery_app import app
+
+    res = app.AsyncResult(args.task_id)
+    info = res.info
+    print(json.dumps({"state": res.state, "info": info if isinstance(info, dict) else repr(info)},
+                     indent=2))
+    return 0
+
+
+def _cmd_config() -> int:
+    from worker.settings import get_settings
+
+    settings = get_settings()
+    for name, value in sorted(vars(settings).items()):
+        print(f"CALLPASS_{name.upper()}={value}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["simulator"]:
+        from simulator.__main__ import main as simulator_main
+
+        return simulator_main(argv[1:])
+    args = _parser().parse_args(argv)
+    from worker.settings import SettingsError
+
+    try:
+        if args.command == "call":
+            return _cmd_call(args)
+        if args.command == "result":
+            return _cmd_result(args)
+        if args.command == "config":
+            return _cmd_config()
+        from worker.runner import run_stack
+
+        return run_stack(Path(args.run_dir), args.exit_after_demo, args.demo_timeout,
+                         args.flower_port)
+    except SettingsError as exc:
+        print(f"callpass: configuration error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,249 @@
+"""Client of the CallPassword API (see ``shared/callpass-api.md``).
+
+One :class:`requests.Session` (pooled keep-alive connections, TLS verification on), explicit
+connect and read time-outs on every request, ``requests`` errors translated to
+:mod:`worker.errors` at one boundary, and short retries with tenacity:
+
+* status requests are retried on any :class:`~worker.errors.TransientError`;
+* a start request is retried only when it provably never reached the server (no connection
+  was made, or the API answered 429/503); any other fault becomes
+  :class:`~worker.errors.OutcomeUnknownError`, because a repeated start calls the person twice.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import requests
+from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt
+from tenacity.wait import wait_random_exponential
+
+from worker.errors import (
+    MalformedResponseError,
+    OutcomeUnknownError,
+    RateLimitedError,
+    TransientError,
+)
+from worker.masking import mask_dn
+from worker.outcomes import Outcome, classify_result
+from worker.settings import SecretStr, Settings
+from worker.transport import envelope_data, translate_transport_error
+from worker.validation import validate_callid, validate_dn, validate_timeout
+
+__all__ = ["CallPassClient", "CallStatus", "StartedCall"]
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+START_PATH = "api/{version}/start-call-password/"
+STATUS_PATH = "api/v2.0/get-call-password-status/"
+
+#: Longest Retry-After honoured inside one exchange, in seconds; longer waits go back to the
+#: caller (a task re-schedules itself instead of holding a worker slot).
+MAX_INLINE_WAIT_S = 5.0
+#: Backoff between attempts: random in [0, min(cap, base * 2**n)] seconds ("full jitter").
+BACKOFF_BASE_S = 0.2
+BACKOFF_CAP_S = 2.0
+
+
+@dataclass(frozen=True)
+class StartedCall:
+    """A start accepted by the API."""
+
+    callid: str
+    pin: str
+    #: Raw ``result`` of the start answer (``"null"`` for an async start).
+    raw_result: str | None
+
+
+@dataclass(frozen=True)
+class CallStatus:
+    """A call's status: ``outcome`` is ``None`` while it is in progress."""
+
+    callid: str
+    raw_result: str | None
+    outcome: Outcome | None
+    pin: str | None = None
+
+    @property
+    def final(self) -> bool:
+        return self.outcome is not None
+
+
+class CallPassClient:
+    """Synchronous, thread-safe for use from one thread per call; one per worker process."""
+
+    def __init__(
+        self,
+        base_url: str,
+        token: SecretStr,
+        *,
+        connect_timeout_s: float = 3.05,
+        read_timeout_s: float = 10.0,
+        sync_read_margin_s: float = 15.0,
+        attempts: int = 3,
+        verify: bool | str = True,
+        session: requests.Session | None = None,
+    ) -> None:
+        self._base_url = base_url if base_url.endswith("/") else base_url + "/"
+        self._connect_timeout_s = connect_timeout_s
+        self._read_timeout_s = read_timeout_s
+        self._sync_read_margin_s = sync_read_margin_s
+        self._attempts = attempts
+        self._session = session or requests.Session()
+        self._session.verify = verify
+        # The token lives only in the session's headers: never in a URL, an argument or a log.
+        self._session.headers["Authorization"] = f"Bearer {token.get_secret_value()}"
+        self._session.headers["User-Agent"] = "callpass-worker"
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> CallPassClient:
+        return cls(
+            settings.api_url,
+            settings.api_token,
+            connect_timeout_s=settings.connect_timeout_s,
+            read_timeout_s=settings.read_timeout_s,
+            sync_read_margin_s=settings.sync_read_margin_s,
+            attempts=settings.http_attempts,
+            verify=settings.tls_verify,
+        )
+
+    def close(self) -> None:
+        self._session.close()
+
+    # -- methods of the API ---------------------------------------------------------------
+
+    def start_call_async(self, dn: str, timeout: int, request_id: str | None = None) -> StartedCall:
+        """Place a call with v2.0 ``async=1``; the answer comes at once with callid and pin."""
+        params = {"dn": validate_dn(dn), "timeout": validate_timeout(timeout), "async": 1}
+        return self._start("v2.0", params, self._read_timeout_s, request_id)
+
+    def start_call_sync(
+        self, dn: str, timeout: int, *, version: str = "v1.0", request_id: str | None = None
+    ) -> CallStatus:
+        """Place a call and wait for its outcome (v1.0, or v2.0 with ``async=0``)."""
+        if version not in ("v1.0", "v2.0"):
+            raise ValueError(f"version must be v1.0 or v2.0, got {version!r}")
+        params: dict[str, Any] = {"dn": validate_dn(dn), "timeout": validate_timeout(timeout)}
+        if version == "v2.0":
+            params["async"] = 0
+        read_timeout = timeout + self._sync_read_margin_s
+        started = self._start(version, params, read_timeout, request_id)
+        return CallStatus(
+            callid=started.callid,
+            raw_result=started.raw_result,
+            outcome=_classify(started.raw_result),
+            pin=started.pin,
+        )
+
+    def get_status(self, callid: str) -> CallStatus:
+        """Ask for a call's status; safe to repeat, so transient faults are retried."""
+        params = {"callid": validate_callid(callid)}
+        data = self._retrying(
+            lambda: self._post(STATUS_PATH, params, self._read_timeout_s),
+            retry_if=lambda exc: isinstance(exc, TransientError),
+        )
+        raw = data.get("result")
+        return CallStatus(
+            callid=str(data.get("callid") or callid),
+            raw_result=None if raw is None else str(raw),
+            outcome=_classify(raw),
+        )
+
+    # -- plumbing -------------------------------------------------------------------------
+
+    def _start(
+        self, version: str, params: dict[str, Any], read_timeout_s: float, request_id: str | None
+    ) -> StartedCall:
+        headers = {"X-Request-Id": request_id} if request_id else None
+        path = START_PATH.format(version=version)
+        try:
+            return self._retrying(
+                lambda: _started(self._post(path, params, read_timeout_s, headers)),
+                retry_if=lambda exc: isinstance(exc, TransientError) and exc.never_reached_server,
+            )
+        except TransientError as exc:
+            if exc.never_reached_server:
+                raise
+            log.warning(
+                "start to %s may have reached the API (%s): not resent",
+                mask_dn(params["dn"]),
+                type(exc).__name__,
+            )
+            raise OutcomeUnknownError(
+                "the start request may have reached the API; whether a call was placed is unknown",
+                cause=f"{type(exc).__name__}: {exc}",
+            ) from exc
+
+    def _post(
+        self,
+        path: str,
+        params: dict[str, Any],
+        read_timeout_s: float,
+        headers: dict[str, str] | None = None,
+    ) -> dict[str, Any]:
+        try:
+            response = self._session.post(
+                self._base_url + path,
+                data=params,
+                headers=headers,
+                timeout=(self._connect_timeout_s, read_timeout_s),
+                allow_redirects=False,
+            )
+        except requests.RequestException as exc:
+            raise translate_transport_error(exc) from exc
+        return envelope_data(response.status_code, response.headers, response.content)
+
+    def _retrying(
+        self, fn: Callable[[], T], retry_if: Callable[[BaseException], bool]
+    ) -> T:
+        retryer = Retrying(
+            stop=stop_after_attempt(self._attempts) | _stop_on_long_retry_after,
+            wait=_wait_retry_after_or_backoff,
+            retry=retry_if_exception(retry_if),
+            reraise=True,
+        )
+        return retryer(fn)
+
+
+_backoff = wait_random_exponential(multiplier=BACKOFF_BASE_S, max=BACKOFF_CAP_S)
+
+
+def _retry_after(state: RetryCallState) -> float | None:
+    outcome = state.outcome
+    exc = outcome.exception() if outcome is not None else None
+    return exc.retry_after if isinstance(exc, RateLimitedError) else None
+
+
+def _wait_retry_after_or_backoff(state: RetryCallState) -> float:
+    """The API's Retry-After when it gave one, else jittered exponential backoff."""
+    retry_after = _retry_after(state)
+    return retry_after if retry_after is not None else _backoff(state)
+
+
+def _stop_on_long_retry_after(state: RetryCallState) -> bool:
+    retry_after = _retry_after(state)
+    return retry_after is not None and retry_after > MAX_INLINE_WAIT_S
+
+
+def _classify(raw: object) -> Outcome | None:
+    try:
+        return classify_result(raw)
+    except ValueError as exc:
+        raise MalformedResponseError(str(exc)) from None
+
+
+def _started(data: dict[str, Any]) -> StartedCall:
+    """Parse a start answer. A success without callid or pin is malformed (and, for a start,
+    the call may have been placed: the caller turns it into an unknown outcome)."""
+    callid, pin = data.get("callid"), data.get("pin")
+    if not isinstance(callid, str) or not callid:
+        raise MalformedResponseError("start answer has no callid")
+    if not isinstance(pin, str) or not (4 <= len(pin) <= 6 and pin.isascii() and pin.isdigit()):
+        raise MalformedResponseError("start answer has no 4-6 digit pin")
+    raw = data.get("result")
+    return StartedCall(callid=callid, pin=pin, raw_result=None if raw is None else str(raw))

@@ -1,0 +1,316 @@
+"""The life of one verification request: claim, dial once, poll, settle exactly once.
+
+Tasks in ``tasks/`` are thin wrappers around :class:`Pipeline`; everything that decides
+what happens to a request lives here, with Celery reached only through two small protocols
+(:class:`Dispatcher` sends messages, :class:`ResultSink` writes what producers read).
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from worker.client import CallPassClient
+from worker.document import build_outcome, iso
+from worker.errors import (
+    ApiRejectedError,
+    AuthError,
+    InvalidRequestError,
+    OutcomeUnknownError,
+    PermanentError,
+    TransientError,
+)
+from worker.masking import mask_dn
+from worker.outcomes import Outcome
+from worker.records import RequestRecord, RequestStore, dn_digest, now
+from worker.schedule import PollSchedule
+from worker.validation import parse_start_request
+
+__all__ = ["Dispatcher", "Pipeline", "ResultSink"]
+
+log = logging.getLogger(__name__)
+
+#: Backoff before re-sending a start that never reached the API, in seconds.
+START_RETRY_DELAYS_S = (1.0, 2.0, 4.0, 8.0)
+
+
+class Dispatcher(Protocol):
+    def send_poll(self, request_id: str, token: str, countdown_s: float) -> None: ...
+
+    def resend_start(
+        self,
+        task_id: str,
+        kwargs: dict[str, Any],
+        requested_at: float,
+        attempt: int,
+        countdown_s: float,
+    ) -> None: ...
+
+
+class ResultSink(Protocol):
+    def publish_placed(self, task_id: str, meta: dict[str, Any]) -> None: ...
+
+    def publish_outcome(self, task_id: str, doc: dict[str, Any]) -> None: ...
+
+
+@dataclass
+class Pipeline:
+    client: Callable[[], CallPassClient]
+    store: RequestStore
+    sink: ResultSink
+    dispatcher: Dispatcher
+    schedule: PollSchedule
+    default_timeout_s: int
+    place_deadline_s: float
+    #: Longest a start request can take with its inline retries; a record stuck in
+    #: ``dialing`` for longer belongs to a worker that died mid-request.
+    max_start_s: float
+
+    # -- start ---------------------------------------------------------------------------
+
+    def start(
+        self,
+        task_id: str,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        requested_at: float | None = None,
+        attempt: int = 0,
+    ) -> str:
+        """Handle one delivery of ``callpass.start_call``; return a summary for Flower."""
+        received = now()
+        try:
+            request = parse_start_request(args, kwargs, self.default_timeout_s)
+        except InvalidRequestError as exc:
+            raw_id = kwargs.get("request_id") if isinstance(kwargs, dict) else None
+            request_id = raw_id if isinstance(raw_id, str) and len(raw_id) <= 128 else task_id
+            doc = build_outcome(
+                Outcome.INVALID,
+                completed_at=now(),
+                request_id=request_id,
+                api_message=None,
+                error={"field": exc.field, "rule": exc.rule},
+                requested_at=requested_at or received,
+            )
+            self.sink.publish_outcome(task_id, doc)
+            log.info("request %s invalid: %s", request_id, exc)
+            return "invalid"
+
+        request_id = request.request_id or task_id
+        created, record = self.store.claim(
+            request_id,
+            task_id,
+            {
+                "task_id": task_id,
+                "dn_masked": mask_dn(request.dn),
+                "dn_digest": dn_digest(request.dn),
+                "timeout": str(request.timeout),
+                "requested_at": repr(requested_at or received),
+                "poll_token": "",
+                "status_requests": "0",
+            },
+        )
+        if record.get("dn_digest") != dn_digest(request.dn):
+            doc = build_outcome(
+                Outcome.INVALID,
+                completed_at=now(),
+                request_id=request_id,
+                error={"field": "request_id", "rule": "is already used for another number"},
+            )
+            self.sink.publish_outcome(task_id, doc)
+            return "invalid"
+        if not created:
+            log.info("request %s seen again (state %s): resuming", request_id, record.state)
+        return self._advance(record, task_id, request.dn, kwargs, attempt)
+
+    def _advance(
+        self, record: RequestRecord, task_id: str, dn: str, kwargs: dict[str, Any], attempt: int
+    ) -> str:
+        request_id = record.request_id
+        if record.outcome is not None:
+            self._publish_outcome(request_id, record.outcome)
+            return "settled"
+        if record.state == "placed":
+            self._publish_placed(record)
+            if not record.get("poll_token"):
+                self._start_poll_chain(record, elapsed_s=now() - (record.number("placed_at") or 0))
+            return "placed"
+        if record.state == "dialing":
+            dialing_for = now() - (record.number("dialing_at") or 0)
+            if dialing_for < self.max_start_s:
+                return "dialing elsewhere"  # another delivery is dialing; it will publish
+            self._settle(
+                record,
+                Outcome.UNKNOWN,
+                api_message="the worker stopped while the start request was in flight",
+                call_placed=None,
+            )
+            return "unknown"
+        requested_at = record.number("requested_at") or now()
+        if now() > requested_at + self.place_deadline_s:
+            self._settle(record, Outcome.EXPIRED, api_message="placement deadline passed")
+            return "expired"
+        if not self.store.compare_and_set(
+            request_id, "state", "claimed", "dialing", dialing_at=repr(now())
+        ):
+            return "dialing elsewhere"
+        return self._dial(record, task_id, dn, kwargs, attempt, requested_at)
+
+    def _dial(
+        self,
+        record: RequestRecord,
+        task_id: str,
+        dn: str,
+        kwargs: dict[str, Any],
+        attempt: int,
+        requested_at: float,
+    ) -> str:
+        request_id = record.request_id
+        timeout = int(record.get("timeout"))
+        try:
+            started = self.client().start_call_async(dn, timeout, request_id=request_id)
+        except OutcomeUnknownError as exc:
+            self._settle(record, Outcome.UNKNOWN, api_message=exc.message, call_placed=None)
+            return "unknown"
+        except AuthError as exc:
+            self._settle(record, Outcome.AUTH_FAILED, api_message=exc.message)
+            return "auth_failed"
+        except (ApiRejectedError, PermanentError) as exc:
+            self._settle(record, Outcome.API_ERROR, api_message=exc.message)
+            return "api_error"
+        except InvalidRequestError as exc:
+            self._settle(record, Outcome.INVALID, error={"field": exc.field, "rule": exc.rule})
+            return "invalid"
+        except TransientError as exc:
+            # Never reached the API (the client resends nothing else): safe to try again.
+            self.store.update(request_id, state="claimed")
+            delay = START_RETRY_DELAYS_S[min(attempt, len(START_RETRY_DELAYS_S) - 1)]
+            if now() + delay > requested_at + self.place_deadline_s:
+                self._settle(
+                    record, Outcome.EXPIRED, api_message=f"API unreachable until deadline: {exc}"
+                )
+                return "expired"
+            log.warning("start for request %s not sent (%s); again in %.1fs", request_id, exc, delay)
+            self.dispatcher.resend_start(task_id, kwargs, requested_at, attempt + 1, delay)
+            return "start deferred"
+        placed_at = now()
+        self.store.update(
+            request_id, state="placed", callid=started.callid, pin=started.pin, placed_at=repr(placed_at)
+        )
+        placed = self.store.load(request_id) or record
+        log.info(
+            "call %s placed to %s for request %s", started.callid, record.get("dn_masked"), request_id
+        )
+        self._publish_placed(placed)
+        self._start_poll_chain(placed, elapsed_s=0.0)
+        return "placed"
+
+    # -- poll ----------------------------------------------------------------------------
+
+    def poll(self, request_id: str, token: str) -> str:
+        """Handle one ``callpass.poll_status`` message of the chain named by ``token``."""
+        record = self.store.load(request_id)
+        if record is None:
+            log.warning("request %s has no record (expired?): poll dropped", request_id)
+            return "no record"
+        if record.outcome is not None:
+            self._publish_outcome(request_id, record.outcome)
+            return "settled"
+        if record.get("poll_token") != token:
+            return "stale poll"
+        callid = record.get("callid")
+        timeout = int(record.get("timeout"))
+        elapsed = now() - (record.number("placed_at") or now())
+        self.store.count_status_request(request_id)
+        try:
+            status = self.client().get_status(callid)
+        except TransientError as exc:
+            log.info("status of call %s not read (%s)", callid, type(exc).__name__)
+            status = None
+            problem = str(exc)
+        except (PermanentError, InvalidRequestError) as exc:
+            # "can't find callid" or a refused token: asking again will not help.
+            self._settle(record, Outcome.UNKNOWN, api_message=str(exc))
+            return "unknown"
+        else:
+            problem = "no final status within timeout + grace"
+        if status is not None and status.outcome is not None:
+            self._settle(record, status.outcome, raw_result=status.raw_result)
+            return status.outcome.value
+        delay = self.schedule.next_delay(elapsed, timeout)
+        if delay is None:
+            self._settle(record, Outcome.UNKNOWN, api_message=problem)
+            return "unknown"
+        self._next_poll(record, token, delay)
+        return "polling"
+
+    def _start_poll_chain(self, record: RequestRecord, elapsed_s: float) -> None:
+        delay = self.schedule.next_delay(elapsed_s, int(record.get("timeout")))
+        self._next_poll(record, "", 0.0 if delay is None else delay)
+
+    def _next_poll(self, record: RequestRecord, token: str, delay_s: float) -> None:
+        # Send first, then advance the token: a crash in between leaves the old token valid,
+        # so the redelivered message carries the chain on (at worst one extra status request).
+        new_token = uuid.uuid4().hex[:16]
+        self.dispatcher.send_poll(record.request_id, new_token, delay_s)
+        self.store.compare_and_set(record.request_id, "poll_token", token, new_token)
+
+    # -- results -------------------------------------------------------------------------
+
+    def _settle(
+        self,
+        record: RequestRecord,
+        outcome: Outcome,
+        *,
+        raw_result: str | None = None,
+        api_message: str | None = None,
+        error: Any = None,
+        call_placed: bool | None = False,
+    ) -> None:
+        request_id = record.request_id
+        fresh = self.store.load(request_id) or record
+        doc = build_outcome(
+            outcome,
+            completed_at=now(),
+            request_id=request_id,
+            dn_masked=fresh.get("dn_masked") or None,
+            callid=fresh.get("callid") or None,
+            pin=fresh.get("pin") or None,
+            raw_result=raw_result,
+            api_message=api_message,
+            error=error,
+            timeout=int(fresh.get("timeout")) if fresh.get("timeout") else None,
+            requested_at=fresh.number("requested_at"),
+            placed_at=fresh.number("placed_at"),
+            status_requests=int(fresh.get("status_requests", "0")),
+            call_placed=call_placed,
+        )
+        standing = self.store.settle(request_id, doc)
+        log.info(
+            "request %s settled: %s (%s status requests)",
+            request_id,
+            standing["outcome"],
+            standing["status_requests"],
+        )
+        self._publish_outcome(request_id, standing)
+
+    def _publish_outcome(self, request_id: str, doc: dict[str, Any]) -> None:
+        for task_id in self.store.task_ids(request_id):
+            self.sink.publish_outcome(task_id, doc)
+
+    def _publish_placed(self, record: RequestRecord) -> None:
+        meta = {
+            "request_id": record.request_id,
+            "callid": record.get("callid"),
+            "pin": record.get("pin"),
+            "placed_at": iso(record.number("placed_at")),
+            "timeout": int(record.get("timeout")),
+        }
+        for task_id in self.store.task_ids(record.request_id):
+            self.sink.publish_placed(task_id, meta)
+        # A settle may have raced past us: make sure the final outcome is what stays.
+        latest = self.store.load(record.request_id)
+        if latest is not None and latest.outcome is not None:
+            self._publish_outcome(record.request_id, latest.outcome)

@@ -1,0 +1,75 @@
+"""Keep phone numbers out of logs and Flower, whatever a producer sends.
+
+The worker uses :class:`MaskedRequest` for its tasks, so the ``argsrepr``/``kwargsrepr``
+that Celery logs, sends in events (Flower) and answers to ``inspect`` are rebuilt from the
+real arguments with numbers masked, even when a foreign producer did not mask them.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from typing import Any
+
+from celery.utils.saferepr import saferepr
+from celery.worker.request import Request
+
+__all__ = ["MaskedRequest", "MaskingFilter", "mask_dn", "mask_text", "masked_reprs"]
+
+# A run of 10+ digits (optionally after "+") standing alone is taken for a phone number;
+# the look-arounds keep UUID groups (task ids, callids) intact.
+_DIGITS_RE = re.compile(r"(?<![0-9A-Za-z-])\+?[0-9]{10,}(?![0-9A-Za-z-])")
+_KEEP_HEAD = 4
+_KEEP_TAIL = 2
+
+
+def mask_dn(dn: object) -> str:
+    """``79991234567`` → ``7999*****67``; short or non-string values are masked whole."""
+    text = str(dn)
+    if len(text) < _KEEP_HEAD + _KEEP_TAIL + 3:
+        return "*" * min(len(text), 16)
+    return text[:_KEEP_HEAD] + "*" * (len(text) - _KEEP_HEAD - _KEEP_TAIL) + text[-_KEEP_TAIL:]
+
+
+def mask_text(text: str) -> str:
+    """Mask every stand-alone run of ten or more digits in ``text``."""
+    return _DIGITS_RE.sub(lambda m: mask_dn(m.group(0)), text)
+
+
+def _mask_value(value: Any) -> Any:
+    if isinstance(value, str):
+        return mask_text(value)
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 10**6:
+        return mask_dn(value)
+    if isinstance(value, dict):
+        return {k: _mask_value(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(_mask_value(v) for v in value)
+    return value
+
+
+def masked_reprs(args: Any, kwargs: Any) -> tuple[str, str]:
+    """``argsrepr`` and ``kwargsrepr`` with every phone-number-like value masked."""
+    return saferepr(_mask_value(args)), saferepr(_mask_value(kwargs))
+
+
+class MaskedRequest(Request):
+    """A Celery request whose reprs never show a full phone number."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        try:
+            self._argsrepr, self._kwargsrepr = masked_reprs(self.args, self.kwargs)
+        except Exception:  # a repr must never stop a task; show nothing rather than the number
+            self._argsrepr, self._kwargsrepr = "(masked)", "(masked)"
+
+
+class MaskingFilter(logging.Filter):
+    """Mask phone numbers in every formatted log record (a last line of defence)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        masked = mask_text(message)
+        if masked != message:
+            record.msg, record.args = masked, None
+        return True

@@ -1,0 +1,72 @@
+"""Enqueue a verification and read it back, as a producing service does.
+
+A service needs nothing of this project to produce (see the README: ``send_task`` by name);
+this module is the same thing with masked reprs and the enqueue-time header, for our CLI,
+demo and tests.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from celery import Celery
+from celery.result import AsyncResult
+
+from worker.masking import masked_reprs
+from worker.runtime import PLACED, START_TASK
+
+__all__ = ["enqueue_call", "wait_for_pin"]
+
+#: How often ``wait_for_pin`` looks at the result backend, in seconds.
+PIN_POLL_INTERVAL_S = 0.02
+
+
+def enqueue_call(
+    app: Celery,
+    dn: str,
+    timeout: int | None = None,
+    *,
+    request_id: str | None = None,
+    webhook_url: str | None = None,
+    queue: str | None = None,
+    task_id: str | None = None,
+) -> AsyncResult:
+    """Send ``callpass.start_call``; the returned result resolves to the outcome document."""
+    kwargs: dict[str, Any] = {"dn": dn}
+    if timeout is not None:
+        kwargs["timeout"] = timeout
+    if request_id is not None:
+        kwargs["request_id"] = request_id
+    if webhook_url is not None:
+        kwargs["webhook_url"] = webhook_url
+    argsrepr, kwargsrepr = masked_reprs((), kwargs)
+    return app.send_task(
+        START_TASK,
+        kwargs=kwargs,
+        queue=queue or app.conf.task_default_queue,
+        task_id=task_id,
+        argsrepr=argsrepr,
+        kwargsrepr=kwargsrepr,
+        headers={"callpass_requested_at": time.time()},
+    )
+
+
+def wait_for_pin(result: AsyncResult, timeout_s: float = 30.0) -> dict[str, Any] | None:
+    """Wait until the call is placed; return ``{callid, pin, …}``.
+
+    Returns ``None`` when the request settled without placing a call (read ``result.get()``
+    for why); raises ``TimeoutError`` past ``timeout_s``.
+    """
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        state = result.state
+        if state == PLACED:
+            return dict(result.info)
+        if state == "SUCCESS":
+            doc = result.result
+            return {k: doc[k] for k in ("request_id", "callid", "pin")} if doc.get("pin") else None
+        if state == "FAILURE":
+            return None
+        time.sleep(PIN_POLL_INTERVAL_S)
+    raise TimeoutError(f"no pin for task {result.id} within {timeout_s:g} s")

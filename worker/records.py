@@ -1,0 +1,161 @@
+"""Request records in Redis: the memory that makes a call happen at most once.
+
+One hash per request id (``callpass:req:<request_id>``) holds the request's state machine::
+
+    claimed ──CAS──▶ dialing ──▶ placed ──▶ (outcome set)
+       │                │
+       └────────────────┴──────▶ (outcome set: invalid, api_error, unknown, expired, …)
+
+* ``claim`` creates the record atomically; a redelivered or repeated ``start_call`` finds it
+  and resumes instead of dialing again.
+* Only the delivery that moves ``claimed → dialing`` (compare-and-set) sends a start request.
+  A record left in ``dialing`` by a killed worker means the API may have placed the call: it
+  settles as ``unknown`` and is never dialed again.
+* The outcome is written once (``HSETNX``); whoever settles later reads the first one back.
+* ``poll_token`` names the one live chain of ``poll_status`` messages: a poll whose token is
+  not the record's drops itself, so duplicates die out instead of multiplying.
+
+A set ``callpass:req:<request_id>:tasks`` lists the task ids whose result must receive the
+outcome (a producer may enqueue the same request id twice).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import dataclass
+from typing import Any, cast
+
+import redis
+
+__all__ = ["RequestRecord", "RequestStore"]
+
+KEY_PREFIX = "callpass:req:"
+
+# KEYS[1] record, KEYS[2] task set; ARGV: ttl, task_id, then field/value pairs.
+_CLAIM = """
+local created = 0
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  for i = 3, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+  redis.call('EXPIRE', KEYS[1], ARGV[1])
+  created = 1
+end
+redis.call('SADD', KEYS[2], ARGV[2])
+redis.call('EXPIRE', KEYS[2], ARGV[1])
+return {created, redis.call('HGETALL', KEYS[1])}
+"""
+
+# KEYS[1] record; ARGV: field, expected, new value, then extra field/value pairs.
+_COMPARE_AND_SET = """
+local current = redis.call('HGET', KEYS[1], ARGV[1]) or ''
+if current ~= ARGV[2] then return 0 end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
+for i = 4, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+return 1
+"""
+
+# KEYS[1] record; ARGV[1] outcome JSON. Returns the outcome that stands.
+_SETTLE = """
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  redis.call('HSETNX', KEYS[1], 'outcome', ARGV[1])
+  redis.call('HSET', KEYS[1], 'state', 'settled')
+  return redis.call('HGET', KEYS[1], 'outcome')
+end
+return ARGV[1]
+"""
+
+
+def dn_digest(dn: str) -> str:
+    """A stable fingerprint of the number, so the record never holds it in clear."""
+    return hashlib.sha256(dn.encode()).hexdigest()[:32]
+
+
+@dataclass(frozen=True)
+class RequestRecord:
+    """A snapshot of one request's hash."""
+
+    request_id: str
+    fields: dict[str, str]
+
+    def get(self, name: str, default: str = "") -> str:
+        return self.fields.get(name, default)
+
+    def number(self, name: str) -> float | None:
+        value = self.fields.get(name)
+        return float(value) if value else None
+
+    @property
+    def state(self) -> str:
+        return self.get("state")
+
+    @property
+    def outcome(self) -> dict[str, Any] | None:
+        raw = self.fields.get("outcome")
+        return cast(dict[str, Any], json.loads(raw)) if raw else None
+
+
+class RequestStore:
+    """Atomic operations on request records."""
+
+    def __init__(self, client: redis.Redis, ttl_s: int) -> None:
+        self._redis = client
+        self._ttl_s = ttl_s
+        self._claim = client.register_script(_CLAIM)
+        self._cas = client.register_script(_COMPARE_AND_SET)
+        self._settle = client.register_script(_SETTLE)
+
+    @staticmethod
+    def key(request_id: str) -> str:
+        return KEY_PREFIX + request_id
+
+    def claim(
+        self, request_id: str, task_id: str, initial: dict[str, str]
+    ) -> tuple[bool, RequestRecord]:
+        """Create the record (``initial`` fields) unless it exists; subscribe ``task_id``."""
+        pairs: list[str] = ["state", "claimed"]
+        for name, value in initial.items():
+            pairs += [name, value]
+        key = self.key(request_id)
+        created, flat = self._claim(keys=[key, key + ":tasks"], args=[self._ttl_s, task_id, *pairs])
+        return bool(created), RequestRecord(request_id, _pairs_to_dict(flat))
+
+    def load(self, request_id: str) -> RequestRecord | None:
+        raw = cast(dict[bytes, bytes], self._redis.hgetall(self.key(request_id)))
+        if not raw:
+            return None
+        return RequestRecord(request_id, {k.decode(): v.decode() for k, v in raw.items()})
+
+    def task_ids(self, request_id: str) -> list[str]:
+        members = cast(set[bytes], self._redis.smembers(self.key(request_id) + ":tasks"))
+        return sorted(m.decode() for m in members)
+
+    def compare_and_set(
+        self, request_id: str, name: str, expected: str, new: str, **extra: str
+    ) -> bool:
+        """Set ``name`` to ``new`` (and ``extra`` fields) only if it still holds ``expected``."""
+        args: list[str] = [name, expected, new]
+        for field_name, value in extra.items():
+            args += [field_name, value]
+        return bool(self._cas(keys=[self.key(request_id)], args=args))
+
+    def update(self, request_id: str, **values: str) -> None:
+        self._redis.hset(self.key(request_id), mapping=dict(values))
+
+    def count_status_request(self, request_id: str) -> int:
+        return int(self._redis.hincrby(self.key(request_id), "status_requests", 1))
+
+    def settle(self, request_id: str, outcome: dict[str, Any]) -> dict[str, Any]:
+        """Write the outcome once; return the one that stands (maybe an earlier one)."""
+        raw = self._settle(keys=[self.key(request_id)], args=[json.dumps(outcome)])
+        text = raw.decode() if isinstance(raw, bytes) else str(raw)
+        return cast(dict[str, Any], json.loads(text))
+
+
+def _pairs_to_dict(flat: list[bytes]) -> dict[str, str]:
+    return {flat[i].decode(): flat[i + 1].decode() for i in range(0, len(flat), 2)}
+
+
+def now() -> float:
+    """Wall-clock seconds; records are shared between hosts, so monotonic time will not do."""
+    return time.time()

@@ -1,0 +1,86 @@
+"""``callpass run`` (``make run``): a whole local stack, a demo batch, then serve until Ctrl-C.
+
+Starts a Redis of its own unless ``CALLPASS_BROKER_URL``/``CALLPASS_REDIS_URL`` is set, the
+simulator unless a real API token is set, one worker and Flower; runs the demo; prints the
+Flower URL; stops everything it started on Ctrl-C (or at once with ``--exit-after-demo``).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+from pathlib import Path
+from types import FrameType
+
+from worker.devstack import Stack, child_env, free_port, wait_until
+from worker.settings import SIMULATOR_DEV_TOKEN
+
+__all__ = ["run_stack"]
+
+DEFAULT_FLOWER_PORT = 5555
+
+
+def run_stack(run_dir: Path, exit_after_demo: bool, demo_timeout_s: int, flower_port: int) -> int:
+    stack = Stack(run_dir)
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    try:
+        overrides: dict[str, str] = {}
+        if not (os.environ.get("CALLPASS_REDIS_URL") or os.environ.get("CALLPASS_BROKER_URL")):
+            _, redis_url = stack.start_redis()
+            overrides["CALLPASS_REDIS_URL"] = redis_url
+            print(f"redis:     {redis_url} (started for this run)")
+        token = os.environ.get("CALLPASS_API_TOKEN", SIMULATOR_DEV_TOKEN)
+        if token == SIMULATOR_DEV_TOKEN:
+            _, sim_url = stack.start_simulator()
+            overrides["CALLPASS_API_URL"] = sim_url
+            print(f"simulator: {sim_url} (no real API token configured)")
+        else:
+            print("API:       the real CallPassword service (CALLPASS_API_TOKEN is set)")
+        env = child_env(overrides)
+        os.environ.update(overrides)
+        # Import only now: the Celery app reads its settings from the environment at import.
+        from worker.settings import reset_settings
+
+        reset_settings()
+        from worker.celery_app import app
+        from worker.demo import run_demo
+
+        worker = stack.start_worker(env, "worker")
+        wait_until(
+            lambda: (_raise_if_dead(worker), app.control.ping(timeout=0.5))[1],
+            60,
+            "worker",
+        )
+        print(f"worker:    up (log: {worker.log_path})")
+        port = flower_port if flower_port else free_port()
+        stack.start_flower(env, port)
+        flower_url = f"http://127.0.0.1:{port}/"
+        print(f"flower:    {flower_url}\n")
+        run_demo(app, timeout_s=demo_timeout_s)
+        print(f"\nFlower: {flower_url}  (tasks: {flower_url}tasks)")
+        if exit_after_demo:
+            return 0
+        print("serving; press Ctrl-C to stop everything this run started")
+        while not stop.wait(1.0):
+            for proc in stack.procs:
+                if not proc.alive():
+                    print(f"{proc.name} exited ({proc.popen.returncode}); stopping")
+                    return 1
+        return 0
+    finally:
+        print("stopping ...")
+        stack.stop_all()
+
+
+def _raise_if_dead(proc: object) -> None:
+    from worker.devstack import Proc
+
+    if isinstance(proc, Proc) and not proc.alive():
+        raise RuntimeError(f"{proc.name} exited:\n{proc.log_tail()}")

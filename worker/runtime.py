@@ -1,0 +1,108 @@
+"""Per-process wiring of the pipeline to Celery, Redis and the HTTP client."""
+
+from __future__ import annotations
+
+import threading
+from functools import cache
+from typing import Any
+
+import redis
+from celery import Celery
+
+from worker.client import CallPassClient
+from worker.lifecycle import Pipeline
+from worker.masking import masked_reprs
+from worker.records import RequestStore
+from worker.schedule import PollSchedule
+from worker.settings import Settings, get_settings
+
+__all__ = ["CeleryDispatcher", "CeleryResultSink", "PLACED", "get_pipeline"]
+
+#: Custom task state a producer sees once the call is placed; ``info`` holds callid and pin.
+PLACED = "PLACED"
+
+START_TASK = "callpass.start_call"
+POLL_TASK = "callpass.poll_status"
+
+
+class CeleryDispatcher:
+    """Sends our own follow-up messages, with masked reprs and the anchoring headers."""
+
+    def __init__(self, app: Celery, queue: str) -> None:
+        self._app = app
+        self._queue = queue
+
+    def send_poll(self, request_id: str, token: str, countdown_s: float) -> None:
+        self._app.send_task(
+            POLL_TASK,
+            kwargs={"request_id": request_id, "token": token},
+            countdown=countdown_s,
+            queue=self._queue,
+        )
+
+    def resend_start(
+        self,
+        task_id: str,
+        kwargs: dict[str, Any],
+        requested_at: float,
+        attempt: int,
+        countdown_s: float,
+    ) -> None:
+        argsrepr, kwargsrepr = masked_reprs((), kwargs)
+        self._app.send_task(
+            START_TASK,
+            kwargs=kwargs,
+            task_id=task_id,
+            countdown=countdown_s,
+            queue=self._queue,
+            argsrepr=argsrepr,
+            kwargsrepr=kwargsrepr,
+            headers={"callpass_requested_at": requested_at, "callpass_attempt": attempt},
+        )
+
+
+class CeleryResultSink:
+    """Writes the states producers read through ``AsyncResult(<start_call task id>)``."""
+
+    def __init__(self, app: Celery) -> None:
+        self._app = app
+
+    def publish_placed(self, task_id: str, meta: dict[str, Any]) -> None:
+        self._app.backend.store_result(task_id, meta, PLACED)
+
+    def publish_outcome(self, task_id: str, doc: dict[str, Any]) -> None:
+        self._app.backend.store_result(task_id, doc, "SUCCESS")
+
+
+_local = threading.local()
+
+
+def _thread_client(settings: Settings) -> CallPassClient:
+    # One requests.Session per thread: sessions are not documented as thread-safe.
+    client: CallPassClient | None = getattr(_local, "client", None)
+    if client is None:
+        client = CallPassClient.from_settings(settings)
+        _local.client = client
+    return client
+
+
+@cache
+def get_pipeline(app: Celery) -> Pipeline:
+    settings = get_settings()
+    redis_client = redis.Redis.from_url(settings.redis_url, health_check_interval=30)
+    schedule = PollSchedule(
+        interval_s=settings.poll_interval_s,
+        end_slack_s=settings.poll_end_slack_s,
+        grace_s=settings.poll_grace_s,
+    )
+    attempts = settings.http_attempts
+    return Pipeline(
+        client=lambda: _thread_client(settings),
+        store=RequestStore(redis_client, ttl_s=settings.result_expires_s),
+        sink=CeleryResultSink(app),
+        dispatcher=CeleryDispatcher(app, settings.queue),
+        schedule=schedule,
+        default_timeout_s=settings.default_call_timeout_s,
+        place_deadline_s=settings.place_deadline_s,
+        max_start_s=attempts * (settings.connect_timeout_s + settings.read_timeout_s) + 2 * attempts,
+    )

@@ -1,0 +1,275 @@
+"""Typed settings, read once from ``CALLPASS_*`` environment variables.
+
+Every setting has a default that suits local use (a Redis on 127.0.0.1 and the bundled
+simulator). A malformed value raises :class:`SettingsError` naming the variable and the rule,
+so a worker with a bad configuration refuses to start instead of failing on the first call.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
+from typing import TypeVar
+from urllib.parse import urlsplit
+
+__all__ = ["SIMULATOR_DEV_TOKEN", "Settings", "SettingsError", "get_settings", "reset_settings"]
+
+PREFIX = "CALLPASS_"
+
+#: Token the bundled simulator accepts by default; never valid at the real service.
+SIMULATOR_DEV_TOKEN = "0123456789abcdef0123456789abcdef"
+
+# The contract's reading: lower-case hex, 32 or 64 characters.
+_TOKEN_RE = re.compile(r"^(?:[0-9a-f]{32}|[0-9a-f]{64})$")
+
+T = TypeVar("T")
+
+# Variables of the simulator, the contract suite and the demo share the prefix but not this class.
+_OTHER_TOOLS = ("CALLPASS_SIM_", "CALLPASS_CONTRACT_", "CALLPASS_DEMO_")
+
+
+class SettingsError(ValueError):
+    """A ``CALLPASS_*`` variable is malformed; the message names it and the rule."""
+
+    def __init__(self, variable: str, rule: str) -> None:
+        super().__init__(variable, rule)
+        self.variable = variable
+        self.rule = rule
+
+    def __str__(self) -> str:
+        return f"{self.variable}: {self.rule}"
+
+
+class SecretStr:
+    """A string that never shows itself in ``repr``/``str`` (logs, tracebacks, Flower)."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def get_secret_value(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "SecretStr('**********')"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, SecretStr) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+
+def _parse_float(name: str, raw: str, lo: float, hi: float) -> float:
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SettingsError(name, f"must be a number, got {raw!r}") from None
+    if not lo <= value <= hi:
+        raise SettingsError(name, f"must be between {lo:g} and {hi:g}, got {raw}")
+    return value
+
+
+def _parse_int(name: str, raw: str, lo: int, hi: int) -> int:
+    if not re.fullmatch(r"-?[0-9]+", raw.strip()):
+        raise SettingsError(name, f"must be a whole number, got {raw!r}")
+    value = int(raw)
+    if not lo <= value <= hi:
+        raise SettingsError(name, f"must be between {lo} and {hi}, got {raw}")
+    return value
+
+
+def _parse_bool(name: str, raw: str) -> bool:
+    lowered = raw.strip().lower()
+    if lowered in {"1", "true", "yes", "on"}:
+        return True
+    if lowered in {"0", "false", "no", "off", ""}:
+        return False
+    raise SettingsError(name, f"must be true or false, got {raw!r}")
+
+
+def _parse_url(name: str, raw: str, schemes: tuple[str, ...]) -> str:
+    parts = urlsplit(raw)
+    if parts.scheme not in schemes or not parts.netloc:
+        raise SettingsError(name, f"must be a URL with scheme {' or '.join(schemes)} and a host")
+    return raw
+
+
+def _parse_token(name: str, raw: str) -> SecretStr:
+    if not _TOKEN_RE.fullmatch(raw):
+        # Never echo the value: it is a secret even when malformed.
+        raise SettingsError(
+            name, f"must be 32 or 64 lower-case hex characters (got {len(raw)} characters)"
+        )
+    return SecretStr(raw)
+
+
+def _parse_level(name: str, raw: str) -> str:
+    level = raw.strip().upper()
+    if level not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
+        raise SettingsError(name, f"must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL, got {raw!r}")
+    return level
+
+
+@dataclass(frozen=True)
+class Settings:
+    """All configuration of the worker, the CLI and the demo; see the README's table."""
+
+    #: Base URL of the CallPassword API (the bundled simulator by default).
+    api_url: str = "http://127.0.0.1:8099/"
+    #: Bearer token; the default is the simulator's development token.
+    api_token: SecretStr = field(default_factory=lambda: SecretStr(SIMULATOR_DEV_TOKEN))
+    #: Redis holding request records (claims, callids); also the default broker and backend.
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    broker_url: str = ""  # empty: same as redis_url
+    result_backend: str = ""  # empty: same as redis_url
+    queue: str = "callpass"
+    connect_timeout_s: float = 3.05
+    read_timeout_s: float = 10.0
+    #: Extra read time for the synchronous methods, on top of the call's own timeout.
+    sync_read_margin_s: float = 15.0
+    http_attempts: int = 3
+    ca_bundle: str = ""
+    insecure_skip_tls_verify: bool = False
+    default_call_timeout_s: int = 20
+    poll_interval_s: float = 2.0
+    poll_end_slack_s: float = 0.25
+    poll_grace_s: float = 15.0
+    place_deadline_s: float = 30.0
+    result_expires_s: int = 86_400
+    visibility_timeout_s: int = 300
+    eta_task_limit: int = 20_000
+    log_level: str = "INFO"
+
+    @property
+    def effective_broker_url(self) -> str:
+        return self.broker_url or self.redis_url
+
+    @property
+    def effective_result_backend(self) -> str:
+        return self.result_backend or self.redis_url
+
+    @property
+    def uses_simulator_token(self) -> bool:
+        return self.api_token.get_secret_value() == SIMULATOR_DEV_TOKEN
+
+    @property
+    def tls_verify(self) -> bool | str:
+        """What ``requests`` takes as ``verify``."""
+        if self.insecure_skip_tls_verify:
+            return False
+        return self.ca_bundle or True
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Read and validate every ``CALLPASS_*`` variable; raise :class:`SettingsError`."""
+        env = os.environ if environ is None else environ
+        known = {PREFIX + f.name.upper() for f in fields(cls)}
+        unknown = sorted(
+            k
+            for k in env
+            if k.startswith(PREFIX) and k not in known and not k.startswith(_OTHER_TOOLS)
+        )
+        if unknown:
+            raise SettingsError(unknown[0], "is not a known setting (see the README's table)")
+
+        def get(attr: str, parse: Callable[[str, str], T], default: T) -> T:
+            name = PREFIX + attr.upper()
+            raw = env.get(name)
+            return default if raw is None else parse(name, raw)
+
+        d = cls()
+        redis_schemes = ("redis", "rediss", "unix")
+        broker_schemes = ("redis", "rediss", "amqp", "amqps", "sentinel", "unix")
+        settings = cls(
+            api_url=get("api_url", lambda n, r: _parse_url(n, r, ("https", "http")), d.api_url),
+            api_token=get("api_token", _parse_token, d.api_token),
+            redis_url=get("redis_url", lambda n, r: _parse_url(n, r, redis_schemes), d.redis_url),
+            broker_url=get("broker_url", lambda n, r: r and _parse_url(n, r, broker_schemes), ""),
+            result_backend=get(
+                "result_backend", lambda n, r: r and _parse_url(n, r, redis_schemes), ""
+            ),
+            queue=get("queue", _parse_queue, d.queue),
+            connect_timeout_s=get(
+                "connect_timeout_s", lambda n, r: _parse_float(n, r, 0.1, 60), d.connect_timeout_s
+            ),
+            read_timeout_s=get(
+                "read_timeout_s", lambda n, r: _parse_float(n, r, 0.1, 120), d.read_timeout_s
+            ),
+            sync_read_margin_s=get(
+                "sync_read_margin_s", lambda n, r: _parse_float(n, r, 0, 120), d.sync_read_margin_s
+            ),
+            http_attempts=get("http_attempts", lambda n, r: _parse_int(n, r, 1, 10), d.http_attempts),
+            ca_bundle=get("ca_bundle", _parse_path, d.ca_bundle),
+            insecure_skip_tls_verify=get("insecure_skip_tls_verify", _parse_bool, False),
+            default_call_timeout_s=get(
+                "default_call_timeout_s", lambda n, r: _parse_int(n, r, 2, 99), d.default_call_timeout_s
+            ),
+            poll_interval_s=get(
+                "poll_interval_s", lambda n, r: _parse_float(n, r, 0.1, 60), d.poll_interval_s
+            ),
+            poll_end_slack_s=get(
+                "poll_end_slack_s", lambda n, r: _parse_float(n, r, 0, 10), d.poll_end_slack_s
+            ),
+            poll_grace_s=get("poll_grace_s", lambda n, r: _parse_float(n, r, 0, 600), d.poll_grace_s),
+            place_deadline_s=get(
+                "place_deadline_s", lambda n, r: _parse_float(n, r, 1, 3600), d.place_deadline_s
+            ),
+            result_expires_s=get(
+                "result_expires_s", lambda n, r: _parse_int(n, r, 60, 30 * 86_400), d.result_expires_s
+            ),
+            visibility_timeout_s=get(
+                "visibility_timeout_s", lambda n, r: _parse_int(n, r, 30, 86_400), d.visibility_timeout_s
+            ),
+            eta_task_limit=get(
+                "eta_task_limit", lambda n, r: _parse_int(n, r, 1, 1_000_000), d.eta_task_limit
+            ),
+            log_level=get("log_level", _parse_level, d.log_level),
+        )
+        settings.check_consistency()
+        return settings
+
+    def check_consistency(self) -> None:
+        """Rules that tie settings together."""
+        longest_countdown = max(99 + self.poll_grace_s, self.place_deadline_s)
+        if self.visibility_timeout_s <= longest_countdown + self.read_timeout_s:
+            # A countdown message not yet due must never be redelivered to a second worker.
+            raise SettingsError(
+                PREFIX + "VISIBILITY_TIMEOUT_S",
+                f"must exceed the longest countdown plus a request "
+                f"({longest_countdown + self.read_timeout_s:g} s with these settings)",
+            )
+
+
+def _parse_queue(name: str, raw: str) -> str:
+    if not re.fullmatch(r"[A-Za-z0-9_.:-]{1,64}", raw):
+        raise SettingsError(name, "must be 1-64 characters of letters, digits, _ . : -")
+    return raw
+
+
+def _parse_path(name: str, raw: str) -> str:
+    if raw and not os.path.isfile(raw):
+        raise SettingsError(name, f"must name an existing file, got {raw!r}")
+    return raw
+
+
+_cached: Settings | None = None
+
+
+def get_settings() -> Settings:
+    """The process-wide settings, read on first use."""
+    global _cached
+    if _cached is None:
+        _cached = Settings.from_env()
+    return _cached
+
+
+def reset_settings() -> None:
+    """Forget the cached settings (tests change the environment)."""
+    global _cached
+    _cached = None
