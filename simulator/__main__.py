@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -16,10 +17,9 @@ from aiohttp import web
 from simulator.calls import STANDARD_MIX, parse_mix
 from simulator.faults import FaultConfig
 from simulator.server import SimulatorConfig, build_app
+from worker.settings import SIMULATOR_DEV_TOKEN as DEV_TOKEN
 
 __all__ = ["main", "parser"]
-
-DEV_TOKEN = "0123456789abcdef0123456789abcdef"
 
 
 def parser() -> argparse.ArgumentParser:
@@ -29,23 +29,45 @@ def parser() -> argparse.ArgumentParser:
         description="Simulator of the CallPassword API (loopback by default).",
     )
     p.add_argument("--host", default=env("CALLPASS_SIM_HOST", "127.0.0.1"))
-    p.add_argument("--port", type=int, default=int(env("CALLPASS_SIM_PORT", "8099")),
-                   help="0 picks a free port (see --ready-file)")
-    p.add_argument("--token", action="append", dest="tokens",
-                   help="accepted Bearer token (repeatable); default: the development token "
-                   "and CALLPASS_SIM_TOKENS (comma-separated)")
-    p.add_argument("--mix", default=env("CALLPASS_SIM_MIX", ""),
-                   help="outcome mix, e.g. NO_ANSWER@timeout:70,USER_BUSY@1-3:20,"
-                   "NORMAL_CLEARING@2-8:10 (the default)")
-    p.add_argument("--deny", action="append", default=[], metavar="PREFIX",
-                   help="numbers with this prefix get 'destination not allowed' (repeatable)")
+    p.add_argument(
+        "--port",
+        type=int,
+        default=int(env("CALLPASS_SIM_PORT", "8099")),
+        help="0 picks a free port (see --ready-file)",
+    )
+    p.add_argument(
+        "--token",
+        action="append",
+        dest="tokens",
+        help="accepted Bearer token (repeatable); default: the development token "
+        "and CALLPASS_SIM_TOKENS (comma-separated)",
+    )
+    p.add_argument(
+        "--mix",
+        default=env("CALLPASS_SIM_MIX", ""),
+        help="outcome mix, e.g. NO_ANSWER@timeout:70,USER_BUSY@1-3:20,"
+        "NORMAL_CLEARING@2-8:10 (the default)",
+    )
+    p.add_argument(
+        "--deny",
+        action="append",
+        default=[],
+        metavar="PREFIX",
+        help="numbers with this prefix get 'destination not allowed' (repeatable)",
+    )
     p.add_argument("--callid-ttl", type=float, default=3600.0, metavar="SECONDS")
     p.add_argument("--seed", type=int, default=None)
-    p.add_argument("--faults", default=env("CALLPASS_SIM_FAULTS", ""),
-                   help='JSON object of fault settings, e.g. {"latency_ms": 50, "server_error_rate": 0.05}')
+    p.add_argument(
+        "--faults",
+        default=env("CALLPASS_SIM_FAULTS", ""),
+        help='JSON object of fault settings, e.g. {"latency_ms": 50, "server_error_rate": 0.05}',
+    )
     p.add_argument("--latency-ms", type=float, default=None, help="added latency per API request")
-    p.add_argument("--ready-file", default=None,
-                   help="write the base URL here once listening (for scripts and tests)")
+    p.add_argument(
+        "--ready-file",
+        default=None,
+        help="write the base URL here once listening (for scripts and tests)",
+    )
     return p
 
 
@@ -97,10 +119,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"callpass simulator: {exc}", file=sys.stderr)
         return 2
     logging.basicConfig(level=logging.WARNING)
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(serve(config, args.host, args.port, args.ready_file))
-    except KeyboardInterrupt:
-        pass
     return 0
 
 

@@ -10,7 +10,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["MAGIC_OUTCOMES", "Call", "CallBook", "MixEntry", "STANDARD_MIX", "parse_mix"]
+__all__ = ["MAGIC_OUTCOMES", "STANDARD_MIX", "Call", "CallBook", "MixEntry", "parse_mix"]
 
 #: Caller-ID pool of the service; the pin is the last 4 digits of one of these.
 POOL_FIRST, POOL_LAST = 2210130, 2210982
@@ -59,7 +59,9 @@ def parse_mix(text: str) -> tuple[MixEntry, ...]:
     for part in filter(None, (p.strip() for p in text.split(","))):
         m = re.fullmatch(r"([A-Z_]+)@(timeout|[0-9.]+-[0-9.]+):([0-9.]+)", part)
         if not m:
-            raise ValueError(f"mix entry {part!r} is not RESULT@timeout:WEIGHT or RESULT@LO-HI:WEIGHT")
+            raise ValueError(
+                f"mix entry {part!r} is not RESULT@timeout:WEIGHT or RESULT@LO-HI:WEIGHT"
+            )
         result, when, weight = m.groups()
         if when == "timeout":
             entries.append(MixEntry(result, float(weight)))
@@ -112,6 +114,7 @@ class CallBook:
     starts_by_dn: Counter[str] = field(default_factory=Counter)
     starts_by_request: Counter[str] = field(default_factory=Counter)
     requests_by_method: Counter[str] = field(default_factory=Counter)
+    status_by_callid: Counter[str] = field(default_factory=Counter)
 
     def __post_init__(self) -> None:
         self._rng = random.Random(self.seed)
@@ -164,6 +167,7 @@ class CallBook:
         self.starts_by_dn.clear()
         self.starts_by_request.clear()
         self.requests_by_method.clear()
+        self.status_by_callid.clear()
 
     def stats(self) -> dict[str, Any]:
         return {
@@ -172,6 +176,7 @@ class CallBook:
             "starts_by_dn": dict(self.starts_by_dn),
             "starts_by_request": dict(self.starts_by_request),
             "requests_by_method": dict(self.requests_by_method),
+            "status_by_callid": dict(self.status_by_callid),
         }
 
     def _plan(self, dn: str, timeout: int) -> tuple[str | None, float | None]:

@@ -125,7 +125,9 @@ async def _status(request: web.Request, params: dict[str, str]) -> web.StreamRes
     callid = params.get("callid", params.get("callId"))
     if not callid:
         return error(400, "missing parameter: callid")
-    call = request.app[BOOK_KEY].find(callid)
+    book = request.app[BOOK_KEY]
+    book.status_by_callid[callid] += 1
+    call = book.find(callid)
     if call is None:
         return method_error("can't find callid")
     return envelope("success", {"callid": call.callid, "result": call.status(time.time())})
@@ -165,7 +167,9 @@ async def api(request: web.Request) -> web.StreamResponse:
     if fault is Fault.SERVER_ERROR:
         return error(500, "internal server error")
     if fault is Fault.MALFORMED:
-        return web.Response(text='{"status":"success","data":{"callid"', content_type="application/json")
+        return web.Response(
+            text='{"status":"success","data":{"callid"', content_type="application/json"
+        )
     if fault is Fault.DROP_AFTER:
         return _drop(request)
     return response

@@ -29,7 +29,7 @@ _COMMON: dict[str, Any] = {
 
 
 @app.task(name="callpass.start_call", **_COMMON)
-def start_call(self: Task, *args: Any, **kwargs: Any) -> str:
+def start_call(self: Task[Any, str], *args: Any, **kwargs: Any) -> str:
     """Validate, claim the request id, place the call with async v2.0, hand over to polls.
 
     Keyword arguments: ``dn`` (str), ``timeout`` (int seconds, 2-99), ``webhook_url`` and
@@ -38,7 +38,7 @@ def start_call(self: Task, *args: Any, **kwargs: Any) -> str:
     requested_at = self.request.get("callpass_requested_at")
     attempt = self.request.get("callpass_attempt")
     return get_pipeline(app).start(
-        self.request.id,
+        str(self.request.id),
         args,
         kwargs,
         requested_at=requested_at if isinstance(requested_at, int | float) else None,
@@ -47,6 +47,6 @@ def start_call(self: Task, *args: Any, **kwargs: Any) -> str:
 
 
 @app.task(name="callpass.poll_status", **_COMMON)
-def poll_status(self: Task, request_id: str, token: str) -> str:
+def poll_status(self: Task[Any, str], request_id: str, token: str) -> str:
     """Ask for the call's status once; settle, or schedule the next poll of the chain."""
     return get_pipeline(app).poll(request_id, token)

@@ -13,7 +13,7 @@ from typing import Any
 from celery import Celery, signals
 
 from worker.logs import configure_logging
-from worker.settings import Settings, get_settings
+from worker.settings import Settings, SettingsError, get_settings
 
 __all__ = ["app", "celery_config"]
 
@@ -64,8 +64,14 @@ def celery_config(settings: Settings) -> dict[str, Any]:
     }
 
 
+try:
+    _settings = get_settings()
+except SettingsError as exc:
+    # One clear line instead of a traceback; the worker does not start.
+    raise SystemExit(f"callpass: configuration error: {exc}") from None
+
 app = Celery("callpass")
-app.config_from_object(celery_config(get_settings()))
+app.config_from_object(celery_config(_settings))
 
 
 @signals.setup_logging.connect

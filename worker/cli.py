@@ -15,7 +15,9 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="callpass", description="Flash-call verification worker.")
     sub = p.add_subparsers(dest="command", required=True)
 
-    call = sub.add_parser("call", help="enqueue a call; with --wait print the pin, then the outcome")
+    call = sub.add_parser(
+        "call", help="enqueue a call; with --wait print the pin, then the outcome"
+    )
     call.add_argument("dn", help="destination number, 7XXXXXXXXXX")
     call.add_argument("--timeout", type=int, default=None, help="seconds the call may ring (2-99)")
     call.add_argument("--request-id", default=None)
@@ -25,13 +27,17 @@ def _parser() -> argparse.ArgumentParser:
     result = sub.add_parser("result", help="show the state of a start_call task id")
     result.add_argument("task_id")
 
-    sub.add_parser("simulator", help="run the API simulator (options: callpass simulator -h)",
-                   add_help=False)
+    sub.add_parser(
+        "simulator", help="run the API simulator (options: callpass simulator -h)", add_help=False
+    )
     sub.add_parser("config", help="validate the CALLPASS_* settings and print them (no secrets)")
 
     run = sub.add_parser("run", help="local stack + demo batch (what make run does)")
-    run.add_argument("--exit-after-demo", action="store_true",
-                     help="stop everything once the demo batch is printed (for scripts)")
+    run.add_argument(
+        "--exit-after-demo",
+        action="store_true",
+        help="stop everything once the demo batch is printed (for scripts)",
+    )
     run.add_argument("--demo-timeout", type=int, default=5, help="timeout of the demo calls")
     run.add_argument("--flower-port", type=int, default=5555, help="0 picks a free port")
     run.add_argument("--run-dir", default=".run", help="logs and data of this run")
@@ -68,8 +74,11 @@ def _cmd_result(args: argparse.Namespace) -> int:
 
     res = app.AsyncResult(args.task_id)
     info = res.info
-    print(json.dumps({"state": res.state, "info": info if isinstance(info, dict) else repr(info)},
-                     indent=2))
+    print(
+        json.dumps(
+            {"state": res.state, "info": info if isinstance(info, dict) else repr(info)}, indent=2
+        )
+    )
     return 0
 
 
@@ -100,8 +109,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_config()
         from worker.runner import run_stack
 
-        return run_stack(Path(args.run_dir), args.exit_after_demo, args.demo_timeout,
-                         args.flower_port)
+        return run_stack(
+            Path(args.run_dir), args.exit_after_demo, args.demo_timeout, args.flower_port
+        )
     except SettingsError as exc:
         print(f"callpass: configuration error: {exc}", file=sys.stderr)
         return 2

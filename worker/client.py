@@ -18,7 +18,8 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import requests
-from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt
+from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt, stop_any
+from tenacity.stop import stop_base
 from tenacity.wait import wait_random_exponential
 
 from worker.errors import (
@@ -198,11 +199,9 @@ class CallPassClient:
             raise translate_transport_error(exc) from exc
         return envelope_data(response.status_code, response.headers, response.content)
 
-    def _retrying(
-        self, fn: Callable[[], T], retry_if: Callable[[BaseException], bool]
-    ) -> T:
+    def _retrying(self, fn: Callable[[], T], retry_if: Callable[[BaseException], bool]) -> T:
         retryer = Retrying(
-            stop=stop_after_attempt(self._attempts) | _stop_on_long_retry_after,
+            stop=stop_any(stop_after_attempt(self._attempts), _StopOnLongRetryAfter()),
             wait=_wait_retry_after_or_backoff,
             retry=retry_if_exception(retry_if),
             reraise=True,
@@ -225,9 +224,12 @@ def _wait_retry_after_or_backoff(state: RetryCallState) -> float:
     return retry_after if retry_after is not None else _backoff(state)
 
 
-def _stop_on_long_retry_after(state: RetryCallState) -> bool:
-    retry_after = _retry_after(state)
-    return retry_after is not None and retry_after > MAX_INLINE_WAIT_S
+class _StopOnLongRetryAfter(stop_base):
+    """Stop when the API asks for a longer pause than a worker slot should sleep."""
+
+    def __call__(self, retry_state: RetryCallState) -> bool:
+        retry_after = _retry_after(retry_state)
+        return retry_after is not None and retry_after > MAX_INLINE_WAIT_S
 
 
 def _classify(raw: object) -> Outcome | None:

@@ -60,11 +60,14 @@ def _line(dn: str, doc: dict[str, Any]) -> DemoLine:
 
 
 def run_demo(
-    app: Celery, timeout_s: int = 5, numbers: tuple[str, ...] = DEMO_NUMBERS, out: TextIO = sys.stdout
+    app: Celery,
+    timeout_s: int = 5,
+    numbers: tuple[str, ...] = DEMO_NUMBERS,
+    out: TextIO = sys.stdout,
 ) -> list[DemoLine]:
     """Enqueue one call per number and wait for all outcomes, showing progress."""
     started = time.monotonic()
-    results: list[tuple[str, AsyncResult]] = [
+    results: list[tuple[str, AsyncResult[Any]]] = [
         (dn, enqueue_call(app, dn, timeout_s)) for dn in numbers
     ]
     print(f"enqueued {len(results)} calls (timeout {timeout_s} s)", file=out, flush=True)
@@ -76,16 +79,17 @@ def run_demo(
         if time.monotonic() > deadline:
             raise TimeoutError(f"demo: {len(results) - len(done)} calls did not settle in time")
         pins = 0
-        for dn, result in results:
+        for _, result in results:
             if result.id in done:
                 continue
-            state = result.state
+            state: str = result.state
             if state == "PLACED":
                 pins += 1
             elif result.ready():
                 value = result.get(propagate=False)
                 done[result.id] = value if isinstance(value, dict) else {"outcome": "task failure"}
-        shown = f"  placed {pins + sum(1 for d in done.values() if d.get('pin'))}, settled {len(done)}/{len(results)}"
+        placed = pins + sum(1 for d in done.values() if d.get("pin"))
+        shown = f"  placed {placed}, settled {len(done)}/{len(results)}"
         if shown != last_shown:
             elapsed = time.monotonic() - started
             print(f"[{elapsed:5.1f}s]{shown}", file=out, flush=True)
@@ -95,5 +99,7 @@ def run_demo(
     print("", file=out)
     for line in lines:
         print(line.render(), file=out)
-    print(f"\n{len(lines)} calls settled in {time.monotonic() - started:.1f} s", file=out, flush=True)
+    print(
+        f"\n{len(lines)} calls settled in {time.monotonic() - started:.1f} s", file=out, flush=True
+    )
     return lines

@@ -48,6 +48,23 @@ def wait_until(
     raise TimeoutError(f"{what} not ready within {timeout_s:g} s{detail}")
 
 
+def ensure_redis_server() -> str:
+    """Path of ``redis-server``; installed with apt-get first where it is missing (as root)."""
+    binary = shutil.which("redis-server")
+    if binary is None and os.geteuid() == 0 and shutil.which("apt-get"):
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        subprocess.run(["apt-get", "update", "-qq"], check=True, env=env)
+        subprocess.run(
+            ["apt-get", "install", "-y", "-qq", "--no-install-recommends", "redis-server"],
+            check=True,
+            env=env,
+        )
+        binary = shutil.which("redis-server")
+    if binary is None:
+        raise RuntimeError("redis-server is missing; install it (apt-get install redis-server)")
+    return binary
+
+
 def _port_open(port: int) -> bool:
     with socket.socket() as s:
         s.settimeout(0.2)
@@ -112,16 +129,26 @@ class Stack:
             raise RuntimeError(f"{proc.name} exited ({proc.popen.returncode}):\n{proc.log_tail()}")
 
     def start_redis(self, port: int | None = None, appendonly: bool = False) -> tuple[Proc, str]:
-        binary = shutil.which("redis-server")
-        if binary is None:
-            raise RuntimeError("redis-server is not installed (make installs it with apt-get)")
+        binary = ensure_redis_server()
         port = port or free_port()
         data = self.run_dir / f"redis-{port}"
         data.mkdir(exist_ok=True)
         argv = [
-            binary, "--bind", "127.0.0.1", "--port", str(port), "--dir", str(data),
-            "--save", "", "--appendonly", "yes" if appendonly else "no",
-            "--protected-mode", "yes", "--daemonize", "no",
+            binary,
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--dir",
+            str(data),
+            "--save",
+            "",
+            "--appendonly",
+            "yes" if appendonly else "no",
+            "--protected-mode",
+            "yes",
+            "--daemonize",
+            "no",
         ]
         proc = self.spawn(f"redis-{port}", argv)
 
@@ -134,7 +161,15 @@ class Stack:
 
     def start_simulator(self, *extra: str, port: int | None = None) -> tuple[Proc, str]:
         ready = self.run_dir / f"simulator-{time.monotonic_ns()}.url"
-        argv = [self.python, "-m", "simulator", "--port", str(port or 0), "--ready-file", str(ready)]
+        argv = [
+            self.python,
+            "-m",
+            "simulator",
+            "--port",
+            str(port or 0),
+            "--ready-file",
+            str(ready),
+        ]
         proc = self.spawn("simulator", argv + list(extra))
 
         def up() -> str | None:
@@ -143,20 +178,34 @@ class Stack:
 
         return proc, wait_until(up, 20, "simulator")
 
-    def start_worker(
-        self, env: Mapping[str, str], name: str = "worker", *extra: str
-    ) -> Proc:
+    def start_worker(self, env: Mapping[str, str], name: str = "worker", *extra: str) -> Proc:
         argv = [
-            self.python, "-m", "celery", "-A", "worker.celery_app", "worker",
-            "--hostname", f"{name}@%h", "--loglevel", env.get("CALLPASS_LOG_LEVEL", "INFO"),
-            "--without-mingle", "--without-gossip", *extra,
+            self.python,
+            "-m",
+            "celery",
+            "-A",
+            "worker.celery_app",
+            "worker",
+            "--hostname",
+            f"{name}@%h",
+            "--loglevel",
+            env.get("CALLPASS_LOG_LEVEL", "INFO"),
+            "--without-mingle",
+            "--without-gossip",
+            *extra,
         ]
         return self.spawn(name, argv, env)
 
     def start_flower(self, env: Mapping[str, str], port: int) -> Proc:
         argv = [
-            self.python, "-m", "celery", "-A", "worker.celery_app", "flower",
-            "--address=127.0.0.1", f"--port={port}",
+            self.python,
+            "-m",
+            "celery",
+            "-A",
+            "worker.celery_app",
+            "flower",
+            "--address=127.0.0.1",
+            f"--port={port}",
         ]
         proc = self.spawn("flower", argv, env)
 

@@ -192,16 +192,25 @@ class Pipeline:
                     record, Outcome.EXPIRED, api_message=f"API unreachable until deadline: {exc}"
                 )
                 return "expired"
-            log.warning("start for request %s not sent (%s); again in %.1fs", request_id, exc, delay)
+            log.warning(
+                "start for request %s not sent (%s); again in %.1fs", request_id, exc, delay
+            )
             self.dispatcher.resend_start(task_id, kwargs, requested_at, attempt + 1, delay)
             return "start deferred"
         placed_at = now()
         self.store.update(
-            request_id, state="placed", callid=started.callid, pin=started.pin, placed_at=repr(placed_at)
+            request_id,
+            state="placed",
+            callid=started.callid,
+            pin=started.pin,
+            placed_at=repr(placed_at),
         )
         placed = self.store.load(request_id) or record
         log.info(
-            "call %s placed to %s for request %s", started.callid, record.get("dn_masked"), request_id
+            "call %s placed to %s for request %s",
+            started.callid,
+            record.get("dn_masked"),
+            request_id,
         )
         self._publish_placed(placed)
         self._start_poll_chain(placed, elapsed_s=0.0)

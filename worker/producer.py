@@ -8,7 +8,7 @@ demo and tests.
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, cast
 
 from celery import Celery
 from celery.result import AsyncResult
@@ -31,7 +31,7 @@ def enqueue_call(
     webhook_url: str | None = None,
     queue: str | None = None,
     task_id: str | None = None,
-) -> AsyncResult:
+) -> AsyncResult[Any]:
     """Send ``callpass.start_call``; the returned result resolves to the outcome document."""
     kwargs: dict[str, Any] = {"dn": dn}
     if timeout is not None:
@@ -52,7 +52,7 @@ def enqueue_call(
     )
 
 
-def wait_for_pin(result: AsyncResult, timeout_s: float = 30.0) -> dict[str, Any] | None:
+def wait_for_pin(result: AsyncResult[Any], timeout_s: float = 30.0) -> dict[str, Any] | None:
     """Wait until the call is placed; return ``{callid, pin, …}``.
 
     Returns ``None`` when the request settled without placing a call (read ``result.get()``
@@ -64,7 +64,7 @@ def wait_for_pin(result: AsyncResult, timeout_s: float = 30.0) -> dict[str, Any]
         if state == PLACED:
             return dict(result.info)
         if state == "SUCCESS":
-            doc = result.result
+            doc = cast(dict[str, Any], result.result)
             return {k: doc[k] for k in ("request_id", "callid", "pin")} if doc.get("pin") else None
         if state == "FAILURE":
             return None

@@ -140,7 +140,7 @@ class RequestStore:
         return bool(self._cas(keys=[self.key(request_id)], args=args))
 
     def update(self, request_id: str, **values: str) -> None:
-        self._redis.hset(self.key(request_id), mapping=dict(values))
+        self._redis.hset(self.key(request_id), mapping=cast(Any, values))
 
     def count_status_request(self, request_id: str) -> int:
         return int(self._redis.hincrby(self.key(request_id), "status_requests", 1))

@@ -53,11 +53,13 @@ def run_stack(run_dir: Path, exit_after_demo: bool, demo_timeout_s: int, flower_
         from worker.demo import run_demo
 
         worker = stack.start_worker(env, "worker")
-        wait_until(
-            lambda: (_raise_if_dead(worker), app.control.ping(timeout=0.5))[1],
-            60,
-            "worker",
-        )
+
+        def worker_ready() -> bool:
+            if not worker.alive():
+                raise RuntimeError(f"the worker exited:\n{worker.log_tail()}")
+            return bool(app.control.ping(timeout=0.5))
+
+        wait_until(worker_ready, 60, "worker")
         print(f"worker:    up (log: {worker.log_path})")
         port = flower_port if flower_port else free_port()
         stack.start_flower(env, port)
@@ -77,10 +79,3 @@ def run_stack(run_dir: Path, exit_after_demo: bool, demo_timeout_s: int, flower_
     finally:
         print("stopping ...")
         stack.stop_all()
-
-
-def _raise_if_dead(proc: object) -> None:
-    from worker.devstack import Proc
-
-    if isinstance(proc, Proc) and not proc.alive():
-        raise RuntimeError(f"{proc.name} exited:\n{proc.log_tail()}")

@@ -16,7 +16,7 @@ from worker.records import RequestStore
 from worker.schedule import PollSchedule
 from worker.settings import Settings, get_settings
 
-__all__ = ["CeleryDispatcher", "CeleryResultSink", "PLACED", "get_pipeline"]
+__all__ = ["PLACED", "CeleryDispatcher", "CeleryResultSink", "get_pipeline"]
 
 #: Custom task state a producer sees once the call is placed; ``info`` holds callid and pin.
 PLACED = "PLACED"
@@ -104,5 +104,6 @@ def get_pipeline(app: Celery) -> Pipeline:
         schedule=schedule,
         default_timeout_s=settings.default_call_timeout_s,
         place_deadline_s=settings.place_deadline_s,
-        max_start_s=attempts * (settings.connect_timeout_s + settings.read_timeout_s) + 2 * attempts,
+        max_start_s=attempts * (settings.connect_timeout_s + settings.read_timeout_s)
+        + 2 * attempts,
     )

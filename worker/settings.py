@@ -11,7 +11,7 @@ import os
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
-from typing import TypeVar
+from typing import Any
 from urllib.parse import urlsplit
 
 __all__ = ["SIMULATOR_DEV_TOKEN", "Settings", "SettingsError", "get_settings", "reset_settings"]
@@ -19,12 +19,10 @@ __all__ = ["SIMULATOR_DEV_TOKEN", "Settings", "SettingsError", "get_settings", "
 PREFIX = "CALLPASS_"
 
 #: Token the bundled simulator accepts by default; never valid at the real service.
-SIMULATOR_DEV_TOKEN = "0123456789abcdef0123456789abcdef"
+SIMULATOR_DEV_TOKEN = "0123456789abcdef0123456789abcdef"  # noqa: S105 - public, simulator only
 
 # The contract's reading: lower-case hex, 32 or 64 characters.
 _TOKEN_RE = re.compile(r"^(?:[0-9a-f]{32}|[0-9a-f]{64})$")
-
-T = TypeVar("T")
 
 # Variables of the simulator, the contract suite and the demo share the prefix but not this class.
 _OTHER_TOOLS = ("CALLPASS_SIM_", "CALLPASS_CONTRACT_", "CALLPASS_DEMO_")
@@ -112,7 +110,9 @@ def _parse_token(name: str, raw: str) -> SecretStr:
 def _parse_level(name: str, raw: str) -> str:
     level = raw.strip().upper()
     if level not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
-        raise SettingsError(name, f"must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL, got {raw!r}")
+        raise SettingsError(
+            name, f"must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL, got {raw!r}"
+        )
     return level
 
 
@@ -178,59 +178,12 @@ class Settings:
         if unknown:
             raise SettingsError(unknown[0], "is not a known setting (see the README's table)")
 
-        def get(attr: str, parse: Callable[[str, str], T], default: T) -> T:
-            name = PREFIX + attr.upper()
-            raw = env.get(name)
-            return default if raw is None else parse(name, raw)
-
-        d = cls()
-        redis_schemes = ("redis", "rediss", "unix")
-        broker_schemes = ("redis", "rediss", "amqp", "amqps", "sentinel", "unix")
-        settings = cls(
-            api_url=get("api_url", lambda n, r: _parse_url(n, r, ("https", "http")), d.api_url),
-            api_token=get("api_token", _parse_token, d.api_token),
-            redis_url=get("redis_url", lambda n, r: _parse_url(n, r, redis_schemes), d.redis_url),
-            broker_url=get("broker_url", lambda n, r: r and _parse_url(n, r, broker_schemes), ""),
-            result_backend=get(
-                "result_backend", lambda n, r: r and _parse_url(n, r, redis_schemes), ""
-            ),
-            queue=get("queue", _parse_queue, d.queue),
-            connect_timeout_s=get(
-                "connect_timeout_s", lambda n, r: _parse_float(n, r, 0.1, 60), d.connect_timeout_s
-            ),
-            read_timeout_s=get(
-                "read_timeout_s", lambda n, r: _parse_float(n, r, 0.1, 120), d.read_timeout_s
-            ),
-            sync_read_margin_s=get(
-                "sync_read_margin_s", lambda n, r: _parse_float(n, r, 0, 120), d.sync_read_margin_s
-            ),
-            http_attempts=get("http_attempts", lambda n, r: _parse_int(n, r, 1, 10), d.http_attempts),
-            ca_bundle=get("ca_bundle", _parse_path, d.ca_bundle),
-            insecure_skip_tls_verify=get("insecure_skip_tls_verify", _parse_bool, False),
-            default_call_timeout_s=get(
-                "default_call_timeout_s", lambda n, r: _parse_int(n, r, 2, 99), d.default_call_timeout_s
-            ),
-            poll_interval_s=get(
-                "poll_interval_s", lambda n, r: _parse_float(n, r, 0.1, 60), d.poll_interval_s
-            ),
-            poll_end_slack_s=get(
-                "poll_end_slack_s", lambda n, r: _parse_float(n, r, 0, 10), d.poll_end_slack_s
-            ),
-            poll_grace_s=get("poll_grace_s", lambda n, r: _parse_float(n, r, 0, 600), d.poll_grace_s),
-            place_deadline_s=get(
-                "place_deadline_s", lambda n, r: _parse_float(n, r, 1, 3600), d.place_deadline_s
-            ),
-            result_expires_s=get(
-                "result_expires_s", lambda n, r: _parse_int(n, r, 60, 30 * 86_400), d.result_expires_s
-            ),
-            visibility_timeout_s=get(
-                "visibility_timeout_s", lambda n, r: _parse_int(n, r, 30, 86_400), d.visibility_timeout_s
-            ),
-            eta_task_limit=get(
-                "eta_task_limit", lambda n, r: _parse_int(n, r, 1, 1_000_000), d.eta_task_limit
-            ),
-            log_level=get("log_level", _parse_level, d.log_level),
-        )
+        values = {
+            f.name: _PARSERS[f.name](PREFIX + f.name.upper(), env[PREFIX + f.name.upper()])
+            for f in fields(cls)
+            if PREFIX + f.name.upper() in env
+        }
+        settings = cls(**values)
         settings.check_consistency()
         return settings
 
@@ -256,6 +209,49 @@ def _parse_path(name: str, raw: str) -> str:
     if raw and not os.path.isfile(raw):
         raise SettingsError(name, f"must name an existing file, got {raw!r}")
     return raw
+
+
+Parser = Callable[[str, str], Any]
+
+
+def _floats(lo: float, hi: float) -> Parser:
+    return lambda name, raw: _parse_float(name, raw, lo, hi)
+
+
+def _ints(lo: int, hi: int) -> Parser:
+    return lambda name, raw: _parse_int(name, raw, lo, hi)
+
+
+def _urls(*schemes: str, optional: bool = False) -> Parser:
+    return lambda name, raw: raw if optional and not raw else _parse_url(name, raw, schemes)
+
+
+_REDIS = ("redis", "rediss", "unix")
+
+#: How each variable is read; the dataclass above holds the defaults.
+_PARSERS: dict[str, Parser] = {
+    "api_url": _urls("https", "http"),
+    "api_token": _parse_token,
+    "redis_url": _urls(*_REDIS),
+    "broker_url": _urls(*_REDIS, "amqp", "amqps", "sentinel", optional=True),
+    "result_backend": _urls(*_REDIS, optional=True),
+    "queue": _parse_queue,
+    "connect_timeout_s": _floats(0.1, 60),
+    "read_timeout_s": _floats(0.1, 120),
+    "sync_read_margin_s": _floats(0, 120),
+    "http_attempts": _ints(1, 10),
+    "ca_bundle": _parse_path,
+    "insecure_skip_tls_verify": _parse_bool,
+    "default_call_timeout_s": _ints(2, 99),
+    "poll_interval_s": _floats(0.1, 60),
+    "poll_end_slack_s": _floats(0, 10),
+    "poll_grace_s": _floats(0, 600),
+    "place_deadline_s": _floats(1, 3600),
+    "result_expires_s": _ints(60, 30 * 86_400),
+    "visibility_timeout_s": _ints(30, 86_400),
+    "eta_task_limit": _ints(1, 1_000_000),
+    "log_level": _parse_level,
+}
 
 
 _cached: Settings | None = None

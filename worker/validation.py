@@ -108,7 +108,8 @@ def parse_start_request(
     unknown = sorted(str(k) for k in kwargs if k not in START_CALL_FIELDS)
     if unknown:
         raise InvalidRequestError(
-            unknown[0][:64], f"is not an argument of start_call (known: {', '.join(START_CALL_FIELDS)})"
+            unknown[0][:64],
+            f"is not an argument of start_call (known: {', '.join(START_CALL_FIELDS)})",
         )
     if "dn" not in kwargs:
         raise InvalidRequestError("dn", "is required")

@@ -1,0 +1,116 @@
+"""Real parts for the suite: a redis-server and the simulator on free loopback ports, and
+real Celery worker processes. Nothing here touches a Redis or an API the user runs."""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import requests
+from celery import Celery
+
+from worker.devstack import Proc, Stack, child_env, wait_until
+from worker.settings import reset_settings
+
+#: Short schedule so "no final status" cases settle within seconds.
+TEST_WORKER_ENV = {
+    "CALLPASS_POLL_INTERVAL_S": "1",
+    "CALLPASS_POLL_GRACE_S": "3",
+    "CALLPASS_LOG_LEVEL": "DEBUG",
+}
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--contract-real",
+        action="store_true",
+        help="run the contract suite against CALLPASS_CONTRACT_URL (places real calls)",
+    )
+
+
+class Simulator:
+    """Test-side handle on a running simulator."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+
+    def stats(self) -> dict[str, Any]:
+        return dict(requests.get(self.url + "_sim/stats", timeout=5).json())
+
+    def calls(self) -> list[dict[str, Any]]:
+        return list(requests.get(self.url + "_sim/calls", timeout=5).json())
+
+    def faults(self, **values: float) -> None:
+        response = requests.post(self.url + "_sim/faults", json=values, timeout=5)
+        response.raise_for_status()
+
+    def clear_faults(self) -> None:
+        self.faults(
+            latency_ms=0,
+            spike_rate=0,
+            unavailable_rate=0,
+            rate_limit_rate=0,
+            server_error_rate=0,
+            malformed_rate=0,
+            drop_rate=0,
+        )
+
+    def starts_for(self, request_id: str) -> int:
+        return int(self.stats()["starts_by_request"].get(request_id, 0))
+
+    def starts_to(self, dn: str) -> int:
+        return int(self.stats()["starts_by_dn"].get(dn, 0))
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    s = Stack(tmp_path_factory.mktemp("stack"))
+    yield s
+    s.stop_all()
+
+
+@pytest.fixture(scope="session")
+def redis_url(stack: Stack) -> str:
+    return stack.start_redis()[1]
+
+
+@pytest.fixture(scope="session")
+def sim(stack: Stack) -> Simulator:
+    """The simulator the worker talks to (no faults: tests that inject them use their own)."""
+    return Simulator(stack.start_simulator("--seed", "7")[1])
+
+
+@pytest.fixture(scope="session")
+def worker_env(redis_url: str, sim: Simulator) -> dict[str, str]:
+    return {"CALLPASS_REDIS_URL": redis_url, "CALLPASS_API_URL": sim.url, **TEST_WORKER_ENV}
+
+
+@pytest.fixture(scope="session")
+def app(worker_env: dict[str, str]) -> Celery:
+    """The Celery app as a producer sees it, pointed at the suite's Redis."""
+    os.environ.update(worker_env)
+    reset_settings()
+    from worker.celery_app import app as celery_app
+
+    return celery_app
+
+
+def start_worker(stack: Stack, app: Celery, env: dict[str, str], name: str, *extra: str) -> Proc:
+    proc = stack.start_worker(child_env(env), name, *extra)
+    node = f"{name}@{socket.gethostname()}"
+
+    def ready() -> bool:
+        if not proc.alive():
+            raise RuntimeError(f"{name} exited:\n{proc.log_tail()}")
+        return bool(app.control.ping(destination=[node], timeout=0.5))
+
+    wait_until(ready, 60, name)
+    return proc
+
+
+@pytest.fixture(scope="session")
+def worker(stack: Stack, app: Celery, worker_env: dict[str, str]) -> Proc:
+    return start_worker(stack, app, worker_env, "worker")

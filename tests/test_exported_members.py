@@ -1,0 +1,53 @@
+"""The public surface is explicit: each module's ``__all__`` is pinned here."""
+
+from __future__ import annotations
+
+import importlib
+
+import pytest
+
+EXPECTED = {
+    "worker": ["__version__"],
+    "worker.client": ["CallPassClient", "CallStatus", "StartedCall"],
+    "worker.errors": [
+        "ApiRejectedError",
+        "AuthError",
+        "CallPassError",
+        "ConnectError",
+        "ConnectionLostError",
+        "InvalidRequestError",
+        "MalformedResponseError",
+        "OutcomeUnknownError",
+        "PermanentError",
+        "RateLimitedError",
+        "ReadTimeoutError",
+        "ServerError",
+        "TransientError",
+    ],
+    "worker.outcomes": ["Outcome", "classify_result", "is_in_progress"],
+    "worker.producer": ["enqueue_call", "wait_for_pin"],
+    "worker.settings": [
+        "SIMULATOR_DEV_TOKEN",
+        "Settings",
+        "SettingsError",
+        "get_settings",
+        "reset_settings",
+    ],
+    "tasks": ["poll_status", "start_call"],
+    "simulator": [
+        "CallBook",
+        "FaultConfig",
+        "MixEntry",
+        "SimulatorConfig",
+        "build_app",
+        "parse_mix",
+    ],
+}
+
+
+@pytest.mark.parametrize("module", sorted(EXPECTED))
+def test_all_is_pinned(module: str) -> None:
+    mod = importlib.import_module(module)
+    assert sorted(mod.__all__) == sorted(EXPECTED[module])
+    for name in mod.__all__:
+        assert hasattr(mod, name), f"{module}.{name} is in __all__ but missing"

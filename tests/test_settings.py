@@ -1,0 +1,81 @@
+"""Settings are read once, typed, and refuse malformed values by name and rule."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from worker.devstack import child_env
+from worker.settings import SIMULATOR_DEV_TOKEN, Settings, SettingsError
+
+SECRET = "a" * 63 + "Z"  # malformed (upper case), and must never be echoed
+
+
+def test_defaults_suit_local_use() -> None:
+    settings = Settings.from_env({})
+    assert settings.api_url == "http://127.0.0.1:8099/"
+    assert settings.uses_simulator_token
+    assert settings.effective_broker_url == settings.redis_url == settings.effective_result_backend
+    assert settings.tls_verify is True
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "rule_part"),
+    [
+        ("CALLPASS_API_TOKEN", SECRET, "lower-case hex"),
+        ("CALLPASS_API_TOKEN", "abc", "32 or 64"),
+        ("CALLPASS_API_URL", "ftp://example.invalid/", "scheme https or http"),
+        ("CALLPASS_API_URL", "not a url", "scheme"),
+        ("CALLPASS_REDIS_URL", "http://127.0.0.1:6379", "scheme redis"),
+        ("CALLPASS_READ_TIMEOUT_S", "soon", "must be a number"),
+        ("CALLPASS_READ_TIMEOUT_S", "0", "between"),
+        ("CALLPASS_HTTP_ATTEMPTS", "2.5", "whole number"),
+        ("CALLPASS_DEFAULT_CALL_TIMEOUT_S", "100", "between 2 and 99"),
+        ("CALLPASS_INSECURE_SKIP_TLS_VERIFY", "maybe", "true or false"),
+        ("CALLPASS_LOG_LEVEL", "LOUD", "one of"),
+        ("CALLPASS_QUEUE", "has space", "characters"),
+        ("CALLPASS_CA_BUNDLE", "/nonexistent.pem", "existing file"),
+        ("CALLPASS_VISIBILITY_TIMEOUT_S", "60", "longest countdown"),
+        ("CALLPASS_API_TOKNE", SIMULATOR_DEV_TOKEN, "not a known setting"),
+    ],
+)
+def test_malformed_values_name_the_variable_and_the_rule(
+    variable: str, value: str, rule_part: str
+) -> None:
+    with pytest.raises(SettingsError) as info:
+        Settings.from_env({variable: value})
+    assert info.value.variable == variable
+    assert rule_part in info.value.rule
+    assert SECRET not in str(info.value)
+
+
+def test_token_is_accepted_in_both_lengths_and_never_shown() -> None:
+    for token in ("b" * 32, "c" * 64):
+        settings = Settings.from_env({"CALLPASS_API_TOKEN": token})
+        assert settings.api_token.get_secret_value() == token
+        assert token not in repr(settings) and token not in str(settings.api_token)
+        assert not settings.uses_simulator_token
+
+
+def test_skipping_tls_verification_needs_the_setting_that_says_so() -> None:
+    assert Settings.from_env({"CALLPASS_INSECURE_SKIP_TLS_VERIFY": "true"}).tls_verify is False
+
+
+def test_a_worker_with_a_malformed_setting_does_not_start() -> None:
+    """The worker stops at import, before taking a message, and says which variable is wrong."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "celery", "-A", "worker.celery_app", "worker", "--pool", "solo"],
+        env=child_env(
+            {"CALLPASS_API_TOKEN": SECRET, "CALLPASS_REDIS_URL": "redis://127.0.0.1:1/0"}
+        ),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode != 0
+    output = proc.stdout + proc.stderr
+    assert "CALLPASS_API_TOKEN" in output and "lower-case hex" in output
+    assert SECRET not in output
