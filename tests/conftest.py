@@ -3,7 +3,6 @@ real Celery worker processes. Nothing here touches a Redis or an API the user ru
 
 from __future__ import annotations
 
-import os
 import socket
 from collections.abc import Iterator
 from typing import Any
@@ -12,8 +11,9 @@ import pytest
 import requests
 from celery import Celery
 
+from worker.celery_app import celery_config
 from worker.devstack import Proc, Stack, child_env, wait_until
-from worker.settings import reset_settings
+from worker.settings import Settings
 
 #: Short schedule so "no final status" cases settle within seconds.
 TEST_WORKER_ENV = {
@@ -90,12 +90,14 @@ def worker_env(redis_url: str, sim: Simulator) -> dict[str, str]:
 
 @pytest.fixture(scope="session")
 def app(worker_env: dict[str, str]) -> Celery:
-    """The Celery app as a producer sees it, pointed at the suite's Redis."""
-    os.environ.update(worker_env)
-    reset_settings()
-    from worker.celery_app import app as celery_app
+    """A producer's Celery app pointed at the suite's Redis.
 
-    return celery_app
+    Built fresh from the suite's settings: ``worker.celery_app`` may already have been imported
+    with the defaults (the user's Redis on 6379), which the suite must never touch.
+    """
+    producer = Celery("callpass-test-producer", set_as_current=False)
+    producer.config_from_object(celery_config(Settings.from_env(worker_env)))
+    return producer
 
 
 def start_worker(stack: Stack, app: Celery, env: dict[str, str], name: str, *extra: str) -> Proc:

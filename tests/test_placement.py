@@ -1,0 +1,55 @@
+"""A call is placed promptly or not at all: unreachable API, resends that are safe, deadlines."""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+from celery import Celery
+
+from tests.conftest import Simulator, start_worker
+from tests.test_pipeline import settle, unique_dn
+from worker.devstack import Stack, free_port, wait_until
+from worker.producer import enqueue_call
+
+
+def test_a_request_older_than_the_placement_deadline_expires_without_a_call(
+    app: Celery, sim: Simulator, worker: object
+) -> None:
+    dn = unique_dn("1")
+    result = app.send_task(
+        "callpass.start_call",
+        kwargs={"dn": dn, "timeout": 5},
+        queue="callpass",
+        headers={"callpass_requested_at": time.time() - 60},  # enqueued a minute ago
+    )
+    doc = settle(result)
+    assert doc["outcome"] == "expired" and doc["call_placed"] is False
+    assert sim.starts_to(dn) == 0
+
+
+def test_a_start_that_never_reached_the_api_is_sent_again_once_it_is_back(
+    stack: Stack, app: Celery, worker_env: dict[str, str]
+) -> None:
+    """Connection refused is provably safe to resend: the call is placed once the API is up."""
+    port = free_port()
+    env = {
+        **worker_env,
+        "CALLPASS_API_URL": f"http://127.0.0.1:{port}/",
+        "CALLPASS_QUEUE": "unreachable",
+        "CALLPASS_HTTP_ATTEMPTS": "1",
+    }
+    proc = start_worker(stack, app, env, "unreachable")
+    sim_proc = None
+    try:
+        request_id = f"late-{uuid.uuid4()}"
+        result = enqueue_call(app, unique_dn("1"), 5, request_id=request_id, queue="unreachable")
+        wait_until(lambda: "not sent" in proc.log_path.read_text(), 30, "a refused start")
+        sim_proc, url = stack.start_simulator(port=port)
+        doc = settle(result)
+        assert doc["outcome"] == "answered"
+        assert Simulator(url).starts_for(request_id) == 1
+    finally:
+        proc.stop()
+        if sim_proc is not None:
+            sim_proc.stop()
