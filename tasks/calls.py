@@ -4,19 +4,36 @@ Both tasks keep no result of their own (``ignore_result``): the pipeline writes 
 producer reads under the *start_call* task id (state ``PLACED`` with callid and pin, then
 ``SUCCESS`` with the outcome document). What they return is a one-word summary for Flower and
 the logs, without number or pin.
+
+When Redis or the broker fails mid-task, the task sends itself again with a backoff instead of
+failing: a failed task is acked, and its request would never settle. (Celery's own
+``self.retry`` would store a RETRY state over the producer's PLACED one, and rebuild the
+unmasked argument reprs.)
 """
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
 from typing import Any
 
+import redis
 from celery import Task
+from kombu.exceptions import OperationalError
 
 from worker.celery_app import app
 from worker.masking import MaskedRequest
 from worker.runtime import get_pipeline
 
 __all__ = ["poll_status", "start_call"]
+
+log = logging.getLogger(__name__)
+
+#: Failures of our own infrastructure (not of the API): worth waiting out.
+INFRA_ERRORS = (redis.RedisError, OperationalError, ConnectionError)
+#: Backoff for re-sending a task after an infrastructure failure, in seconds.
+INFRA_RETRY_BASE_S = 1.0
+INFRA_RETRY_CAP_S = 30.0
 
 _COMMON: dict[str, Any] = {
     "bind": True,
@@ -28,6 +45,32 @@ _COMMON: dict[str, Any] = {
 }
 
 
+def _infra_delay(task: Task[Any, str]) -> tuple[int, float]:
+    attempt = task.request.get("callpass_infra_attempt")
+    attempt = attempt if isinstance(attempt, int) else 0
+    return attempt + 1, min(INFRA_RETRY_CAP_S, INFRA_RETRY_BASE_S * 2**attempt)
+
+
+def _guarded(
+    task: Task[Any, str], run: Callable[[], str], resend: Callable[[int, float], None]
+) -> str:
+    try:
+        return run()
+    except INFRA_ERRORS as exc:
+        attempt, delay = _infra_delay(task)
+        log.warning(
+            "%s[%s]: infrastructure error (%s); sent again in %.0fs",
+            task.name,
+            task.request.id,
+            type(exc).__name__,
+            delay,
+        )
+        # If this send fails too, the task fails: its ack then fails as well while the broker
+        # is down, and the message comes back after the visibility time-out.
+        resend(attempt, delay)
+        return "deferred"
+
+
 @app.task(name="callpass.start_call", **_COMMON)
 def start_call(self: Task[Any, str], *args: Any, **kwargs: Any) -> str:
     """Validate, claim the request id, place the call with async v2.0, hand over to polls.
@@ -35,18 +78,38 @@ def start_call(self: Task[Any, str], *args: Any, **kwargs: Any) -> str:
     Keyword arguments: ``dn`` (str), ``timeout`` (int seconds, 2-99), ``webhook_url`` and
     ``request_id`` (both optional). Anything else settles as ``invalid``.
     """
-    requested_at = self.request.get("callpass_requested_at")
-    attempt = self.request.get("callpass_attempt")
-    return get_pipeline(app).start(
-        str(self.request.id),
-        args,
-        kwargs,
-        requested_at=requested_at if isinstance(requested_at, int | float) else None,
-        attempt=attempt if isinstance(attempt, int) else 0,
+    raw_requested_at = self.request.get("callpass_requested_at")
+    requested_at = raw_requested_at if isinstance(raw_requested_at, int | float) else None
+    raw_attempt = self.request.get("callpass_attempt")
+    attempt = raw_attempt if isinstance(raw_attempt, int) else 0
+    task_id = str(self.request.id)
+    pipeline = get_pipeline(app)
+
+    def resend(infra_attempt: int, delay: float) -> None:
+        pipeline.dispatcher.resend_start(
+            task_id,
+            kwargs,
+            requested_at or pipeline.now(),
+            attempt,
+            delay,
+            extra_headers={"callpass_infra_attempt": infra_attempt},
+        )
+
+    return _guarded(
+        self,
+        lambda: pipeline.start(task_id, args, kwargs, requested_at=requested_at, attempt=attempt),
+        resend,
     )
 
 
 @app.task(name="callpass.poll_status", **_COMMON)
 def poll_status(self: Task[Any, str], request_id: str, token: str) -> str:
     """Ask for the call's status once; settle, or schedule the next poll of the chain."""
-    return get_pipeline(app).poll(request_id, token)
+    pipeline = get_pipeline(app)
+
+    def resend(infra_attempt: int, delay: float) -> None:
+        pipeline.dispatcher.send_poll(
+            request_id, token, delay, extra_headers={"callpass_infra_attempt": infra_attempt}
+        )
+
+    return _guarded(self, lambda: pipeline.poll(request_id, token), resend)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import socket
 import time
 import uuid
 
@@ -43,8 +45,18 @@ def test_a_start_that_never_reached_the_api_is_sent_again_once_it_is_back(
     sim_proc = None
     try:
         request_id = f"late-{uuid.uuid4()}"
-        result = enqueue_call(app, unique_dn("1"), 5, request_id=request_id, queue="unreachable")
+        dn = unique_dn("1")
+        result = enqueue_call(app, dn, 5, request_id=request_id, queue="unreachable")
         wait_until(lambda: "not sent" in proc.log_path.read_text(), 30, "a refused start")
+        # The deferred start waits in the worker: `inspect scheduled` shows it masked.
+        node = f"unreachable@{socket.gethostname()}"
+
+        def scheduled() -> list[object]:
+            answer = app.control.inspect(destination=[node], timeout=1).scheduled() or {}
+            return [e for e in answer.get(node, []) if e["request"]["id"] == result.id]
+
+        entries = wait_until(scheduled, 30, "the deferred start in `inspect scheduled`")
+        assert dn not in json.dumps(entries) and dn[:4] in json.dumps(entries)
         sim_proc, url = stack.start_simulator(port=port)
         doc = settle(result)
         assert doc["outcome"] == "answered"

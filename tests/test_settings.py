@@ -38,6 +38,7 @@ def test_defaults_suit_local_use() -> None:
         ("CALLPASS_QUEUE", "has space", "characters"),
         ("CALLPASS_CA_BUNDLE", "/nonexistent.pem", "existing file"),
         ("CALLPASS_VISIBILITY_TIMEOUT_S", "60", "longest countdown"),
+        ("CALLPASS_API_URL", "http://api.example.invalid/", "must be https"),
         ("CALLPASS_API_TOKNE", SIMULATOR_DEV_TOKEN, "not a known setting"),
     ],
 )
@@ -57,6 +58,15 @@ def test_token_is_accepted_in_both_lengths_and_never_shown() -> None:
         assert settings.api_token.get_secret_value() == token
         assert token not in repr(settings) and token not in str(settings.api_token)
         assert not settings.uses_simulator_token
+
+
+def test_plain_http_is_for_loopback_or_needs_the_setting_that_says_so() -> None:
+    assert Settings.from_env({"CALLPASS_API_URL": "http://127.0.0.1:9/"}).api_url
+    assert Settings.from_env({"CALLPASS_API_URL": "http://[::1]:9/"}).api_url
+    settings = Settings.from_env(
+        {"CALLPASS_API_URL": "http://sim:8099/", "CALLPASS_INSECURE_ALLOW_HTTP": "true"}
+    )
+    assert settings.api_url == "http://sim:8099/"
 
 
 def test_skipping_tls_verification_needs_the_setting_that_says_so() -> None:

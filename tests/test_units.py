@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import itertools
 import json
+import ssl
 
 import pytest
+import requests
+import urllib3
 from celery import Celery
 
 from worker.errors import (
@@ -23,7 +26,7 @@ from worker.errors import (
 from worker.masking import mask_dn, mask_text, masked_reprs
 from worker.outcomes import Outcome, classify_result, is_in_progress
 from worker.schedule import PollSchedule
-from worker.transport import envelope_data, parse_retry_after
+from worker.transport import envelope_data, parse_retry_after, translate_transport_error
 from worker.validation import parse_start_request, validate_dn, validate_timeout
 
 
@@ -183,6 +186,17 @@ class TestEnvelope:
     ) -> None:
         with pytest.raises(error):
             envelope_data(status, {"Retry-After": "3"}, body)
+
+    def test_only_a_refused_certificate_counts_as_a_tls_error_before_sending(self) -> None:
+        refused = requests.exceptions.SSLError(
+            urllib3.exceptions.SSLError(ssl.SSLCertVerificationError("self-signed"))
+        )
+        refused.__cause__ = refused.args[0]
+        refused.args[0].__cause__ = refused.args[0].args[0]
+        assert isinstance(translate_transport_error(refused), ConnectError)
+        broken = requests.exceptions.SSLError(urllib3.exceptions.SSLError("bad record mac"))
+        lost = translate_transport_error(broken)
+        assert isinstance(lost, TransientError) and not lost.never_reached_server
 
     def test_retry_after_seconds(self) -> None:
         assert parse_retry_after("3") == 3.0

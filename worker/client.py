@@ -30,7 +30,10 @@ from worker.errors import (
 )
 from worker.masking import mask_dn
 from worker.outcomes import Outcome, classify_result
-from worker.settings import SecretStr, Settings
+
+# Longer Retry-After waits go back to the caller: a task re-schedules itself instead of
+# holding a worker slot.
+from worker.settings import MAX_INLINE_WAIT_S, SecretStr, Settings
 from worker.transport import envelope_data, translate_transport_error
 from worker.validation import validate_callid, validate_dn, validate_timeout
 
@@ -43,9 +46,6 @@ T = TypeVar("T")
 START_PATH = "api/{version}/start-call-password/"
 STATUS_PATH = "api/v2.0/get-call-password-status/"
 
-#: Longest Retry-After honoured inside one exchange, in seconds; longer waits go back to the
-#: caller (a task re-schedules itself instead of holding a worker slot).
-MAX_INLINE_WAIT_S = 5.0
 #: Backoff between attempts: random in [0, min(cap, base * 2**n)] seconds ("full jitter").
 BACKOFF_BASE_S = 0.2
 BACKOFF_CAP_S = 2.0

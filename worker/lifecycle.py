@@ -8,10 +8,13 @@ what happens to a request lives here, with Celery reached only through two small
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
+
+import redis
 
 from worker.client import CallPassClient
 from worker.document import build_outcome, iso
@@ -27,18 +30,22 @@ from worker.masking import mask_dn
 from worker.outcomes import Outcome
 from worker.records import RequestRecord, RequestStore, dn_digest, now
 from worker.schedule import PollSchedule
+from worker.settings import START_RETRY_DELAYS_S
 from worker.validation import parse_start_request
 
 __all__ = ["Dispatcher", "Pipeline", "ResultSink"]
 
 log = logging.getLogger(__name__)
 
-#: Backoff before re-sending a start that never reached the API, in seconds.
-START_RETRY_DELAYS_S = (1.0, 2.0, 4.0, 8.0)
-
 
 class Dispatcher(Protocol):
-    def send_poll(self, request_id: str, token: str, countdown_s: float) -> None: ...
+    def send_poll(
+        self,
+        request_id: str,
+        token: str,
+        countdown_s: float,
+        extra_headers: dict[str, Any] | None = None,
+    ) -> None: ...
 
     def resend_start(
         self,
@@ -47,6 +54,7 @@ class Dispatcher(Protocol):
         requested_at: float,
         attempt: int,
         countdown_s: float,
+        extra_headers: dict[str, Any] | None = None,
     ) -> None: ...
 
 
@@ -68,6 +76,10 @@ class Pipeline:
     #: Longest a start request can take with its inline retries; a record stuck in
     #: ``dialing`` for longer belongs to a worker that died mid-request.
     max_start_s: float
+
+    @staticmethod
+    def now() -> float:
+        return now()
 
     # -- start ---------------------------------------------------------------------------
 
@@ -99,20 +111,20 @@ class Pipeline:
             return "invalid"
 
         request_id = request.request_id or task_id
-        created, record = self.store.claim(
+        claim, record = self.store.claim(
             request_id,
             task_id,
+            dn_digest(request.dn),
             {
                 "task_id": task_id,
                 "dn_masked": mask_dn(request.dn),
-                "dn_digest": dn_digest(request.dn),
                 "timeout": str(request.timeout),
                 "requested_at": repr(requested_at or received),
                 "poll_token": "",
                 "status_requests": "0",
             },
         )
-        if record.get("dn_digest") != dn_digest(request.dn):
+        if claim < 0:
             doc = build_outcome(
                 Outcome.INVALID,
                 completed_at=now(),
@@ -121,7 +133,7 @@ class Pipeline:
             )
             self.sink.publish_outcome(task_id, doc)
             return "invalid"
-        if not created:
+        if claim == 0:
             log.info("request %s seen again (state %s): resuming", request_id, record.state)
         return self._advance(record, task_id, request.dn, kwargs, attempt)
 
@@ -140,7 +152,12 @@ class Pipeline:
         if record.state == "dialing":
             dialing_for = now() - (record.number("dialing_at") or 0)
             if dialing_for < self.max_start_s:
-                return "dialing elsewhere"  # another delivery is dialing; it will publish
+                # Another delivery is dialing and will publish; look again once it must be
+                # done, in case it died (acking this message must not drop the request).
+                requested_at = record.number("requested_at") or now()
+                delay = self.max_start_s - dialing_for + 1.0
+                self.dispatcher.resend_start(task_id, kwargs, requested_at, attempt, delay)
+                return "dialing elsewhere"
             self._settle(
                 record,
                 Outcome.UNKNOWN,
@@ -155,7 +172,11 @@ class Pipeline:
         if not self.store.compare_and_set(
             request_id, "state", "claimed", "dialing", dialing_at=repr(now())
         ):
-            return "dialing elsewhere"
+            # Lost the race to another delivery: handle what it left, like a redelivery.
+            fresh = self.store.load(request_id)
+            if fresh is None or fresh.state == "claimed":
+                raise RuntimeError(f"request {request_id}: claim changed under us")
+            return self._advance(fresh, task_id, dn, kwargs, attempt)
         return self._dial(record, task_id, dn, kwargs, attempt, requested_at)
 
     def _dial(
@@ -185,7 +206,7 @@ class Pipeline:
             return "invalid"
         except TransientError as exc:
             # Never reached the API (the client resends nothing else): safe to try again.
-            self.store.update(request_id, state="claimed")
+            self.store.compare_and_set(request_id, "state", "dialing", "claimed")
             delay = START_RETRY_DELAYS_S[min(attempt, len(START_RETRY_DELAYS_S) - 1)]
             if now() + delay > requested_at + self.place_deadline_s:
                 self._settle(
@@ -198,13 +219,26 @@ class Pipeline:
             self.dispatcher.resend_start(task_id, kwargs, requested_at, attempt + 1, delay)
             return "start deferred"
         placed_at = now()
-        self.store.update(
-            request_id,
-            state="placed",
-            callid=started.callid,
-            pin=started.pin,
-            placed_at=repr(placed_at),
+        # callid and pin exist only in this process until stored: insist a while.
+        stored = self._retry_infra(
+            lambda: self.store.compare_and_set(
+                request_id,
+                "state",
+                "dialing",
+                "placed",
+                callid=started.callid,
+                pin=started.pin,
+                placed_at=repr(placed_at),
+            )
         )
+        if not stored:
+            # Settled meanwhile (a duplicate judged this start lost): the outcome stands.
+            log.warning(
+                "call %s for request %s was placed after the request settled",
+                started.callid,
+                request_id,
+            )
+            return "placed late"
         placed = self.store.load(request_id) or record
         log.info(
             "call %s placed to %s for request %s",
@@ -215,6 +249,19 @@ class Pipeline:
         self._publish_placed(placed)
         self._start_poll_chain(placed, elapsed_s=0.0)
         return "placed"
+
+    @staticmethod
+    def _retry_infra(write: Callable[[], bool]) -> bool:
+        """Run a Redis write, retrying connection trouble for up to ~15 s."""
+        delay = 0.25
+        for _ in range(6):
+            try:
+                return write()
+            except redis.RedisError as exc:
+                log.warning("Redis write failed (%s); again in %.2fs", type(exc).__name__, delay)
+                time.sleep(delay)
+                delay *= 2
+        return write()
 
     # -- poll ----------------------------------------------------------------------------
 

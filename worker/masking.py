@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import logging
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from celery.utils.saferepr import saferepr
 from celery.worker.request import Request
+
+if TYPE_CHECKING:
+    from celery.worker.request import _InfoDict
 
 __all__ = ["MaskedRequest", "MaskingFilter", "mask_dn", "mask_text", "masked_reprs"]
 
@@ -62,6 +65,11 @@ class MaskedRequest(Request):
             self._argsrepr, self._kwargsrepr = masked_reprs(self.args, self.kwargs)
         except Exception:  # a repr must never stop a task; show nothing rather than the number
             self._argsrepr, self._kwargsrepr = "(masked)", "(masked)"
+
+    def info(self, safe: bool = False) -> _InfoDict:
+        # `celery inspect active/reserved/scheduled` (and Flower's worker pages) ask with
+        # safe=False, which would show the raw arguments: always answer with the masked ones.
+        return super().info(safe=True)
 
 
 class MaskingFilter(logging.Filter):

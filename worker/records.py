@@ -33,13 +33,17 @@ __all__ = ["RequestRecord", "RequestStore"]
 
 KEY_PREFIX = "callpass:req:"
 
-# KEYS[1] record, KEYS[2] task set; ARGV: ttl, task_id, then field/value pairs.
+# KEYS[1] record, KEYS[2] task set; ARGV: ttl, task_id, dn_digest, then field/value pairs.
+# Returns {1 created | 0 existing | -1 another number, fields}.
 _CLAIM = """
 local created = 0
 if redis.call('EXISTS', KEYS[1]) == 0 then
-  for i = 3, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+  for i = 4, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+  redis.call('HSET', KEYS[1], 'dn_digest', ARGV[3])
   redis.call('EXPIRE', KEYS[1], ARGV[1])
   created = 1
+elseif redis.call('HGET', KEYS[1], 'dn_digest') ~= ARGV[3] then
+  return {-1, {}}
 end
 redis.call('SADD', KEYS[2], ARGV[2])
 redis.call('EXPIRE', KEYS[2], ARGV[1])
@@ -110,15 +114,21 @@ class RequestStore:
         return KEY_PREFIX + request_id
 
     def claim(
-        self, request_id: str, task_id: str, initial: dict[str, str]
-    ) -> tuple[bool, RequestRecord]:
-        """Create the record (``initial`` fields) unless it exists; subscribe ``task_id``."""
+        self, request_id: str, task_id: str, digest: str, initial: dict[str, str]
+    ) -> tuple[int, RequestRecord]:
+        """Create the record (``initial`` fields) unless it exists, and subscribe ``task_id``.
+
+        Returns 1 (created), 0 (it existed) or -1 (it exists for another number: nothing is
+        subscribed, so that request's pin never reaches this task's result).
+        """
         pairs: list[str] = ["state", "claimed"]
         for name, value in initial.items():
             pairs += [name, value]
         key = self.key(request_id)
-        created, flat = self._claim(keys=[key, key + ":tasks"], args=[self._ttl_s, task_id, *pairs])
-        return bool(created), RequestRecord(request_id, _pairs_to_dict(flat))
+        status, flat = self._claim(
+            keys=[key, key + ":tasks"], args=[self._ttl_s, task_id, digest, *pairs]
+        )
+        return int(status), RequestRecord(request_id, _pairs_to_dict(flat))
 
     def load(self, request_id: str) -> RequestRecord | None:
         raw = cast(dict[bytes, bytes], self._redis.hgetall(self.key(request_id)))

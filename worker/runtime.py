@@ -10,7 +10,7 @@ import redis
 from celery import Celery
 
 from worker.client import CallPassClient
-from worker.lifecycle import Pipeline
+from worker.lifecycle import Dispatcher, Pipeline
 from worker.masking import masked_reprs
 from worker.records import RequestStore
 from worker.schedule import PollSchedule
@@ -25,19 +25,26 @@ START_TASK = "callpass.start_call"
 POLL_TASK = "callpass.poll_status"
 
 
-class CeleryDispatcher:
+class CeleryDispatcher(Dispatcher):
     """Sends our own follow-up messages, with masked reprs and the anchoring headers."""
 
     def __init__(self, app: Celery, queue: str) -> None:
         self._app = app
         self._queue = queue
 
-    def send_poll(self, request_id: str, token: str, countdown_s: float) -> None:
+    def send_poll(
+        self,
+        request_id: str,
+        token: str,
+        countdown_s: float,
+        extra_headers: dict[str, Any] | None = None,
+    ) -> None:
         self._app.send_task(
             POLL_TASK,
             kwargs={"request_id": request_id, "token": token},
             countdown=countdown_s,
             queue=self._queue,
+            headers=extra_headers or {},
         )
 
     def resend_start(
@@ -47,6 +54,7 @@ class CeleryDispatcher:
         requested_at: float,
         attempt: int,
         countdown_s: float,
+        extra_headers: dict[str, Any] | None = None,
     ) -> None:
         argsrepr, kwargsrepr = masked_reprs((), kwargs)
         self._app.send_task(
@@ -57,7 +65,11 @@ class CeleryDispatcher:
             queue=self._queue,
             argsrepr=argsrepr,
             kwargsrepr=kwargsrepr,
-            headers={"callpass_requested_at": requested_at, "callpass_attempt": attempt},
+            headers={
+                "callpass_requested_at": requested_at,
+                "callpass_attempt": attempt,
+                **(extra_headers or {}),
+            },
         )
 
 
@@ -95,7 +107,6 @@ def get_pipeline(app: Celery) -> Pipeline:
         end_slack_s=settings.poll_end_slack_s,
         grace_s=settings.poll_grace_s,
     )
-    attempts = settings.http_attempts
     return Pipeline(
         client=lambda: _thread_client(settings),
         store=RequestStore(redis_client, ttl_s=settings.result_expires_s),
@@ -104,6 +115,5 @@ def get_pipeline(app: Celery) -> Pipeline:
         schedule=schedule,
         default_timeout_s=settings.default_call_timeout_s,
         place_deadline_s=settings.place_deadline_s,
-        max_start_s=attempts * (settings.connect_timeout_s + settings.read_timeout_s)
-        + 2 * attempts,
+        max_start_s=settings.max_start_s,
     )

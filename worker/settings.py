@@ -7,6 +7,7 @@ so a worker with a bad configuration refuses to start instead of failing on the 
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from collections.abc import Callable, Mapping
@@ -20,6 +21,12 @@ PREFIX = "CALLPASS_"
 
 #: Token the bundled simulator accepts by default; never valid at the real service.
 SIMULATOR_DEV_TOKEN = "0123456789abcdef0123456789abcdef"  # noqa: S105 - public, simulator only
+
+#: Longest Retry-After honoured inside one HTTP exchange, in seconds (the client's cap).
+MAX_INLINE_WAIT_S = 5.0
+#: Backoff before re-sending a start that never reached the API, in seconds.
+START_RETRY_DELAYS_S = (1.0, 2.0, 4.0, 8.0)
+START_RETRY_MAX_DELAY_S = max(START_RETRY_DELAYS_S)
 
 # The contract's reading: lower-case hex, 32 or 64 characters.
 _TOKEN_RE = re.compile(r"^(?:[0-9a-f]{32}|[0-9a-f]{64})$")
@@ -136,6 +143,8 @@ class Settings:
     http_attempts: int = 3
     ca_bundle: str = ""
     insecure_skip_tls_verify: bool = False
+    #: Plain http sends the token in clear: only loopback hosts, unless this says otherwise.
+    insecure_allow_http: bool = False
     default_call_timeout_s: int = 20
     poll_interval_s: float = 2.0
     poll_end_slack_s: float = 0.25
@@ -157,6 +166,15 @@ class Settings:
     @property
     def uses_simulator_token(self) -> bool:
         return self.api_token.get_secret_value() == SIMULATOR_DEV_TOKEN
+
+    @property
+    def max_start_s(self) -> float:
+        """Longest one start exchange can take with its inline retries and waits, in seconds.
+
+        A record left in ``dialing`` for longer belongs to a worker that died mid-request.
+        """
+        per_attempt = self.connect_timeout_s + self.read_timeout_s + MAX_INLINE_WAIT_S
+        return self.http_attempts * per_attempt + 5.0
 
     @property
     def tls_verify(self) -> bool | str:
@@ -189,13 +207,30 @@ class Settings:
 
     def check_consistency(self) -> None:
         """Rules that tie settings together."""
-        longest_countdown = max(99 + self.poll_grace_s, self.place_deadline_s)
-        if self.visibility_timeout_s <= longest_countdown + self.read_timeout_s:
-            # A countdown message not yet due must never be redelivered to a second worker.
+        host = urlsplit(self.api_url).hostname or ""
+        if (
+            urlsplit(self.api_url).scheme == "http"
+            and not _is_loopback(host)
+            and not self.insecure_allow_http
+        ):
+            raise SettingsError(
+                PREFIX + "API_URL",
+                "must be https (plain http would send the token in clear); http is accepted "
+                "for loopback hosts, or anywhere with CALLPASS_INSECURE_ALLOW_HTTP=true",
+            )
+        # A message not yet due (a countdown) or still running must never be handed to a
+        # second worker: the visibility time-out exceeds the longest countdown plus a run.
+        longest_countdown = max(
+            self.poll_interval_s + self.poll_end_slack_s + 1.0,  # the widest gap between polls
+            START_RETRY_MAX_DELAY_S,  # a start deferred while the API is unreachable
+            self.max_start_s + 1.0,  # a duplicate waiting for a dialing delivery
+        )
+        needed = longest_countdown + self.max_start_s
+        if self.visibility_timeout_s <= needed:
             raise SettingsError(
                 PREFIX + "VISIBILITY_TIMEOUT_S",
-                f"must exceed the longest countdown plus a request "
-                f"({longest_countdown + self.read_timeout_s:g} s with these settings)",
+                f"must exceed the longest countdown plus the longest run ({needed:g} s with "
+                "these time-outs and attempts)",
             )
 
 
@@ -242,6 +277,7 @@ _PARSERS: dict[str, Parser] = {
     "http_attempts": _ints(1, 10),
     "ca_bundle": _parse_path,
     "insecure_skip_tls_verify": _parse_bool,
+    "insecure_allow_http": _parse_bool,
     "default_call_timeout_s": _ints(2, 99),
     "poll_interval_s": _floats(0.1, 60),
     "poll_end_slack_s": _floats(0, 10),
@@ -252,6 +288,15 @@ _PARSERS: dict[str, Parser] = {
     "eta_task_limit": _ints(1, 1_000_000),
     "log_level": _parse_level,
 }
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 _cached: Settings | None = None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import ssl
 from collections.abc import Mapping
 from typing import Any
 
@@ -31,11 +32,14 @@ __all__ = ["envelope_data", "parse_retry_after", "translate_transport_error"]
 
 # urllib3 errors raised before a single byte of the request was sent.
 _NOT_SENT = (NewConnectionError, ConnectTimeoutError, NameResolutionError)
-MAX_BODY_EXCERPT = 80
 
 
 def _never_sent(exc: BaseException) -> bool:
     """Walk the cause chain (requests wraps urllib3's MaxRetryError) for a connect failure."""
+    return _in_chain(exc, _NOT_SENT)
+
+
+def _in_chain(exc: BaseException, kinds: tuple[type[BaseException], ...]) -> bool:
     seen: set[int] = set()
     stack: list[BaseException | None] = [exc]
     while stack:
@@ -43,7 +47,7 @@ def _never_sent(exc: BaseException) -> bool:
         if current is None or id(current) in seen:
             continue
         seen.add(id(current))
-        if isinstance(current, _NOT_SENT):
+        if isinstance(current, kinds):
             return True
         stack.extend([getattr(current, "reason", None), current.__cause__, current.__context__])
         stack.extend(a for a in current.args if isinstance(a, BaseException))
@@ -57,8 +61,11 @@ def translate_transport_error(exc: requests.RequestException) -> CallPassError:
     ):
         return ConnectError(f"could not connect to the API ({type(exc).__name__})")
     if isinstance(exc, requests.exceptions.SSLError):
-        # The handshake comes before the request: nothing was sent.
-        return ConnectError("TLS handshake with the API failed (check CALLPASS_CA_BUNDLE)")
+        if _in_chain(exc, (ssl.SSLCertVerificationError,)):
+            # Certificate checks come with the handshake, before the request: nothing was sent.
+            return ConnectError("the API's TLS certificate was refused (see CALLPASS_CA_BUNDLE)")
+        # Any other TLS error may come after the request went out (a reused connection).
+        return ConnectionLostError("TLS error on the connection to the API")
     if isinstance(exc, requests.ReadTimeout):
         return ReadTimeoutError("the API did not answer within the read time-out")
     if isinstance(exc, requests.ConnectionError | requests.exceptions.ChunkedEncodingError):
@@ -88,9 +95,9 @@ def envelope_data(status_code: int, headers: Mapping[str, str], body: bytes) -> 
     except (UnicodeDecodeError, ValueError):
         doc = None
     if not isinstance(doc, dict) or doc.get("status") not in ("success", "error"):
+        # No excerpt of the body: a start answer may hold a pin.
         raise _http_error(status_code, headers, "") or MalformedResponseError(
-            f"HTTP {status_code}: body is not a JSON envelope "
-            f"({body[:MAX_BODY_EXCERPT].decode('utf-8', 'replace')!r})"
+            f"HTTP {status_code}: body ({len(body)} bytes) is not a JSON envelope"
         )
     data = doc.get("data")
     if doc["status"] == "error":
