@@ -124,64 +124,33 @@ def test_mix_and_fault_settings_are_validated() -> None:
         FaultConfig().update({"explode": 1})
 
 
+def curl(token: str, url: str, body: str) -> dict[str, object]:
+    """The original spec's curl line, with our URL, token and body."""
+    out = subprocess.run(
+        ["curl", "-s", "-H", f"Authorization: Bearer {token}", url, "-d", body, "-X", "POST"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    )
+    return dict(json.loads(out.stdout))
+
+
 @pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")
 def test_the_original_curl_examples_run_against_the_simulator(sim: Simulator) -> None:
     """The two curl lines of the original spec, with the simulator's URL, token and a number."""
     base = sim.url.rstrip("/")
-    start = subprocess.run(
-        [
-            "curl",
-            "-s",
-            "-H",
-            f"Authorization: Bearer {SIMULATOR_DEV_TOKEN}",
-            f"{base}/api/v2.0/start-call-password/",
-            "-d",
-            "dn=73510000001&timeout=5&async=1",
-            "-X",
-            "POST",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=True,
+    started = curl(
+        SIMULATOR_DEV_TOKEN,
+        f"{base}/api/v2.0/start-call-password/",
+        "dn=73510000001&timeout=5&async=1",
     )
-    started = json.loads(start.stdout)
-    assert started["status"] == "success" and started["data"]["result"] == "null"
-    callid = started["data"]["callid"]
+    assert started["status"] == "success"
+    data = started["data"]
+    assert isinstance(data, dict) and data["result"] == "null"
+    callid = data["callid"]
+    status_url = f"{base}/api/v2.0/get-call-password-status/"
     # The status example as printed uses the placeholder token "blablabla": refused as malformed.
-    refused = subprocess.run(
-        [
-            "curl",
-            "-s",
-            "-H",
-            "Authorization: Bearer blablabla",
-            f"{base}/api/v2.0/get-call-password-status/",
-            "-d",
-            f"callid={callid}",
-            "-X",
-            "POST",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=True,
-    )
-    assert json.loads(refused.stdout)["status"] == "error"
-    status = subprocess.run(
-        [
-            "curl",
-            "-s",
-            "-H",
-            f"Authorization: Bearer {SIMULATOR_DEV_TOKEN}",
-            f"{base}/api/v2.0/get-call-password-status/",
-            "-d",
-            f"callid={callid}",
-            "-X",
-            "POST",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=True,
-    )
-    assert json.loads(status.stdout)["data"] == {"callid": callid, "result": "null"}
+    assert curl("blablabla", status_url, f"callid={callid}")["status"] == "error"
+    status = curl(SIMULATOR_DEV_TOKEN, status_url, f"callid={callid}")
+    assert status["data"] == {"callid": callid, "result": "null"}

@@ -178,14 +178,12 @@ class Stack:
 
         return proc, wait_until(up, 20, "simulator")
 
+    def _celery(self, *argv: str) -> list[str]:
+        return [self.python, "-m", "celery", "-A", "worker.celery_app", *argv]
+
     def start_worker(self, env: Mapping[str, str], name: str = "worker", *extra: str) -> Proc:
         argv = [
-            self.python,
-            "-m",
-            "celery",
-            "-A",
-            "worker.celery_app",
-            "worker",
+            *self._celery("worker"),
             "--hostname",
             f"{name}@%h",
             "--loglevel",
@@ -198,12 +196,7 @@ class Stack:
 
     def start_flower(self, env: Mapping[str, str], port: int) -> Proc:
         argv = [
-            self.python,
-            "-m",
-            "celery",
-            "-A",
-            "worker.celery_app",
-            "flower",
+            *self._celery("flower"),
             "--address=127.0.0.1",
             f"--port={port}",
         ]
