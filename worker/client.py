@@ -23,11 +23,13 @@ from tenacity.stop import stop_base
 from tenacity.wait import wait_random_exponential
 
 from worker.errors import (
+    CallPassError,
     MalformedResponseError,
     OutcomeUnknownError,
     RateLimitedError,
     TransientError,
 )
+from worker.guard import RequestGuard
 from worker.masking import mask_dn
 from worker.outcomes import Outcome, classify_result
 
@@ -89,12 +91,14 @@ class CallPassClient:
         attempts: int = 3,
         verify: bool | str = True,
         session: requests.Session | None = None,
+        guard: RequestGuard | None = None,
     ) -> None:
         self._base_url = base_url if base_url.endswith("/") else base_url + "/"
         self._connect_timeout_s = connect_timeout_s
         self._read_timeout_s = read_timeout_s
         self._sync_read_margin_s = sync_read_margin_s
         self._attempts = attempts
+        self._guard = guard
         self._session = session or requests.Session()
         self._session.verify = verify
         # The token lives only in the session's headers: never in a URL, an argument or a log.
@@ -102,7 +106,7 @@ class CallPassClient:
         self._session.headers["User-Agent"] = "callpass-worker"
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> CallPassClient:
+    def from_settings(cls, settings: Settings, guard: RequestGuard | None = None) -> CallPassClient:
         return cls(
             settings.api_url,
             settings.api_token,
@@ -111,6 +115,7 @@ class CallPassClient:
             sync_read_margin_s=settings.sync_read_margin_s,
             attempts=settings.http_attempts,
             verify=settings.tls_verify,
+            guard=guard,
         )
 
     def close(self) -> None:
@@ -187,17 +192,27 @@ class CallPassClient:
         read_timeout_s: float,
         headers: dict[str, str] | None = None,
     ) -> dict[str, Any]:
+        if self._guard is not None:
+            self._guard.before_request()  # may refuse: nothing is sent then
         try:
-            response = self._session.post(
-                self._base_url + path,
-                data=params,
-                headers=headers,
-                timeout=(self._connect_timeout_s, read_timeout_s),
-                allow_redirects=False,
-            )
-        except requests.RequestException as exc:
-            raise translate_transport_error(exc) from exc
-        return envelope_data(response.status_code, response.headers, response.content)
+            try:
+                response = self._session.post(
+                    self._base_url + path,
+                    data=params,
+                    headers=headers,
+                    timeout=(self._connect_timeout_s, read_timeout_s),
+                    allow_redirects=False,
+                )
+            except requests.RequestException as exc:
+                raise translate_transport_error(exc) from exc
+            data = envelope_data(response.status_code, response.headers, response.content)
+        except CallPassError as exc:
+            if self._guard is not None:
+                self._guard.after_request(exc)
+            raise
+        if self._guard is not None:
+            self._guard.after_request(None)
+        return data
 
     def _retrying(self, fn: Callable[[], T], retry_if: Callable[[BaseException], bool]) -> T:
         retryer = Retrying(

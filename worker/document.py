@@ -33,6 +33,7 @@ class OutcomeDocument(TypedDict):
     placed_at: str | None
     completed_at: str
     status_requests: int
+    retry_at: str | None
 
 
 def iso(ts: float | None) -> str | None:
@@ -58,6 +59,7 @@ def build_outcome(
     placed_at: float | None = None,
     status_requests: int = 0,
     call_placed: bool | None = False,
+    retry_at: float | None = None,
 ) -> dict[str, Any]:
     """Build a document; ``call_placed`` is ``None`` when nobody can know (a lost start)."""
     doc: OutcomeDocument = {
@@ -76,5 +78,6 @@ def build_outcome(
         "placed_at": iso(placed_at),
         "completed_at": iso(completed_at) or "",
         "status_requests": status_requests,
+        "retry_at": iso(retry_at),
     }
     return dict(doc)

@@ -12,6 +12,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Protocol
 
 import redis
@@ -24,6 +25,7 @@ from worker.errors import (
     InvalidRequestError,
     OutcomeUnknownError,
     PermanentError,
+    RateLimitedError,
     TransientError,
 )
 from worker.masking import mask_dn
@@ -36,6 +38,9 @@ from worker.validation import parse_start_request
 __all__ = ["Dispatcher", "Pipeline", "ResultSink"]
 
 log = logging.getLogger(__name__)
+
+#: Seconds between status requests once the schedule is over and the API is unreachable.
+OUTAGE_POLL_INTERVAL_S = 5.0
 
 
 class Dispatcher(Protocol):
@@ -63,6 +68,12 @@ class ResultSink(Protocol):
 
     def publish_outcome(self, task_id: str, doc: dict[str, Any]) -> None: ...
 
+    def read_placed(self, task_id: str) -> dict[str, Any] | None:
+        """The ``PLACED`` info (or the outcome's callid/pin) stored for ``task_id``, if any.
+
+        The pin lives only there, in what the producer reads: request records never hold it.
+        """
+
 
 @dataclass
 class Pipeline:
@@ -76,6 +87,11 @@ class Pipeline:
     #: Longest a start request can take with its inline retries; a record stuck in
     #: ``dialing`` for longer belongs to a worker that died mid-request.
     max_start_s: float
+    #: Counts calls per number; ``admit`` returns seconds to wait (0: go ahead).
+    admit_destination: Callable[[str, str], float] = lambda digest, request_id: 0.0
+    allowed_prefixes: tuple[str, ...] = ()
+    #: How long past the schedule's end polls go on while the API cannot be reached.
+    poll_outage_s: float = 300.0
 
     @staticmethod
     def now() -> float:
@@ -111,10 +127,26 @@ class Pipeline:
             return "invalid"
 
         request_id = request.request_id or task_id
+        if self.allowed_prefixes and not request.dn.startswith(self.allowed_prefixes):
+            doc = build_outcome(
+                Outcome.INVALID,
+                completed_at=now(),
+                request_id=request_id,
+                dn_masked=mask_dn(request.dn),
+                error={
+                    "field": "dn",
+                    "rule": "must start with one of the allowed prefixes "
+                    "(CALLPASS_ALLOWED_PREFIXES)",
+                },
+                requested_at=requested_at or received,
+            )
+            self.sink.publish_outcome(task_id, doc)
+            return "invalid"
+        digest = dn_digest(request.dn)
         claim, record = self.store.claim(
             request_id,
             task_id,
-            dn_digest(request.dn),
+            digest,
             {
                 "task_id": task_id,
                 "dn_masked": mask_dn(request.dn),
@@ -158,6 +190,13 @@ class Pipeline:
                 delay = self.max_start_s - dialing_for + 1.0
                 self.dispatcher.resend_start(task_id, kwargs, requested_at, attempt, delay)
                 return "dialing elsewhere"
+            recovered = self.sink.read_placed(record.get("task_id"))
+            if recovered and recovered.get("callid") and self._mark_placed(record, recovered):
+                # The dialer published the pin, then died before its record said so.
+                placed = self.store.load(request_id) or record
+                self._publish_placed(placed)
+                self._start_poll_chain(placed, now() - (placed.number("placed_at") or now()))
+                return "placed"
             self._settle(
                 record,
                 Outcome.UNKNOWN,
@@ -169,6 +208,15 @@ class Pipeline:
         if now() > requested_at + self.place_deadline_s:
             self._settle(record, Outcome.EXPIRED, api_message="placement deadline passed")
             return "expired"
+        wait_s = self.admit_destination(record.get("dn_digest"), request_id)
+        if wait_s > 0:
+            self._settle(
+                record,
+                Outcome.RATE_LIMITED,
+                api_message="too many calls to this number (CALLPASS_DN_LIMITS)",
+                retry_at=now() + wait_s,
+            )
+            return "rate_limited"
         if not self.store.compare_and_set(
             request_id, "state", "claimed", "dialing", dialing_at=repr(now())
         ):
@@ -219,18 +267,17 @@ class Pipeline:
             self.dispatcher.resend_start(task_id, kwargs, requested_at, attempt + 1, delay)
             return "start deferred"
         placed_at = now()
-        # callid and pin exist only in this process until stored: insist a while.
-        stored = self._retry_infra(
-            lambda: self.store.compare_and_set(
-                request_id,
-                "state",
-                "dialing",
-                "placed",
-                callid=started.callid,
-                pin=started.pin,
-                placed_at=repr(placed_at),
-            )
-        )
+        meta = {
+            "request_id": request_id,
+            "callid": started.callid,
+            "pin": started.pin,
+            "placed_at": iso(placed_at),
+            "timeout": timeout,
+        }
+        # callid and pin exist only in this process until stored: insist a while. The pin goes
+        # to the producer's result first; the record then says "placed" without it.
+        self._retry_infra(lambda: self._publish_meta(request_id, meta))
+        stored = self._retry_infra(lambda: self._mark_placed(record, meta))
         if not stored:
             # Settled meanwhile (a duplicate judged this start lost): the outcome stands.
             log.warning(
@@ -240,15 +287,26 @@ class Pipeline:
             )
             return "placed late"
         placed = self.store.load(request_id) or record
+        self._check_settled_after_placed(request_id)
         log.info(
             "call %s placed to %s for request %s",
             started.callid,
             record.get("dn_masked"),
             request_id,
         )
-        self._publish_placed(placed)
         self._start_poll_chain(placed, elapsed_s=0.0)
         return "placed"
+
+    def _mark_placed(self, record: RequestRecord, meta: dict[str, Any]) -> bool:
+        placed_at = meta.get("placed_at")
+        return self.store.compare_and_set(
+            record.request_id,
+            "state",
+            "dialing",
+            "placed",
+            callid=str(meta["callid"]),
+            placed_at=repr(_epoch(placed_at) if isinstance(placed_at, str) else now()),
+        )
 
     @staticmethod
     def _retry_infra(write: Callable[[], bool]) -> bool:
@@ -280,12 +338,15 @@ class Pipeline:
         timeout = int(record.get("timeout"))
         elapsed = now() - (record.number("placed_at") or now())
         self.store.count_status_request(request_id)
+        retry_after = 0.0
         try:
             status = self.client().get_status(callid)
         except TransientError as exc:
             log.info("status of call %s not read (%s)", callid, type(exc).__name__)
             status = None
             problem = str(exc)
+            if isinstance(exc, RateLimitedError) and exc.retry_after:
+                retry_after = exc.retry_after
         except (PermanentError, InvalidRequestError) as exc:
             # "can't find callid" or a refused token: asking again will not help.
             self._settle(record, Outcome.UNKNOWN, api_message=str(exc))
@@ -296,10 +357,15 @@ class Pipeline:
             self._settle(record, status.outcome, raw_result=status.raw_result)
             return status.outcome.value
         delay = self.schedule.next_delay(elapsed, timeout)
+        outage_end = self.schedule.deadline(timeout) + self.poll_outage_s
+        if delay is None and status is None and elapsed < outage_end:
+            # The schedule is over but the API could not be asked: keep asking (it keeps
+            # callids) until the outage allowance is spent, so the true outcome is learnt.
+            delay = OUTAGE_POLL_INTERVAL_S
         if delay is None:
             self._settle(record, Outcome.UNKNOWN, api_message=problem)
             return "unknown"
-        self._next_poll(record, token, delay)
+        self._next_poll(record, token, max(delay, retry_after))
         return "polling"
 
     def _start_poll_chain(self, record: RequestRecord, elapsed_s: float) -> None:
@@ -324,16 +390,18 @@ class Pipeline:
         api_message: str | None = None,
         error: Any = None,
         call_placed: bool | None = False,
+        retry_at: float | None = None,
     ) -> None:
         request_id = record.request_id
         fresh = self.store.load(request_id) or record
+        placed = self.sink.read_placed(fresh.get("task_id")) if fresh.get("callid") else None
         doc = build_outcome(
             outcome,
             completed_at=now(),
             request_id=request_id,
             dn_masked=fresh.get("dn_masked") or None,
             callid=fresh.get("callid") or None,
-            pin=fresh.get("pin") or None,
+            pin=(placed or {}).get("pin"),
             raw_result=raw_result,
             api_message=api_message,
             error=error,
@@ -342,6 +410,7 @@ class Pipeline:
             placed_at=fresh.number("placed_at"),
             status_requests=int(fresh.get("status_requests", "0")),
             call_placed=call_placed,
+            retry_at=retry_at,
         )
         standing = self.store.settle(request_id, doc)
         log.info(
@@ -357,16 +426,24 @@ class Pipeline:
             self.sink.publish_outcome(task_id, doc)
 
     def _publish_placed(self, record: RequestRecord) -> None:
-        meta = {
-            "request_id": record.request_id,
-            "callid": record.get("callid"),
-            "pin": record.get("pin"),
-            "placed_at": iso(record.number("placed_at")),
-            "timeout": int(record.get("timeout")),
-        }
-        for task_id in self.store.task_ids(record.request_id):
+        """Give every subscribed task the PLACED info the dialer stored (a resume)."""
+        meta = self.sink.read_placed(record.get("task_id"))
+        if meta is None or not meta.get("pin"):
+            return  # nothing to add: the dialer's own publication is all there is
+        self._publish_meta(record.request_id, meta)
+        self._check_settled_after_placed(record.request_id)
+
+    def _publish_meta(self, request_id: str, meta: dict[str, Any]) -> bool:
+        for task_id in self.store.task_ids(request_id):
             self.sink.publish_placed(task_id, meta)
+        return True
+
+    def _check_settled_after_placed(self, request_id: str) -> None:
         # A settle may have raced past us: make sure the final outcome is what stays.
-        latest = self.store.load(record.request_id)
+        latest = self.store.load(request_id)
         if latest is not None and latest.outcome is not None:
-            self._publish_outcome(record.request_id, latest.outcome)
+            self._publish_outcome(request_id, latest.outcome)
+
+
+def _epoch(iso_text: str) -> float:
+    return datetime.fromisoformat(iso_text.replace("Z", "+00:00")).timestamp()

@@ -30,6 +30,8 @@ class Outcome(StrEnum):
     API_ERROR = "api_error"
     AUTH_FAILED = "auth_failed"
     EXPIRED = "expired"
+    #: Over a per-number limit; ``retry_at`` says when a call may be tried again.
+    RATE_LIMITED = "rate_limited"
 
 
 _CAUSES: dict[str, Outcome] = {

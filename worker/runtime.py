@@ -9,8 +9,11 @@ from typing import Any
 import redis
 from celery import Celery
 
+from worker.breaker import CircuitBreaker
 from worker.client import CallPassClient
-from worker.lifecycle import Dispatcher, Pipeline
+from worker.guard import ApiGuard
+from worker.lifecycle import Dispatcher, Pipeline, ResultSink
+from worker.limits import DestinationLimiter, GlobalRateLimiter
 from worker.masking import masked_reprs
 from worker.records import RequestStore
 from worker.schedule import PollSchedule
@@ -73,7 +76,7 @@ class CeleryDispatcher(Dispatcher):
         )
 
 
-class CeleryResultSink:
+class CeleryResultSink(ResultSink):
     """Writes the states producers read through ``AsyncResult(<start_call task id>)``."""
 
     def __init__(self, app: Celery) -> None:
@@ -85,15 +88,24 @@ class CeleryResultSink:
     def publish_outcome(self, task_id: str, doc: dict[str, Any]) -> None:
         self._app.backend.store_result(task_id, doc, "SUCCESS")
 
+    def read_placed(self, task_id: str) -> dict[str, Any] | None:
+        if not task_id:
+            return None
+        meta = self._app.backend.get_task_meta(task_id, cache=False)
+        info = meta.get("result")
+        if meta.get("status") in (PLACED, "SUCCESS") and isinstance(info, dict):
+            return dict(info)
+        return None
+
 
 _local = threading.local()
 
 
-def _thread_client(settings: Settings) -> CallPassClient:
+def _thread_client(settings: Settings, guard: ApiGuard) -> CallPassClient:
     # One requests.Session per thread: sessions are not documented as thread-safe.
     client: CallPassClient | None = getattr(_local, "client", None)
     if client is None:
-        client = CallPassClient.from_settings(settings)
+        client = CallPassClient.from_settings(settings, guard)
         _local.client = client
     return client
 
@@ -101,14 +113,29 @@ def _thread_client(settings: Settings) -> CallPassClient:
 @cache
 def get_pipeline(app: Celery) -> Pipeline:
     settings = get_settings()
-    redis_client = redis.Redis.from_url(settings.redis_url, health_check_interval=30)
+    redis_client = redis.Redis.from_url(
+        settings.redis_url, health_check_interval=30, socket_timeout=10, socket_connect_timeout=5
+    )
+    breaker = CircuitBreaker(
+        redis_client,
+        settings.breaker_threshold,
+        settings.breaker_window_s,
+        settings.breaker_cooldown_s,
+    )
+    limiter = (
+        GlobalRateLimiter(redis_client, settings.api_rate_limit_per_s)
+        if settings.api_rate_limit_per_s
+        else None
+    )
+    guard = ApiGuard(breaker, limiter)
+    destinations = DestinationLimiter(redis_client, settings.dn_limits)
     schedule = PollSchedule(
         interval_s=settings.poll_interval_s,
         end_slack_s=settings.poll_end_slack_s,
         grace_s=settings.poll_grace_s,
     )
     return Pipeline(
-        client=lambda: _thread_client(settings),
+        client=lambda: _thread_client(settings, guard),
         store=RequestStore(redis_client, ttl_s=settings.result_expires_s),
         sink=CeleryResultSink(app),
         dispatcher=CeleryDispatcher(app, settings.queue),
@@ -116,4 +143,7 @@ def get_pipeline(app: Celery) -> Pipeline:
         default_timeout_s=settings.default_call_timeout_s,
         place_deadline_s=settings.place_deadline_s,
         max_start_s=settings.max_start_s,
+        admit_destination=destinations.admit,
+        allowed_prefixes=settings.allowed_prefixes,
+        poll_outage_s=settings.poll_outage_s,
     )

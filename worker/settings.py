@@ -15,6 +15,8 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 from urllib.parse import urlsplit
 
+from worker.limits import WindowLimit, parse_window_limits
+
 __all__ = ["SIMULATOR_DEV_TOKEN", "Settings", "SettingsError", "get_settings", "reset_settings"]
 
 PREFIX = "CALLPASS_"
@@ -154,6 +156,18 @@ class Settings:
     visibility_timeout_s: int = 300
     eta_task_limit: int = 20_000
     log_level: str = "INFO"
+    #: API requests per second across all workers (0: no limit).
+    api_rate_limit_per_s: int = 50
+    #: Calls per number: CALLS/SECONDS pairs (empty: no limits).
+    dn_limits: tuple[WindowLimit, ...] = (WindowLimit(3, 600), WindowLimit(10, 86_400))
+    #: Numbers must start with one of these (empty: any number).
+    allowed_prefixes: tuple[str, ...] = ()
+    #: Transport failures within ``breaker_window_s`` that open the circuit (0: no breaker).
+    breaker_threshold: int = 5
+    breaker_window_s: float = 10.0
+    breaker_cooldown_s: float = 5.0
+    #: How long past ``timeout`` + grace polls go on while the API is unreachable.
+    poll_outage_s: float = 300.0
 
     @property
     def effective_broker_url(self) -> str:
@@ -287,7 +301,33 @@ _PARSERS: dict[str, Parser] = {
     "visibility_timeout_s": _ints(30, 86_400),
     "eta_task_limit": _ints(1, 1_000_000),
     "log_level": _parse_level,
+    "api_rate_limit_per_s": _ints(0, 100_000),
+    "dn_limits": lambda name, raw: _parse_limits(name, raw),
+    "allowed_prefixes": lambda name, raw: _parse_prefixes(name, raw),
+    "breaker_threshold": _ints(0, 1000),
+    "breaker_window_s": _floats(0.1, 3600),
+    "breaker_cooldown_s": _floats(0.1, 3600),
+    "poll_outage_s": _floats(0, 86_400),
 }
+
+
+def _parse_limits(name: str, raw: str) -> tuple[WindowLimit, ...]:
+    try:
+        return parse_window_limits(raw)
+    except ValueError as exc:
+        raise SettingsError(
+            name, f"must be CALLS/SECONDS pairs like 3/600,10/86400: {exc}"
+        ) from None
+
+
+def _parse_prefixes(name: str, raw: str) -> tuple[str, ...]:
+    prefixes = tuple(p.strip() for p in raw.split(",") if p.strip())
+    bad = [p for p in prefixes if not re.fullmatch(r"7[0-9]{0,14}", p)]
+    if bad:
+        raise SettingsError(
+            name, f"must be comma-separated digit prefixes starting with 7: {bad[0]!r}"
+        )
+    return prefixes
 
 
 def _is_loopback(host: str) -> bool:

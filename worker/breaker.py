@@ -1,0 +1,90 @@
+"""A circuit breaker shared by all workers: when the API is down, stop hammering it.
+
+``threshold`` transport failures within ``window_s`` open the circuit for ``cooldown_s``; while
+open, requests fail at once with :class:`~worker.errors.ConnectError` (nothing was sent, so a
+start may safely be tried again later). After the cool-down the circuit is half-open: one
+request, from one worker, probes the API; its success closes the circuit, its failure opens it
+again for another cool-down.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import redis
+
+from worker.errors import ConnectError
+
+__all__ = ["CircuitBreaker"]
+
+log = logging.getLogger(__name__)
+
+_KEYS = (
+    "callpass:breaker:failures",
+    "callpass:breaker:open",
+    "callpass:breaker:tripped",
+    "callpass:breaker:probe",
+)
+
+# ARGV: cooldown_ms. Returns 1 when a request may go.
+_ALLOW = """
+if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
+if redis.call('EXISTS', KEYS[3]) == 1 then
+  if redis.call('SET', KEYS[4], '1', 'NX', 'PX', ARGV[1]) then return 1 end
+  return 0
+end
+return 1
+"""
+
+# ARGV: threshold, window_ms, cooldown_ms. Returns 1 when this failure opened the circuit.
+_FAILED = """
+local n = redis.call('INCR', KEYS[1])
+if n == 1 then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+if n >= tonumber(ARGV[1]) or redis.call('EXISTS', KEYS[3]) == 1 then
+  redis.call('SET', KEYS[2], '1', 'PX', ARGV[3])
+  redis.call('SET', KEYS[3], '1', 'PX', tonumber(ARGV[3]) * 20)
+  redis.call('DEL', KEYS[1], KEYS[4])
+  return 1
+end
+return 0
+"""
+
+
+class CircuitBreaker:
+    def __init__(
+        self, client: redis.Redis, threshold: int, window_s: float, cooldown_s: float
+    ) -> None:
+        self._redis = client
+        self._threshold = threshold
+        self._window_ms = int(window_s * 1000)
+        self._cooldown_ms = int(cooldown_s * 1000)
+        self._allow = client.register_script(_ALLOW)
+        self._failed = client.register_script(_FAILED)
+
+    @property
+    def enabled(self) -> bool:
+        return self._threshold > 0
+
+    def before_request(self) -> None:
+        """Raise :class:`ConnectError` (nothing sent) while the circuit is open."""
+        if self.enabled and not self._allow(keys=_KEYS, args=[self._cooldown_ms]):
+            raise ConnectError("circuit open: the API failed repeatedly; request not sent")
+
+    def record(self, ok: bool) -> None:
+        """Report how a request went; only transport failures should be reported as not ok."""
+        if not self.enabled:
+            return
+        if ok:
+            with self._redis.pipeline(transaction=False) as pipe:
+                pipe.delete(_KEYS[2], _KEYS[3])
+                pipe.delete(_KEYS[0])
+                reopened, _ = pipe.execute()
+            if reopened:
+                log.info("circuit closed: the API answered again")
+            return
+        if self._failed(keys=_KEYS, args=[self._threshold, self._window_ms, self._cooldown_ms]):
+            log.warning(
+                "circuit open: API failures reached %d; requests pause for %.1f s",
+                self._threshold,
+                self._cooldown_ms / 1000,
+            )
