@@ -16,7 +16,7 @@ from aiohttp import web
 
 from simulator.calls import STANDARD_MIX, parse_mix
 from simulator.faults import FaultConfig
-from simulator.server import SimulatorConfig, build_app
+from simulator.server import CONTROL_KEY, SimulatorConfig, build_app
 from worker.settings import SIMULATOR_DEV_TOKEN as DEV_TOKEN
 
 __all__ = ["main", "parser"]
@@ -89,15 +89,35 @@ def config_from_args(args: argparse.Namespace) -> SimulatorConfig:
     )
 
 
-async def serve(config: SimulatorConfig, host: str, port: int, ready_file: str | None) -> None:
-    runner = web.AppRunner(build_app(config), access_log=None, handle_signals=True)
-    await runner.setup()
+def _listen(host: str, port: int) -> socket.socket:
     sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, port))
+    return sock
+
+
+async def serve(config: SimulatorConfig, host: str, port: int, ready_file: str | None) -> None:
+    app = build_app(config)
+    runner = web.AppRunner(app, access_log=None, handle_signals=True)
+    await runner.setup()
+    sock = _listen(host, port)
     site = web.SockSite(runner, sock, backlog=1024)
     await site.start()
     bound = sock.getsockname()[1]
+
+    async def outage(seconds: float, delay: float = 0.0) -> None:
+        nonlocal site
+        await asyncio.sleep(delay)
+        print(f"simulator: outage for {seconds:g} s", flush=True)
+        await site.stop()  # new connections are refused ...
+        if runner.server is not None:
+            await runner.server.shutdown(0.1)  # ... and open ones are closed
+        await asyncio.sleep(seconds)
+        site = web.SockSite(runner, _listen(host, bound), backlog=1024)
+        await site.start()
+        print("simulator: back", flush=True)
+
+    app[CONTROL_KEY]["outage"] = outage
     url = f"http://{host}:{bound}/"
     print(f"simulator listening on {url}", flush=True)
     if ready_file:

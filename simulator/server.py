@@ -30,6 +30,8 @@ FORM = "application/x-www-form-urlencoded"
 Handler = Callable[[web.Request, dict[str, str]], Awaitable[web.StreamResponse]]
 
 BOOK_KEY = web.AppKey("book", CallBook)
+#: Hooks the serving loop installs (``outage``: stop listening for N seconds).
+CONTROL_KEY = web.AppKey("control", dict)
 PICKER_KEY = web.AppKey("picker", FaultPicker)
 TOKENS_KEY = web.AppKey("tokens", frozenset)
 
@@ -206,6 +208,26 @@ async def sim_faults(request: web.Request) -> web.Response:
     return web.json_response(request.app[PICKER_KEY].config.as_dict())
 
 
+async def sim_outage(request: web.Request) -> web.Response:
+    """Stop listening for ``seconds`` (connections are refused), then come back, state intact."""
+    try:
+        body = await request.json()
+        seconds = float(body["seconds"])
+        if not 0 < seconds <= 3600:
+            raise ValueError("seconds must be in (0, 3600]")
+    except (ValueError, KeyError, TypeError) as exc:
+        return web.json_response({"error": f'body must be {{"seconds": N}}: {exc}'}, status=400)
+    outage = request.app[CONTROL_KEY].get("outage")
+    if outage is None:
+        return web.json_response({"error": "outage needs the simulator's own server"}, status=501)
+    # Start after this answer has gone out: the outage closes this connection too.
+    tasks = request.app[CONTROL_KEY].setdefault("tasks", set())
+    task = asyncio.get_running_loop().create_task(outage(seconds, delay=0.05))
+    tasks.add(task)
+    task.add_done_callback(tasks.discard)
+    return web.json_response({"outage_s": seconds})
+
+
 async def _pruner(app: web.Application) -> Any:
     async def loop() -> None:
         while True:
@@ -227,10 +249,12 @@ def build_app(config: SimulatorConfig) -> web.Application:
         seed=config.seed,
     )
     app[PICKER_KEY] = FaultPicker(config.faults, seed=config.seed)
+    app[CONTROL_KEY] = {}
     app.router.add_get("/_sim/stats", sim_stats)
     app.router.add_get("/_sim/calls", sim_calls)
     app.router.add_post("/_sim/reset", sim_reset)
     app.router.add_post("/_sim/faults", sim_faults)
+    app.router.add_post("/_sim/outage", sim_outage)
     app.router.add_route("*", "/{tail:.*}", api)
     app.cleanup_ctx.append(_pruner)
     return app

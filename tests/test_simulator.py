@@ -154,3 +154,38 @@ def test_the_original_curl_examples_run_against_the_simulator(sim: Simulator) ->
     assert curl("blablabla", status_url, f"callid={callid}")["status"] == "error"
     status = curl(SIMULATOR_DEV_TOKEN, status_url, f"callid={callid}")
     assert status["data"] == {"callid": callid, "result": "null"}
+
+
+def test_an_outage_refuses_connections_then_the_calls_are_still_there(stack: object) -> None:
+    from worker.devstack import Stack, wait_until
+
+    assert isinstance(stack, Stack)
+    proc, url = stack.start_simulator()
+    try:
+        start = requests.post(
+            url + "api/v2.0/start-call-password/",
+            data="dn=79990005003&timeout=5&async=1",
+            headers={**AUTH, **FORM},
+            timeout=10,
+        ).json()
+        assert requests.post(url + "_sim/outage", json={"seconds": 1.5}, timeout=5).ok
+
+        def refused() -> bool:
+            try:
+                requests.get(url + "_sim/stats", timeout=1)
+            except requests.ConnectionError:
+                return True
+            return False
+
+        wait_until(refused, 5, "the outage")
+        wait_until(lambda: requests.get(url + "_sim/stats", timeout=1).ok, 10, "the way back")
+        status = requests.post(
+            url + "api/v2.0/get-call-password-status/",
+            data=f"callid={start['data']['callid']}",
+            headers={**AUTH, **FORM},
+            timeout=10,
+        ).json()
+        assert status["status"] == "success" and status["data"]["callid"] == start["data"]["callid"]
+        assert Simulator(url).starts_to("79990005003") == 1
+    finally:
+        proc.stop()

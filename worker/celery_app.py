@@ -8,10 +8,13 @@ Settings are read and validated when this module is imported, so a worker with a
 from __future__ import annotations
 
 import logging
+import os
+import sys
 from typing import Any
 
 from celery import Celery, signals
 
+from worker.flower_guard import check_flower_process, is_flower_command
 from worker.logs import configure_logging
 from worker.settings import Settings, SettingsError, get_settings
 
@@ -28,6 +31,13 @@ def celery_config(settings: Settings) -> dict[str, Any]:
     broker_options = {**visibility, "unacked_restore_interval": 5, "unacked_restore_throttle": 1}
     return {
         "broker_url": settings.effective_broker_url,
+        # Redis brokers get kombu's transport with a fix that keeps a worker alive across a
+        # Redis restart (see worker/redis_transport.py).
+        "broker_transport": (
+            "worker.redis_transport:Transport"
+            if settings.effective_broker_url.startswith(("redis://", "rediss://", "unix://"))
+            else None
+        ),
         "result_backend": settings.effective_result_backend,
         # JSON only: producers in other languages can read and write every message.
         "task_serializer": "json",
@@ -97,3 +107,12 @@ def _announce(**_: Any) -> None:
             "CALLPASS_INSECURE_SKIP_TLS_VERIFY is on: the API's TLS certificate is NOT checked; "
             "anyone on the path can read the token"
         )
+
+
+# Flower shows every task's arguments and results and can revoke tasks and shut workers down,
+# and by default it listens on every interface with no login. So `celery -A worker.celery_app
+# flower` stops here, before binding, when it would be reachable beyond loopback without auth.
+if is_flower_command(sys.argv):
+    _flower_refusal: str | None = check_flower_process(sys.argv, os.environ)
+    if _flower_refusal is not None:
+        raise SystemExit("callpass: " + _flower_refusal)

@@ -28,9 +28,9 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
-from pathlib import PurePath
 
 __all__ = [
     "FlowerOptions",
@@ -40,6 +40,7 @@ __all__ = [
     "flower_arguments",
     "is_flower_command",
     "is_loopback",
+    "read_flower_config",
 ]
 
 #: Every option Flower 2.2 accepts (its own and Tornado's logging options), as Tornado
@@ -90,6 +91,8 @@ FLOWER_OPTION_NAMES = frozenset(
         "xheaders",
     }
 )
+#: The options that decide who can reach Flower; the others are left to Flower.
+_TRACKED = frozenset({"address", "unix-socket", "basic-auth", "auth", "conf"})
 DEFAULT_CONFIG_FILE = "flowerconfig.py"
 ENV_PREFIX = "FLOWER_"
 
@@ -114,11 +117,11 @@ class FlowerOptions:
 
 
 def _is_celery_program(program: str) -> bool:
-    path = PurePath(program)
-    name = path.name.lower().removesuffix(".exe")
+    *parents, name = re.split(r"[\\/]", program)  # POSIX or Windows paths
+    name = name.lower().removesuffix(".exe")
     if name in _PROGRAMS:
         return True
-    return name == "__main__.py" and path.parent.name in _PROGRAMS
+    return name == "__main__.py" and bool(parents) and parents[-1] in _PROGRAMS
 
 
 def flower_arguments(argv: Sequence[str]) -> list[str] | None:
@@ -163,9 +166,6 @@ def _normalize(name: str) -> str:
     return name.replace("_", "-")
 
 
-_FIELDS = {"address": "address", "unix-socket": "unix_socket", "auth": "auth", "conf": "conf"}
-
-
 def _with_value(options: FlowerOptions, name: str, value: object) -> FlowerOptions:
     """``options`` with ``name`` set as Tornado sets it (strings parsed, lists kept)."""
     if name == "basic-auth":
@@ -178,10 +178,13 @@ def _with_value(options: FlowerOptions, name: str, value: object) -> FlowerOptio
     # address, unix-socket, auth, conf are strings. None in a config file means the default
     # behaviour (every interface, no socket, no auth); other types make Flower fail.
     text = "" if value is None else value if isinstance(value, str) else repr(value)
-    return replace(options, **{_FIELDS[name]: text})
-
-
-_TRACKED = frozenset({"address", "unix-socket", "basic-auth", "auth", "conf"})
+    if name == "address":
+        return replace(options, address=text)
+    if name == "unix-socket":
+        return replace(options, unix_socket=text)
+    if name == "auth":
+        return replace(options, auth=text)
+    return replace(options, conf=text)
 
 
 def _apply_command_line(options: FlowerOptions, args: Sequence[str]) -> FlowerOptions:
@@ -212,10 +215,10 @@ def effective_options(
                 options = _with_value(options, name, value)
     options = _apply_command_line(options, args)  # first pass: finds --conf
     if config:
-        for key, value in config.items():  # tornado's parse_config_file
+        for key, setting in config.items():  # tornado's parse_config_file
             name = _normalize(key)
             if name in _TRACKED:
-                options = _with_value(options, name, value)
+                options = _with_value(options, name, setting)
         options = _apply_command_line(options, args)  # the command line wins
     return options
 
@@ -279,15 +282,25 @@ def check_flower_binding(
     )
 
 
-def _read_config_file(path: str) -> dict[str, object]:
-    """Run Flower's config file as Tornado does (``parse_config_file``) and return its names.
+def read_flower_config(
+    args: Sequence[str], environ: Mapping[str, str], cwd: str | None = None
+) -> dict[str, object] | None:
+    """The namespace of the config file Flower will read (``None``: no such file).
 
-    Flower runs the same file right after; it is the operator's own configuration.
+    The file is ``--conf`` (or ``FLOWER_CONF``, else ``flowerconfig.py``) relative to the
+    working directory, run as Tornado's ``parse_config_file`` runs it. Flower runs the same
+    file right after: it is the operator's own configuration. Errors in it propagate.
     """
-    namespace: dict[str, object] = {"__file__": path}
+    conf = effective_options(args, environ).conf
+    path = os.path.abspath(os.path.join(cwd or os.getcwd(), conf))
+    if not os.path.exists(path):
+        # A missing default file is skipped, as Flower does; a missing --conf stops Flower.
+        return None
     with open(path, "rb") as f:
         source = f.read().decode("utf-8")
+    namespace: dict[str, object] = {"__file__": path}
     exec(compile(source, path, "exec"), namespace)  # noqa: S102 - Flower's own semantics
+    namespace.pop("__builtins__", None)
     return namespace
 
 
@@ -296,13 +309,9 @@ def check_flower_process(argv: Sequence[str], environ: Mapping[str, str]) -> str
     args = flower_arguments(argv)
     if args is None:
         return None
-    conf = effective_options(args, environ).conf
-    path = os.path.abspath(conf)
-    config: dict[str, object] | None = None
-    if os.path.exists(path):
-        try:
-            config = _read_config_file(path)
-        except Exception as exc:  # Flower would stop on it too; refuse rather than guess
-            return f"cannot read Flower's config file {path}: {type(exc).__name__}: {exc}"
-    # A missing default file is skipped (as Flower does); a missing --conf file stops Flower.
+    try:
+        config = read_flower_config(args, environ)
+    except Exception as exc:  # Flower would stop on it too; refuse rather than guess
+        conf = effective_options(args, environ).conf
+        return f"cannot read Flower's config file {conf}: {type(exc).__name__}: {exc}"
     return check_flower_binding(argv, environ, config)

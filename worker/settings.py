@@ -187,8 +187,9 @@ class Settings:
 
         A record left in ``dialing`` for longer belongs to a worker that died mid-request.
         """
-        per_attempt = self.connect_timeout_s + self.read_timeout_s + MAX_INLINE_WAIT_S
-        return self.http_attempts * per_attempt + 5.0
+        exchanges = self.http_attempts * (self.connect_timeout_s + self.read_timeout_s)
+        # Between attempts: a Retry-After of at most MAX_INLINE_WAIT_S (backoff is shorter).
+        return exchanges + (self.http_attempts - 1) * MAX_INLINE_WAIT_S + 1.0
 
     @property
     def tls_verify(self) -> bool | str:

@@ -1,0 +1,157 @@
+"""The scenarios of the chaos suite; each returns one row of the table."""
+
+from __future__ import annotations
+
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from chaos.harness import Harness, Row
+from worker.devstack import wait_until
+
+__all__ = ["SCENARIOS", "Size"]
+
+
+@dataclass(frozen=True)
+class Size:
+    """How big a run is: ``full`` for ``make chaos``, ``small`` inside ``make test``."""
+
+    name: str
+    killed_requests: int
+    kills: int
+    redis_requests: int
+    fault_requests: int
+    outage_requests: int
+    outage_s: float
+    shutdown_requests: int
+
+    @classmethod
+    def get(cls, name: str) -> Size:
+        return SIZES[name]
+
+
+SIZES = {
+    "full": Size("full", 500, 6, 200, 300, 120, 60.0, 150),
+    "small": Size("small", 60, 2, 40, 60, 30, 12.0, 30),
+}
+
+#: Seconds past the last disruption within which every request must have settled.
+SETTLE_S = 120.0
+
+
+def worker_killed(run_dir: Path, size: Size) -> Row:
+    """SIGKILL workers at random moments (during starts and polls) and restart them."""
+    began = time.monotonic()
+    h = Harness(run_dir, workers=3, sim_args=("--latency-ms", "150"))
+    try:
+        duration = max(10.0, size.killed_requests / 25)
+        moments = sorted(h.rng.uniform(1.0, duration + 3.0) for _ in range(size.kills))
+        killed: list[str] = []
+
+        def during(elapsed: float) -> None:
+            while moments and elapsed >= moments[0]:
+                moments.pop(0)
+                name = h.rng.choice(sorted(h.workers))
+                h.kill_worker(name, signal.SIGKILL)
+                killed.append(name)
+                h.start_worker(name)
+
+        h.enqueue_over(size.killed_requests, duration, during)
+        while moments:  # kills left after the last enqueue: during polls
+            time.sleep(max(0.0, moments[0] - (time.monotonic() - began)))
+            during(float("inf"))
+        notes = f"{len(killed)} SIGKILLs + restarts"
+        return h.verdict("worker killed", SETTLE_S, notes, began)
+    finally:
+        h.close()
+
+
+def redis_restarted(run_dir: Path, size: Size) -> Row:
+    """Restart the append-only Redis with SIGTERM, then crash it (SIGKILL, fsync always)."""
+    began = time.monotonic()
+    h = Harness(run_dir, workers=2, redis_fsync="always")
+    try:
+        duration = max(8.0, size.redis_requests / 20)
+        h.enqueue_over(size.redis_requests // 2, duration / 2)
+        h.restart_redis(signal.SIGTERM)
+        h.enqueue_over(size.redis_requests - size.redis_requests // 2, duration / 2)
+        h.restart_redis(signal.SIGKILL)
+        notes = "SIGTERM restart, then SIGKILL restart (appendfsync always)"
+        return h.verdict("Redis restarted", SETTLE_S, notes, began)
+    finally:
+        h.close()
+
+
+def api_faults(run_dir: Path, size: Size) -> Row:
+    """5xx, 429 + Retry-After, latency spikes, resets and malformed JSON on ~20% of requests."""
+    began = time.monotonic()
+    h = Harness(run_dir, workers=2)
+    try:
+        h.set_faults(
+            server_error_rate=0.04,
+            unavailable_rate=0.03,
+            rate_limit_rate=0.04,
+            retry_after_s=1,
+            malformed_rate=0.03,
+            drop_rate=0.03,
+            spike_rate=0.03,
+            spike_ms=2500,
+        )
+        h.enqueue_over(size.fault_requests, max(8.0, size.fault_requests / 20))
+        row = h.verdict("API faults", SETTLE_S, "~20% of API requests faulty", began)
+        return row
+    finally:
+        h.close()
+
+
+def api_down(run_dir: Path, size: Size) -> Row:
+    """The API refuses connections for a while: the breaker holds back, late calls expire."""
+    began = time.monotonic()
+    deadline_s = min(30.0, size.outage_s / 2)
+    h = Harness(run_dir, workers=2, worker_env={"CALLPASS_PLACE_DEADLINE_S": str(deadline_s)})
+    try:
+        h.enqueue(size.outage_requests // 3)  # placed before: polled through the outage
+        h.stop_simulator_for(size.outage_s)
+        h.enqueue_over(size.outage_requests - size.outage_requests // 3, size.outage_s * 0.8)
+        opened = h.log_count("circuit open: API failures")
+        notes = (
+            f"API down {size.outage_s:g} s, placement deadline {deadline_s:g} s; "
+            f"breaker opened {opened}x"
+        )
+        row = h.verdict("API down", SETTLE_S + size.outage_s, notes, began)
+        # A call is never placed late: the simulator's start time against the enqueue time.
+        enqueued = {r.request_id: r.enqueued_at for r in h.requests}
+        late = [
+            c for c in h.calls() if c["started_at"] > enqueued[c["request_id"]] + deadline_s + 1
+        ]
+        if late:
+            row.problems.append(f"{len(late)} calls placed after their placement deadline")
+        return row
+    finally:
+        h.close()
+
+
+def graceful_shutdown(run_dir: Path, size: Size) -> Row:
+    """SIGTERM a worker holding in-flight polls; restart it; everything settles."""
+    began = time.monotonic()
+    h = Harness(run_dir, workers=2)
+    try:
+        h.enqueue(size.shutdown_requests, timeout=5)
+        held = wait_until(lambda: h.scheduled_polls("w0"), 30, "w0 holding countdown polls")
+        h.kill_worker("w0", signal.SIGTERM)
+        h.start_worker("w0")
+        notes = f"SIGTERM to a worker holding {held} countdown polls"
+        return h.verdict("graceful shutdown", SETTLE_S, notes, began)
+    finally:
+        h.close()
+
+
+SCENARIOS: dict[str, Callable[[Path, Size], Row]] = {
+    "worker-killed": worker_killed,
+    "redis-restarted": redis_restarted,
+    "api-faults": api_faults,
+    "api-down": api_down,
+    "graceful-shutdown": graceful_shutdown,
+}

@@ -1,0 +1,91 @@
+"""kombu's Redis transport, hardened for a Redis that restarts under a running worker.
+
+Two gaps in kombu's Redis transport lose work when Redis goes away:
+
+* A message is taken with ``BRPOP`` and only then written to the unacked hash. If Redis dies
+  between the two, the message exists nowhere but in this process. We keep such messages and
+  push them back to their queue as soon as a channel connects again (if the write did land,
+  the message is delivered twice, which our idempotent tasks absorb).
+* Acking or restoring on a lost connection, kombu may dereference a client it already tore
+  down (``AttributeError`` in ``_connparams``; this class of bug is on kombu's tracker since
+  kombu 3, e.g. kombu#582 and #970). Celery calls that an unrecoverable error and the worker
+  dies. We raise a connection error there instead, which kombu and Celery handle: the
+  messages stay in Redis' unacked hash, return after the visibility time-out, and the worker
+  reconnects when Redis is back.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any
+
+import redis
+from kombu.transport import redis as kombu_redis
+
+__all__ = ["Transport"]
+
+log = logging.getLogger(__name__)
+
+# Messages taken from Redis whose unacked record could not be written: (payload, exchange,
+# routing key). Process-wide, because the channel that took them is gone by the time a new one
+# can put them back.
+_rescued: list[tuple[Any, str, str]] = []
+_rescued_lock = threading.Lock()
+
+
+class QoS(kombu_redis.QoS):
+    def append(self, message: Any, delivery_tag: Any) -> None:
+        try:
+            super().append(message, delivery_tag)
+        except _connection_errors(self.channel):
+            delivery = message.delivery_info
+            with _rescued_lock:
+                _rescued.append((message._raw, delivery["exchange"], delivery["routing_key"]))
+            log.warning("Redis went away as a message was taken; it will be queued again")
+            raise
+
+
+class Channel(kombu_redis.Channel):
+    QoS = QoS
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)  # connects (pings) Redis
+        self._queue_rescued()
+
+    def _connparams(self, asynchronous: bool = False) -> Any:
+        # kombu reaches here on a torn-down connection (client None) while acking or restoring
+        # after Redis went away; say so with a connection error, which kombu and Celery handle
+        # (the message stays unacked in Redis), instead of an AttributeError that kills the
+        # worker.
+        connection = getattr(self, "connection", None)
+        if connection is None or getattr(connection, "client", None) is None:
+            raise redis.exceptions.ConnectionError("the broker connection is already closed")
+        parent: Any = super()  # kombu's Channel is untyped
+        return parent._connparams(asynchronous)
+
+    def _queue_rescued(self) -> None:
+        with _rescued_lock:
+            batch = list(_rescued)
+            _rescued.clear()
+        if not batch:
+            return
+        restore = getattr(self, "_do_restore_message")  # noqa: B009 - kombu is untyped here
+        try:
+            with self.conn_or_acquire() as client, client.pipeline() as pipe:
+                for payload, exchange, routing_key in batch:
+                    restore(payload, exchange, routing_key, pipe, True)
+                pipe.execute()
+        except _connection_errors(self):
+            with _rescued_lock:
+                _rescued.extend(batch)
+            return
+        log.warning("queued again %d message(s) taken while Redis went away", len(batch))
+
+
+def _connection_errors(channel: Any) -> tuple[type[BaseException], ...]:
+    return tuple(getattr(channel, "connection_errors", ())) or (redis.exceptions.ConnectionError,)
+
+
+class Transport(kombu_redis.Transport):
+    Channel = Channel
