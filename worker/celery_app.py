@@ -109,6 +109,25 @@ def _announce(**_: Any) -> None:
         )
 
 
+_sweepers: list[Any] = []
+
+
+@signals.worker_ready.connect
+def _start_sweeper(sender: Any = None, **_: Any) -> None:
+    from worker.runtime import get_pipeline
+    from worker.sweeper import Sweeper
+
+    sweeper = Sweeper(get_pipeline(app))
+    sweeper.start()
+    _sweepers.append(sweeper)
+
+
+@signals.worker_shutdown.connect
+def _stop_sweeper(**_: Any) -> None:
+    for sweeper in _sweepers:
+        sweeper.stop()
+
+
 # Flower shows every task's arguments and results and can revoke tasks and shut workers down,
 # and by default it listens on every interface with no login. So `celery -A worker.celery_app
 # flower` stops here, before binding, when it would be reachable beyond loopback without auth.
@@ -116,3 +135,5 @@ if is_flower_command(sys.argv):
     _flower_refusal: str | None = check_flower_process(sys.argv, os.environ)
     if _flower_refusal is not None:
         raise SystemExit("callpass: " + _flower_refusal)
+    # Flower needs events, not results: without the backend its result API cannot show pins.
+    app.conf.update({"result_backend": None})

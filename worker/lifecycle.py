@@ -92,6 +92,9 @@ class Pipeline:
     allowed_prefixes: tuple[str, ...] = ()
     #: How long past the schedule's end polls go on while the API cannot be reached.
     poll_outage_s: float = 300.0
+    #: How long past its expected next step a request waits before the sweeper re-drives it:
+    #: longer than the broker's visibility time-out, so redelivery comes first.
+    progress_slack_s: float = 315.0
 
     @staticmethod
     def now() -> float:
@@ -165,6 +168,10 @@ class Pipeline:
             )
             self.sink.publish_outcome(task_id, doc)
             return "invalid"
+        if claim == 1:
+            self.store.expect_progress(
+                request_id, now() + self.place_deadline_s + self.max_start_s + self.progress_slack_s
+            )
         if claim == 0:
             log.info("request %s seen again (state %s): resuming", request_id, record.state)
         return self._advance(record, task_id, request.dn, kwargs, attempt)
@@ -190,20 +197,12 @@ class Pipeline:
                 delay = self.max_start_s - dialing_for + 1.0
                 self.dispatcher.resend_start(task_id, kwargs, requested_at, attempt, delay)
                 return "dialing elsewhere"
-            recovered = self.sink.read_placed(record.get("task_id"))
-            if recovered and recovered.get("callid") and self._mark_placed(record, recovered):
-                # The dialer published the pin, then died before its record said so.
-                placed = self.store.load(request_id) or record
-                self._publish_placed(placed)
-                self._start_poll_chain(placed, now() - (placed.number("placed_at") or now()))
-                return "placed"
-            self._settle(
-                record,
-                Outcome.UNKNOWN,
-                api_message="the worker stopped while the start request was in flight",
-                call_placed=None,
-            )
-            return "unknown"
+            # The dialer died: recover its call from the PLACED info, or settle unknown.
+            self._sweep_dialing(record)
+            fresh = self.store.load(request_id) or record
+            if fresh.state == "placed":
+                self._publish_placed(fresh)
+            return fresh.state
         requested_at = record.number("requested_at") or now()
         if now() > requested_at + self.place_deadline_s:
             self._settle(record, Outcome.EXPIRED, api_message="placement deadline passed")
@@ -221,10 +220,10 @@ class Pipeline:
             request_id, "state", "claimed", "dialing", dialing_at=repr(now())
         ):
             # Lost the race to another delivery: handle what it left, like a redelivery.
-            fresh = self.store.load(request_id)
-            if fresh is None or fresh.state == "claimed":
+            raced = self.store.load(request_id)
+            if raced is None or raced.state == "claimed":
                 raise RuntimeError(f"request {request_id}: claim changed under us")
-            return self._advance(fresh, task_id, dn, kwargs, attempt)
+            return self._advance(raced, task_id, dn, kwargs, attempt)
         return self._dial(record, task_id, dn, kwargs, attempt, requested_at)
 
     def _dial(
@@ -264,6 +263,7 @@ class Pipeline:
             log.warning(
                 "start for request %s not sent (%s); again in %.1fs", request_id, exc, delay
             )
+            self.store.expect_progress(request_id, now() + delay + self.progress_slack_s)
             self.dispatcher.resend_start(task_id, kwargs, requested_at, attempt + 1, delay)
             return "start deferred"
         placed_at = now()
@@ -376,8 +376,65 @@ class Pipeline:
         # Send first, then advance the token: a crash in between leaves the old token valid,
         # so the redelivered message carries the chain on (at worst one extra status request).
         new_token = uuid.uuid4().hex[:16]
+        self.store.expect_progress(record.request_id, now() + delay_s + self.progress_slack_s)
         self.dispatcher.send_poll(record.request_id, new_token, delay_s)
         self.store.compare_and_set(record.request_id, "poll_token", token, new_token)
+
+    # -- sweep ---------------------------------------------------------------------------
+
+    def sweep(self, limit: int = 200) -> int:
+        """Re-drive requests whose next step is long overdue; return how many were touched.
+
+        A message can vanish where no redelivery brings it back (a worker killed between
+        kombu taking it from Redis and recording it as unacked; a Redis that lost writes).
+        Every unsettled request has a time by which it must show progress; past it, this
+        sends the step again. Steps are idempotent (poll tokens, request records).
+        """
+        touched = 0
+        for request_id in self.store.overdue(now(), limit):
+            touched += 1
+            record = self.store.load(request_id)
+            if record is None:
+                self.store.forget(request_id)
+            elif record.outcome is not None:
+                self.store.forget(request_id)
+                self._publish_outcome(request_id, record.outcome)
+            elif record.state == "placed":
+                log.warning("request %s: no poll for too long; polling again", request_id)
+                token = record.get("poll_token")
+                if token:
+                    self.store.expect_progress(request_id, now() + self.progress_slack_s)
+                    self.dispatcher.send_poll(request_id, token, 0.0)
+                else:
+                    self._start_poll_chain(record, now() - (record.number("placed_at") or now()))
+            elif record.state == "dialing":
+                self._sweep_dialing(record)
+            else:  # claimed: a deferred start went missing; only its own message has the number
+                requested_at = record.number("requested_at") or now()
+                if now() > requested_at + self.place_deadline_s:
+                    self._settle(record, Outcome.EXPIRED, api_message="placement deadline passed")
+                else:
+                    self.store.expect_progress(
+                        request_id, requested_at + self.place_deadline_s + 1.0
+                    )
+        return touched
+
+    def _sweep_dialing(self, record: RequestRecord) -> None:
+        dialing_for = now() - (record.number("dialing_at") or 0)
+        if dialing_for < self.max_start_s:
+            self.store.expect_progress(record.request_id, now() + self.progress_slack_s)
+            return
+        recovered = self.sink.read_placed(record.get("task_id"))
+        if recovered and recovered.get("callid") and self._mark_placed(record, recovered):
+            placed = self.store.load(record.request_id) or record
+            self._start_poll_chain(placed, now() - (placed.number("placed_at") or now()))
+            return
+        self._settle(
+            record,
+            Outcome.UNKNOWN,
+            api_message="the worker stopped while the start request was in flight",
+            call_placed=None,
+        )
 
     # -- results -------------------------------------------------------------------------
 
@@ -413,6 +470,8 @@ class Pipeline:
             retry_at=retry_at,
         )
         standing = self.store.settle(request_id, doc)
+        if standing.get("callid") == doc["callid"]:
+            standing = {**standing, "pin": doc["pin"]}
         log.info(
             "request %s settled: %s (%s status requests)",
             request_id,
@@ -422,6 +481,12 @@ class Pipeline:
         self._publish_outcome(request_id, standing)
 
     def _publish_outcome(self, request_id: str, doc: dict[str, Any]) -> None:
+        if doc.get("callid") and not doc.get("pin"):
+            # Records keep no pin: take it from what the producer already read (PLACED).
+            record = self.store.load(request_id)
+            placed = self.sink.read_placed(record.get("task_id")) if record else None
+            if placed and placed.get("callid") == doc["callid"]:
+                doc = {**doc, "pin": placed.get("pin")}
         for task_id in self.store.task_ids(request_id):
             self.sink.publish_outcome(task_id, doc)
 

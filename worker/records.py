@@ -59,8 +59,9 @@ for i = 4, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
 return 1
 """
 
-# KEYS[1] record; ARGV[1] outcome JSON. Returns the outcome that stands.
+# KEYS[1] record, KEYS[2] in-flight set; ARGV[1] outcome JSON. Returns the outcome that stands.
 _SETTLE = """
+redis.call('ZREM', KEYS[2], string.sub(KEYS[1], string.len(ARGV[2]) + 1))
 if redis.call('EXISTS', KEYS[1]) == 1 then
   redis.call('HSETNX', KEYS[1], 'outcome', ARGV[1])
   redis.call('HSET', KEYS[1], 'state', 'settled')
@@ -68,6 +69,9 @@ if redis.call('EXISTS', KEYS[1]) == 1 then
 end
 return ARGV[1]
 """
+
+#: Sorted set of unsettled request ids, scored by when they must next show progress.
+INFLIGHT_KEY = "callpass:inflight"
 
 
 def dn_digest(dn: str) -> str:
@@ -155,9 +159,32 @@ class RequestStore:
     def count_status_request(self, request_id: str) -> int:
         return int(self._redis.hincrby(self.key(request_id), "status_requests", 1))
 
+    def expect_progress(self, request_id: str, by: float) -> None:
+        """The request must show progress by ``by`` (epoch s), or the sweeper looks at it."""
+        self._redis.zadd(INFLIGHT_KEY, {request_id: by})
+
+    def overdue(self, at: float, limit: int = 200) -> list[str]:
+        """Request ids whose expected progress is older than ``at``."""
+        ids = cast(list[bytes], self._redis.zrangebyscore(INFLIGHT_KEY, "-inf", at, 0, limit))
+        return [i.decode() for i in ids]
+
+    def forget(self, request_id: str) -> None:
+        self._redis.zrem(INFLIGHT_KEY, request_id)
+
+    def try_lock(self, name: str, ttl_s: float) -> bool:
+        """A short lease so that one process at a time does ``name``."""
+        return bool(self._redis.set(f"callpass:lock:{name}", "1", nx=True, px=int(ttl_s * 1000)))
+
     def settle(self, request_id: str, outcome: dict[str, Any]) -> dict[str, Any]:
-        """Write the outcome once; return the one that stands (maybe an earlier one)."""
-        raw = self._settle(keys=[self.key(request_id)], args=[json.dumps(outcome)])
+        """Write the outcome once; return the one that stands (maybe an earlier one).
+
+        The record keeps the outcome without the pin: the pin lives only in what the producer
+        reads (see ``Pipeline._publish_outcome``).
+        """
+        raw = self._settle(
+            keys=[self.key(request_id), INFLIGHT_KEY],
+            args=[json.dumps({**outcome, "pin": None}), KEY_PREFIX],
+        )
         text = raw.decode() if isinstance(raw, bytes) else str(raw)
         return cast(dict[str, Any], json.loads(text))
 

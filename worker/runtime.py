@@ -146,4 +146,5 @@ def get_pipeline(app: Celery) -> Pipeline:
         admit_destination=destinations.admit,
         allowed_prefixes=settings.allowed_prefixes,
         poll_outage_s=settings.poll_outage_s,
+        progress_slack_s=settings.visibility_timeout_s + 15.0,
     )
