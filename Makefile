@@ -4,13 +4,14 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
-.PHONY: help install run test lint format contract compose-check bench-sim clean
+.PHONY: help install run test lint format contract compose-check bench-sim chaos clean
 
 help:
 	@echo "make run       local Redis + simulator + worker + Flower, demo batch, serve until Ctrl-C"
 	@echo "               (RUN_ARGS=--exit-after-demo to stop after the demo)"
 	@echo "make test      the whole suite (starts its own redis-server, simulator and workers)"
 	@echo "make lint      ruff + mypy"
+	@echo "make chaos     kill workers, restart Redis, break the API; prints the table (<10 min)"
 	@echo "make bench-sim requests/s the simulator sustains on loopback"
 	@echo "make contract  the API contract suite against CALLPASS_CONTRACT_URL (real calls!)"
 
@@ -37,6 +38,9 @@ contract: install
 	@echo "         Each call costs money and rings that phone. Ctrl-C within 5 s to stop."
 	@sleep 5
 	$(PY) -m pytest -m contract tests/test_contract.py --contract-real
+
+chaos: install
+	$(PY) -m chaos --size full
 
 bench-sim: install
 	$(PY) -m bench.sim_load --requests 20000 --connections 32

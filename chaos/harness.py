@@ -20,6 +20,8 @@ from celery import Celery
 
 from worker.celery_app import celery_config
 from worker.devstack import Proc, Stack, child_env, free_port, wait_until
+from worker.outbox import Outbox
+from worker.producer import enqueue_call
 from worker.settings import Settings
 
 __all__ = ["Harness", "Request", "Row"]
@@ -110,6 +112,8 @@ class Harness:
         self.app = Celery("chaos-producer", set_as_current=False)
         self.app.config_from_object(celery_config(Settings.from_env(self.env)))
         self.redis = redis.Redis.from_url(self.redis_url, socket_timeout=5)
+        visibility = float(self.env["CALLPASS_VISIBILITY_TIMEOUT_S"])
+        self.outbox = Outbox(self.redis, grace_s=visibility + 15.0)
         self.workers: dict[str, Proc] = {}
         for i in range(workers):
             self.start_worker(f"w{i}")
@@ -173,14 +177,13 @@ class Harness:
         for _ in range(count):
             dn = f"7916{self.rng.randrange(10**7):07d}"
             request = Request(str(uuid.uuid4()), f"chaos-{uuid.uuid4().hex[:12]}", dn, time.time())
-            self.app.send_task(
-                "callpass.start_call",
-                kwargs={"dn": dn, "timeout": timeout, "request_id": request.request_id},
+            enqueue_call(
+                self.app,
+                dn,
+                timeout,
+                request_id=request.request_id,
                 task_id=request.task_id,
-                queue="callpass",
-                argsrepr="()",
-                kwargsrepr="{'dn': '<masked>'}",
-                headers={"callpass_requested_at": request.enqueued_at},
+                outbox=self.outbox,
             )
             batch.append(request)
         self.requests.extend(batch)

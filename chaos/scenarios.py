@@ -139,7 +139,10 @@ def graceful_shutdown(run_dir: Path, size: Size) -> Row:
     h = Harness(run_dir, workers=2)
     try:
         h.enqueue(size.shutdown_requests, timeout=5)
-        held = wait_until(lambda: h.scheduled_polls("w0"), 30, "w0 holding countdown polls")
+        enough = max(1, size.shutdown_requests // 10)
+        held = wait_until(
+            lambda: (n := h.scheduled_polls("w0")) >= enough and n, 30, "w0 holding countdown polls"
+        )
         h.kill_worker("w0", signal.SIGTERM)
         h.start_worker("w0")
         notes = f"SIGTERM to a worker holding {held} countdown polls"

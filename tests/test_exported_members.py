@@ -25,7 +25,7 @@ EXPECTED = {
         "TransientError",
     ],
     "worker.outcomes": ["Outcome", "classify_result", "is_in_progress"],
-    "worker.producer": ["enqueue_call", "wait_for_pin"],
+    "worker.producer": ["default_outbox", "enqueue_call", "wait_for_pin"],
     "worker.settings": [
         "SIMULATOR_DEV_TOKEN",
         "Settings",

@@ -47,7 +47,7 @@ def _parser() -> argparse.ArgumentParser:
 def _cmd_call(args: argparse.Namespace) -> int:
     from worker.celery_app import app
     from worker.errors import InvalidRequestError
-    from worker.producer import enqueue_call, wait_for_pin
+    from worker.producer import default_outbox, enqueue_call, wait_for_pin
     from worker.validation import validate_dn, validate_timeout
 
     try:  # refuse bad input here rather than enqueue a request that settles as invalid
@@ -57,7 +57,9 @@ def _cmd_call(args: argparse.Namespace) -> int:
     except InvalidRequestError as exc:
         print(f"callpass call: {exc}", file=sys.stderr)
         return 2
-    result = enqueue_call(app, args.dn, args.timeout, request_id=args.request_id)
+    result = enqueue_call(
+        app, args.dn, args.timeout, request_id=args.request_id, outbox=default_outbox()
+    )
     print(f"task id: {result.id}", flush=True)
     if not args.wait:
         return 0

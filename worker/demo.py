@@ -11,7 +11,7 @@ from celery import Celery
 from celery.result import AsyncResult
 
 from worker.masking import mask_dn
-from worker.producer import enqueue_call
+from worker.producer import default_outbox, enqueue_call
 
 __all__ = ["DEMO_NUMBERS", "DemoLine", "run_demo"]
 
@@ -67,8 +67,9 @@ def run_demo(
 ) -> list[DemoLine]:
     """Enqueue one call per number and wait for all outcomes, showing progress."""
     started = time.monotonic()
+    outbox = default_outbox()
     results: list[tuple[str, AsyncResult[Any]]] = [
-        (dn, enqueue_call(app, dn, timeout_s)) for dn in numbers
+        (dn, enqueue_call(app, dn, timeout_s, outbox=outbox)) for dn in numbers
     ]
     print(f"enqueued {len(results)} calls (timeout {timeout_s} s)", file=out, flush=True)
     deadline = started + timeout_s + DEMO_GRACE_S

@@ -29,6 +29,7 @@ from worker.errors import (
     TransientError,
 )
 from worker.masking import mask_dn
+from worker.outbox import Outbox
 from worker.outcomes import Outcome
 from worker.records import RequestRecord, RequestStore, dn_digest, now
 from worker.schedule import PollSchedule
@@ -95,6 +96,8 @@ class Pipeline:
     #: How long past its expected next step a request waits before the sweeper re-drives it:
     #: longer than the broker's visibility time-out, so redelivery comes first.
     progress_slack_s: float = 315.0
+    #: Producers' notes of requests sent (see worker.outbox); ``None``: not used.
+    outbox: Outbox | None = None
 
     @staticmethod
     def now() -> float:
@@ -168,6 +171,8 @@ class Pipeline:
             )
             self.sink.publish_outcome(task_id, doc)
             return "invalid"
+        if self.outbox is not None:
+            self.outbox.claimed(task_id)
         if claim == 1:
             self.store.expect_progress(
                 request_id, now() + self.place_deadline_s + self.max_start_s + self.progress_slack_s
@@ -391,6 +396,11 @@ class Pipeline:
         sends the step again. Steps are idempotent (poll tokens, request records).
         """
         touched = 0
+        if self.outbox is not None:
+            for task_id, kwargs, requested_at in self.outbox.overdue(limit):
+                touched += 1
+                log.warning("request of task %s never reached a worker; sending it again", task_id)
+                self.dispatcher.resend_start(task_id, kwargs, requested_at, 0, 0.0)
         for request_id in self.store.overdue(now(), limit):
             touched += 1
             record = self.store.load(request_id)

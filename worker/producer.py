@@ -8,15 +8,19 @@ demo and tests.
 from __future__ import annotations
 
 import time
+import uuid
 from typing import Any, cast
 
+import redis
 from celery import Celery
 from celery.result import AsyncResult
 
 from worker.masking import masked_reprs
+from worker.outbox import Outbox
 from worker.runtime import PLACED, START_TASK
+from worker.settings import get_settings
 
-__all__ = ["enqueue_call", "wait_for_pin"]
+__all__ = ["default_outbox", "enqueue_call", "wait_for_pin"]
 
 #: How often ``wait_for_pin`` looks at the result backend, in seconds.
 PIN_POLL_INTERVAL_S = 0.02
@@ -31,8 +35,13 @@ def enqueue_call(
     webhook_url: str | None = None,
     queue: str | None = None,
     task_id: str | None = None,
+    outbox: Outbox | None = None,
 ) -> AsyncResult[Any]:
-    """Send ``callpass.start_call``; the returned result resolves to the outcome document."""
+    """Send ``callpass.start_call``; the returned result resolves to the outcome document.
+
+    With ``outbox`` (the workers' Redis), the request is noted before it is published, so a
+    message the broker loses on its way to a worker is published again (see worker.outbox).
+    """
     kwargs: dict[str, Any] = {"dn": dn}
     if timeout is not None:
         kwargs["timeout"] = timeout
@@ -41,6 +50,10 @@ def enqueue_call(
     if webhook_url is not None:
         kwargs["webhook_url"] = webhook_url
     argsrepr, kwargsrepr = masked_reprs((), kwargs)
+    task_id = task_id or str(uuid.uuid4())
+    requested_at = time.time()
+    if outbox is not None:
+        outbox.note(task_id, kwargs, requested_at)
     return app.send_task(
         START_TASK,
         kwargs=kwargs,
@@ -48,8 +61,15 @@ def enqueue_call(
         task_id=task_id,
         argsrepr=argsrepr,
         kwargsrepr=kwargsrepr,
-        headers={"callpass_requested_at": time.time()},
+        headers={"callpass_requested_at": requested_at},
     )
+
+
+def default_outbox() -> Outbox:
+    """The outbox in the workers' Redis, as configured by the ``CALLPASS_*`` settings."""
+    settings = get_settings()
+    client = redis.Redis.from_url(settings.redis_url)
+    return Outbox(client, grace_s=settings.visibility_timeout_s + 15.0)
 
 
 def wait_for_pin(result: AsyncResult[Any], timeout_s: float = 30.0) -> dict[str, Any] | None:

@@ -15,6 +15,7 @@ from worker.guard import ApiGuard
 from worker.lifecycle import Dispatcher, Pipeline, ResultSink
 from worker.limits import DestinationLimiter, GlobalRateLimiter
 from worker.masking import masked_reprs
+from worker.outbox import Outbox
 from worker.records import RequestStore
 from worker.schedule import PollSchedule
 from worker.settings import Settings, get_settings
@@ -147,4 +148,5 @@ def get_pipeline(app: Celery) -> Pipeline:
         allowed_prefixes=settings.allowed_prefixes,
         poll_outage_s=settings.poll_outage_s,
         progress_slack_s=settings.visibility_timeout_s + 15.0,
+        outbox=Outbox(redis_client, grace_s=settings.visibility_timeout_s + 15.0),
     )
