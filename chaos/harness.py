@@ -230,6 +230,9 @@ class Harness:
     def calls(self) -> list[dict[str, Any]]:
         return list(requests.get(self.sim_url + "_sim/calls", timeout=30).json())
 
+    def arrivals(self) -> list[float]:
+        return list(requests.get(self.sim_url + "_sim/arrivals", timeout=30).json())
+
     def scheduled_polls(self, name: str) -> int:
         node = f"{name}@{socket.gethostname()}"
         answer = self.app.control.inspect(destination=[node], timeout=1).scheduled() or {}

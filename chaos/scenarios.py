@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import re
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from chaos.harness import Harness, Row
-from worker.devstack import wait_until
+from worker.devstack import child_env, wait_until
 
 __all__ = ["SCENARIOS", "Size"]
 
@@ -26,6 +29,8 @@ class Size:
     outage_requests: int
     outage_s: float
     shutdown_requests: int
+    rate_requests: int
+    property_examples: int
 
     @classmethod
     def get(cls, name: str) -> Size:
@@ -33,8 +38,9 @@ class Size:
 
 
 SIZES = {
-    "full": Size("full", 500, 6, 200, 300, 120, 60.0, 150),
-    "small": Size("small", 60, 2, 40, 60, 30, 12.0, 30),
+    "full": Size("full", 500, 6, 200, 300, 120, 60.0, 150, 200, 10_000),
+    # make test runs the 2,000-payload property test itself; this row only checks the wiring.
+    "small": Size("small", 60, 2, 40, 60, 30, 12.0, 30, 50, 100),
 }
 
 #: Seconds past the last disruption within which every request must have settled.
@@ -151,10 +157,73 @@ def graceful_shutdown(run_dir: Path, size: Size) -> Row:
         h.close()
 
 
+def rate_limit(run_dir: Path, size: Size) -> Row:
+    """Three workers share one API rate limit: the API never sees more than it (+10%)."""
+    began = time.monotonic()
+    limit = 20
+    h = Harness(run_dir, workers=3, worker_env={"CALLPASS_API_RATE_LIMIT_PER_S": str(limit)})
+    try:
+        h.enqueue(size.rate_requests)  # all at once: the workers would go far faster unbounded
+        row = h.verdict("shared rate limit", SETTLE_S, "", began)
+        arrivals = sorted(h.arrivals())
+        busiest, j = 0, 0
+        for i, start in enumerate(arrivals):  # any one-second window, by arrival at the API
+            while j < len(arrivals) and arrivals[j] < start + 1.0:
+                j += 1
+            busiest = max(busiest, j - i)
+        if busiest > limit * 1.1:
+            row.problems.append(f"the API saw {busiest} requests in one second (limit {limit})")
+        row.notes = (
+            f"3 workers, limit {limit}/s, {len(arrivals)} API requests; busiest second at the "
+            f"API: {busiest}" + row.notes
+        )
+        return row
+    finally:
+        h.close()
+
+
+def bad_input(run_dir: Path, size: Size) -> Row:
+    """Arbitrary payloads from a foreign producer (hypothesis): each settles ``invalid``."""
+    began = time.monotonic()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    report = run_dir / "property-report.txt"
+    env = child_env(
+        {
+            "CALLPASS_PROPERTY_EXAMPLES": str(size.property_examples),
+            "CALLPASS_PROPERTY_REPORT": str(report),
+        }
+    )
+    root = Path(__file__).resolve().parent.parent
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+         str(root / "tests" / "test_properties.py")],
+        cwd=root, env=env, capture_output=True, text=True, timeout=600, check=False,
+    )  # fmt: skip
+    text = report.read_text() if report.exists() else ""
+    match = re.search(r"tried: (\d+)", text)
+    tried = int(match.group(1)) if match else 0
+    ok = proc.returncode == 0
+    row = Row(
+        scenario="bad input",
+        requests=tried,
+        settled=tried if ok else 0,
+        lost=0 if ok else tried,
+        double_dials=0,
+        unknown=0,
+        notes=f"{tried} payloads tried (hypothesis), each settled invalid naming field and rule, "
+        f"no API call, worker alive; {time.monotonic() - began:.0f} s",
+    )
+    if not ok:
+        row.problems.append("property tests failed:\n" + proc.stdout[-3000:])
+    return row
+
+
 SCENARIOS: dict[str, Callable[[Path, Size], Row]] = {
     "worker-killed": worker_killed,
     "redis-restarted": redis_restarted,
     "api-faults": api_faults,
     "api-down": api_down,
     "graceful-shutdown": graceful_shutdown,
+    "rate-limit": rate_limit,
+    "bad-input": bad_input,
 }

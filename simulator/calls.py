@@ -6,7 +6,7 @@ import random
 import re
 import time
 import uuid
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -115,6 +115,8 @@ class CallBook:
     starts_by_request: Counter[str] = field(default_factory=Counter)
     requests_by_method: Counter[str] = field(default_factory=Counter)
     status_by_callid: Counter[str] = field(default_factory=Counter)
+    #: Arrival times (epoch s) of the latest API requests, for rate checks.
+    arrivals: deque[float] = field(default_factory=lambda: deque(maxlen=200_000))
 
     def __post_init__(self) -> None:
         self._rng = random.Random(self.seed)
@@ -168,6 +170,7 @@ class CallBook:
         self.starts_by_request.clear()
         self.requests_by_method.clear()
         self.status_by_callid.clear()
+        self.arrivals.clear()
 
     def stats(self) -> dict[str, Any]:
         return {

@@ -154,7 +154,9 @@ async def api(request: web.Request) -> web.StreamResponse:
     if isinstance(parsed, web.Response):
         return parsed
     picker = request.app[PICKER_KEY]
-    request.app[BOOK_KEY].requests_by_method[name] += 1
+    book = request.app[BOOK_KEY]
+    book.requests_by_method[name] += 1
+    book.arrivals.append(time.time())
     delay = picker.latency_s()
     if delay:
         await asyncio.sleep(delay)
@@ -190,6 +192,10 @@ async def sim_stats(request: web.Request) -> web.Response:
 
 async def sim_calls(request: web.Request) -> web.Response:
     return web.json_response([c.as_dict() for c in request.app[BOOK_KEY].calls.values()])
+
+
+async def sim_arrivals(request: web.Request) -> web.Response:
+    return web.json_response(list(request.app[BOOK_KEY].arrivals))
 
 
 async def sim_reset(request: web.Request) -> web.Response:
@@ -252,6 +258,7 @@ def build_app(config: SimulatorConfig) -> web.Application:
     app[CONTROL_KEY] = {}
     app.router.add_get("/_sim/stats", sim_stats)
     app.router.add_get("/_sim/calls", sim_calls)
+    app.router.add_get("/_sim/arrivals", sim_arrivals)
     app.router.add_post("/_sim/reset", sim_reset)
     app.router.add_post("/_sim/faults", sim_faults)
     app.router.add_post("/_sim/outage", sim_outage)

@@ -35,7 +35,21 @@ INFRA_ERRORS = (redis.RedisError, OperationalError, ConnectionError)
 INFRA_RETRY_BASE_S = 1.0
 INFRA_RETRY_CAP_S = 30.0
 
+
+class CallpassTask(Task):  # type: ignore[type-arg]
+    """Celery's Task with a positional-only ``self`` in ``__call__``.
+
+    Celery calls a task as ``task(*args, **kwargs)``; a foreign producer's keyword argument
+    named ``self`` would collide with the method's own and crash the task before our
+    validation could answer it. (The tracer has pushed the request context already.)
+    """
+
+    def __call__(self, /, *args: Any, **kwargs: Any) -> Any:
+        return self.run(*args, **kwargs)
+
+
 _COMMON: dict[str, Any] = {
+    "base": CallpassTask,
     "bind": True,
     "ignore_result": True,
     # A bug (FAILURE) is still recorded, so a producer's get() raises instead of hanging.
@@ -72,7 +86,7 @@ def _guarded(
 
 
 @app.task(name="callpass.start_call", **_COMMON)
-def start_call(self: Task[Any, str], *args: Any, **kwargs: Any) -> str:
+def start_call(self: Task[Any, str], /, *args: Any, **kwargs: Any) -> str:
     """Validate, claim the request id, place the call with async v2.0, hand over to polls.
 
     Keyword arguments: ``dn`` (str), ``timeout`` (int seconds, 2-99), ``webhook_url`` and
@@ -103,7 +117,7 @@ def start_call(self: Task[Any, str], *args: Any, **kwargs: Any) -> str:
 
 
 @app.task(name="callpass.poll_status", **_COMMON)
-def poll_status(self: Task[Any, str], request_id: str, token: str) -> str:
+def poll_status(self: Task[Any, str], /, request_id: str, token: str) -> str:
     """Ask for the call's status once; settle, or schedule the next poll of the chain."""
     pipeline = get_pipeline(app)
 

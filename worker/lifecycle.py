@@ -34,7 +34,7 @@ from worker.outcomes import Outcome
 from worker.records import RequestRecord, RequestStore, dn_digest, now
 from worker.schedule import PollSchedule
 from worker.settings import START_RETRY_DELAYS_S
-from worker.validation import parse_start_request
+from worker.validation import parse_start_request, validate_request_id
 
 __all__ = ["Dispatcher", "Pipeline", "ResultSink"]
 
@@ -119,7 +119,7 @@ class Pipeline:
             request = parse_start_request(args, kwargs, self.default_timeout_s)
         except InvalidRequestError as exc:
             raw_id = kwargs.get("request_id") if isinstance(kwargs, dict) else None
-            request_id = raw_id if isinstance(raw_id, str) and len(raw_id) <= 128 else task_id
+            request_id = raw_id if _valid_request_id(raw_id) else task_id
             doc = build_outcome(
                 Outcome.INVALID,
                 completed_at=now(),
@@ -518,6 +518,14 @@ class Pipeline:
         latest = self.store.load(request_id)
         if latest is not None and latest.outcome is not None:
             self._publish_outcome(request_id, latest.outcome)
+
+
+def _valid_request_id(value: object) -> bool:
+    try:
+        validate_request_id(value)
+    except InvalidRequestError:
+        return False
+    return True
 
 
 def _epoch(iso_text: str) -> float:

@@ -53,7 +53,9 @@ def validate_timeout(timeout: object) -> int:
         )
     if not TIMEOUT_MIN_S <= timeout <= TIMEOUT_MAX_S:
         raise InvalidRequestError(
-            "timeout", f"must be between {TIMEOUT_MIN_S} and {TIMEOUT_MAX_S} seconds, got {timeout}"
+            # No echo of the value: a producer that mixed up its fields may have put a number here.
+            "timeout",
+            f"must be between {TIMEOUT_MIN_S} and {TIMEOUT_MAX_S} seconds",
         )
     return timeout
 
@@ -77,8 +79,13 @@ def validate_webhook_url(url: object) -> str:
         raise InvalidRequestError(
             "webhook_url", f"must be a URL string of at most {WEBHOOK_URL_MAX_LEN} characters"
         )
-    parts = urlsplit(url)
-    if parts.scheme not in ("https", "http") or not parts.hostname:
+    try:
+        parts = urlsplit(url)
+        hostname = parts.hostname
+    except ValueError:  # e.g. "http://[::1" or a host that NFKC-normalises into a separator
+        hostname = None
+        parts = None
+    if parts is None or parts.scheme not in ("https", "http") or not hostname:
         raise InvalidRequestError("webhook_url", "must be an http(s) URL with a host")
     return url
 
