@@ -118,7 +118,8 @@ def api_down(run_dir: Path, size: Size) -> Row:
     deadline_s = min(30.0, size.outage_s / 2)
     h = Harness(run_dir, workers=2, worker_env={"CALLPASS_PLACE_DEADLINE_S": str(deadline_s)})
     try:
-        h.enqueue(size.outage_requests // 3)  # placed before: polled through the outage
+        before = h.enqueue(size.outage_requests // 3)  # placed, then polled through the outage
+        wait_until(lambda: len(h.calls()) >= len(before), 60, "the first calls placed")
         h.stop_simulator_for(size.outage_s)
         h.enqueue_over(size.outage_requests - size.outage_requests // 3, size.outage_s * 0.8)
         opened = h.log_count("circuit open: API failures")

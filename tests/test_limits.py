@@ -58,7 +58,7 @@ def test_a_caller_that_cannot_wait_is_told_when_to_come_back(r: redis.Redis) -> 
     limiter.acquire()
     with pytest.raises(RateLimitedError) as info:
         limiter.acquire()
-    assert info.value.never_reached_server and 0 < (info.value.retry_after or 0) <= 1.05
+    assert info.value.never_reached_server and 0 < (info.value.retry_after or 0) <= 1.2
 
 
 def test_destination_limits_count_each_request_once(r: redis.Redis) -> None:

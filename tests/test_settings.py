@@ -70,7 +70,12 @@ def test_plain_http_is_for_loopback_or_needs_the_setting_that_says_so() -> None:
 
 
 def test_skipping_tls_verification_needs_the_setting_that_says_so() -> None:
-    assert Settings.from_env({"CALLPASS_INSECURE_SKIP_TLS_VERIFY": "true"}).tls_verify is False
+    from worker.celery_app import startup_warnings
+
+    insecure = Settings.from_env({"CALLPASS_INSECURE_SKIP_TLS_VERIFY": "true"})
+    assert insecure.tls_verify is False
+    assert any("NOT checked" in w for w in startup_warnings(insecure))
+    assert startup_warnings(Settings.from_env({})) == []
 
 
 def test_a_worker_with_a_malformed_setting_does_not_start() -> None:

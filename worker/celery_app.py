@@ -18,7 +18,7 @@ from worker.flower_guard import check_flower_process, is_flower_command
 from worker.logs import configure_logging
 from worker.settings import Settings, SettingsError, get_settings
 
-__all__ = ["app", "celery_config"]
+__all__ = ["app", "celery_config", "startup_warnings"]
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +93,19 @@ def _setup_logging(loglevel: Any = None, **_: Any) -> None:
     configure_logging(get_settings().log_level)
 
 
+def startup_warnings(settings: Settings) -> list[str]:
+    """What an operator must hear about at start-up."""
+    warnings = []
+    if settings.insecure_skip_tls_verify:
+        warnings.append(
+            "CALLPASS_INSECURE_SKIP_TLS_VERIFY is on: the API's TLS certificate is NOT checked; "
+            "anyone on the path can read the token"
+        )
+    if settings.insecure_allow_http and settings.api_url.startswith("http://"):
+        warnings.append("CALLPASS_INSECURE_ALLOW_HTTP is on: the token travels in clear")
+    return warnings
+
+
 @signals.worker_init.connect
 def _announce(**_: Any) -> None:
     settings = get_settings()
@@ -102,11 +115,8 @@ def _announce(**_: Any) -> None:
         settings.queue,
         "simulator" if settings.uses_simulator_token else "configured",
     )
-    if settings.insecure_skip_tls_verify:
-        log.warning(
-            "CALLPASS_INSECURE_SKIP_TLS_VERIFY is on: the API's TLS certificate is NOT checked; "
-            "anyone on the path can read the token"
-        )
+    for warning in startup_warnings(settings):
+        log.warning(warning)
 
 
 _sweepers: list[Any] = []

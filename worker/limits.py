@@ -34,9 +34,10 @@ local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
 return math.max(1, tonumber(oldest[2]) + window - now)
 """
 
-#: The window is a little longer than a second: a granted request still takes some
-#: milliseconds to reach the API, and bursts must not bunch up inside the API's own second.
-RATE_WINDOW_US = 1_050_000
+#: The window is longer than a second: a granted request still takes up to a few hundred ms
+#: to reach the API (threads, connections), and a burst granted over 1.2 s must not land within
+#: one of the API's seconds. The sustained rate is therefore ``rate / 1.2`` per second.
+RATE_WINDOW_US = 1_200_000
 
 # KEYS: one zset per window; ARGV: member, then limit/window_ms pairs in KEYS order.
 # A member already counted in every window passes again (a retried request is one call).
