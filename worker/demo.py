@@ -44,7 +44,7 @@ class DemoLine:
 
     def render(self) -> str:
         return (
-            f"{self.number:<14} pin {self.pin:<6} {self.outcome:<14} {self.raw:<20} "
+            f"{self.number:<14} pin {self.pin:<6} {self.outcome:<14} {self.raw:<24} "
             f"status requests: {self.status_requests}"
         )
 
