@@ -9,6 +9,7 @@ import json
 import logging
 import os
 import socket
+import ssl
 import sys
 from collections.abc import Sequence
 
@@ -63,6 +64,8 @@ def parser() -> argparse.ArgumentParser:
         help='JSON object of fault settings, e.g. {"latency_ms": 50, "server_error_rate": 0.05}',
     )
     p.add_argument("--latency-ms", type=float, default=None, help="added latency per API request")
+    p.add_argument("--tls-cert", default=None, help="serve https with this certificate (PEM)")
+    p.add_argument("--tls-key", default=None, help="the certificate's private key (PEM)")
     p.add_argument(
         "--ready-file",
         default=None,
@@ -96,12 +99,18 @@ def _listen(host: str, port: int) -> socket.socket:
     return sock
 
 
-async def serve(config: SimulatorConfig, host: str, port: int, ready_file: str | None) -> None:
+async def serve(
+    config: SimulatorConfig,
+    host: str,
+    port: int,
+    ready_file: str | None,
+    tls: ssl.SSLContext | None = None,
+) -> None:
     app = build_app(config)
     runner = web.AppRunner(app, access_log=None, handle_signals=True)
     await runner.setup()
     sock = _listen(host, port)
-    site = web.SockSite(runner, sock, backlog=1024)
+    site = web.SockSite(runner, sock, backlog=1024, ssl_context=tls)
     await site.start()
     bound = sock.getsockname()[1]
 
@@ -113,12 +122,12 @@ async def serve(config: SimulatorConfig, host: str, port: int, ready_file: str |
         if runner.server is not None:
             await runner.server.shutdown(0.1)  # ... and open ones are closed
         await asyncio.sleep(seconds)
-        site = web.SockSite(runner, _listen(host, bound), backlog=1024)
+        site = web.SockSite(runner, _listen(host, bound), backlog=1024, ssl_context=tls)
         await site.start()
         print("simulator: back", flush=True)
 
     app[CONTROL_KEY]["outage"] = outage
-    url = f"http://{host}:{bound}/"
+    url = f"{'https' if tls else 'http'}://{host}:{bound}/"
     print(f"simulator listening on {url}", flush=True)
     if ready_file:
         tmp = ready_file + ".tmp"
@@ -131,6 +140,14 @@ async def serve(config: SimulatorConfig, host: str, port: int, ready_file: str |
         await runner.cleanup()
 
 
+def _tls(args: argparse.Namespace) -> ssl.SSLContext | None:
+    if not args.tls_cert:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(args.tls_cert, args.tls_key)
+    return context
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
@@ -140,7 +157,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     logging.basicConfig(level=logging.WARNING)
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(serve(config, args.host, args.port, args.ready_file))
+        asyncio.run(serve(config, args.host, args.port, args.ready_file, _tls(args)))
     return 0
 
 

@@ -100,7 +100,10 @@ class CallPassClient:
         self._attempts = attempts
         self._guard = guard
         self._session = session or requests.Session()
-        self._session.verify = verify
+        # Passed with every request: a session-level `verify` loses to REQUESTS_CA_BUNDLE and
+        # CURL_CA_BUNDLE in the environment (requests' merge rules), and CALLPASS_CA_BUNDLE must
+        # win over them.
+        self._verify = verify
         # The token lives only in the session's headers: never in a URL, an argument or a log.
         self._session.headers["Authorization"] = f"Bearer {token.get_secret_value()}"
         self._session.headers["User-Agent"] = "callpass-worker"
@@ -202,6 +205,7 @@ class CallPassClient:
                     headers=headers,
                     timeout=(self._connect_timeout_s, read_timeout_s),
                     allow_redirects=False,
+                    verify=self._verify,
                 )
             except requests.RequestException as exc:
                 raise translate_transport_error(exc) from exc

@@ -49,8 +49,9 @@ def _in_chain(exc: BaseException, kinds: tuple[type[BaseException], ...]) -> boo
         seen.add(id(current))
         if isinstance(current, kinds):
             return True
-        stack.extend([getattr(current, "reason", None), current.__cause__, current.__context__])
-        stack.extend(a for a in current.args if isinstance(a, BaseException))
+        # `reason` is urllib3's wrapped error (ssl.SSLError has a string `reason`: skip it).
+        linked = [getattr(current, "reason", None), current.__cause__, current.__context__]
+        stack.extend(e for e in [*linked, *current.args] if isinstance(e, BaseException))
     return False
 
 
