@@ -94,6 +94,7 @@ class Call:
         return {
             "callid": self.callid,
             "dn": self.dn,
+            "pin": self.pin,
             "timeout": self.timeout,
             "started_at": self.started_at,
             "ends_at": self.ends_at,

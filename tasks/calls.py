@@ -22,10 +22,12 @@ from celery import Task
 from kombu.exceptions import OperationalError
 
 from worker.celery_app import app
+from worker.codes import CodeCheck
 from worker.masking import MaskedRequest
-from worker.runtime import get_pipeline
+from worker.runtime import get_pipeline, pin_vault, records_redis
+from worker.settings import get_settings
 
-__all__ = ["poll_status", "start_call"]
+__all__ = ["poll_status", "start_call", "verify_code"]
 
 log = logging.getLogger(__name__)
 
@@ -114,6 +116,28 @@ def start_call(self: Task[Any, str], /, *args: Any, **kwargs: Any) -> str:
         lambda: pipeline.start(task_id, args, kwargs, requested_at=requested_at, attempt=attempt),
         resend,
     )
+
+
+class CodeMaskedRequest(MaskedRequest):
+    """``verify_code``'s arguments show the request id only: a code is a pin guess."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._argsrepr, self._kwargsrepr = "(request_id, <code>)", "{}"
+
+
+@app.task(
+    name="callpass.verify_code",
+    base=CallpassTask,
+    Request=CodeMaskedRequest,
+    acks_late=True,
+)
+def verify_code(request_id: object, code: object) -> CodeCheck:
+    """Check a code the user typed: ``{valid, reason, attempts_left}`` (see worker.codes)."""
+    if not isinstance(request_id, str) or not request_id:
+        return {"valid": False, "reason": "unknown_request", "attempts_left": 0}
+    settings = get_settings()
+    return pin_vault(settings, records_redis(settings.redis_url)).verify(request_id, code)
 
 
 @app.task(name="callpass.poll_status", **_COMMON)

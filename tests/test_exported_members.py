@@ -25,7 +25,7 @@ EXPECTED = {
         "TransientError",
     ],
     "worker.outcomes": ["Outcome", "classify_result", "is_in_progress"],
-    "worker.producer": ["default_outbox", "enqueue_call", "wait_for_pin"],
+    "worker.producer": ["default_outbox", "enqueue_call", "verify_code", "wait_for_pin"],
     "worker.settings": [
         "SIMULATOR_DEV_TOKEN",
         "Settings",
@@ -33,7 +33,7 @@ EXPECTED = {
         "get_settings",
         "reset_settings",
     ],
-    "tasks": ["poll_status", "start_call"],
+    "tasks": ["poll_status", "start_call", "verify_code"],
     "simulator": [
         "CallBook",
         "FaultConfig",

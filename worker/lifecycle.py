@@ -18,6 +18,7 @@ from typing import Any, Protocol
 import redis
 
 from worker.client import CallPassClient
+from worker.codes import PinVault
 from worker.document import build_outcome, iso
 from worker.errors import (
     ApiRejectedError,
@@ -98,6 +99,10 @@ class Pipeline:
     progress_slack_s: float = 315.0
     #: Producers' notes of requests sent (see worker.outbox); ``None``: not used.
     outbox: Outbox | None = None
+    #: Where pins are kept for ``verify_code`` (as digests); ``None``: not kept.
+    pins: PinVault | None = None
+    #: False: the pin is never written to results (producers check codes with verify_code).
+    pins_leave_worker: bool = True
 
     @staticmethod
     def now() -> float:
@@ -272,10 +277,13 @@ class Pipeline:
             self.dispatcher.resend_start(task_id, kwargs, requested_at, attempt + 1, delay)
             return "start deferred"
         placed_at = now()
+        pins = self.pins
+        if pins is not None:  # the digest first: a producer may check a code the moment it sees it
+            self._retry_infra(lambda: pins.store(request_id, started.pin))
         meta = {
             "request_id": request_id,
             "callid": started.callid,
-            "pin": started.pin,
+            "pin": started.pin if self.pins_leave_worker else None,
             "placed_at": iso(placed_at),
             "timeout": timeout,
         }
@@ -503,7 +511,7 @@ class Pipeline:
     def _publish_placed(self, record: RequestRecord) -> None:
         """Give every subscribed task the PLACED info the dialer stored (a resume)."""
         meta = self.sink.read_placed(record.get("task_id"))
-        if meta is None or not meta.get("pin"):
+        if meta is None or not meta.get("callid"):
             return  # nothing to add: the dialer's own publication is all there is
         self._publish_meta(record.request_id, meta)
         self._check_settled_after_placed(record.request_id)

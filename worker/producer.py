@@ -15,12 +15,13 @@ import redis
 from celery import Celery
 from celery.result import AsyncResult
 
+from worker.codes import CodeCheck
 from worker.masking import masked_reprs
 from worker.outbox import Outbox
-from worker.runtime import PLACED, START_TASK
+from worker.runtime import PLACED, START_TASK, VERIFY_TASK
 from worker.settings import get_settings
 
-__all__ = ["default_outbox", "enqueue_call", "wait_for_pin"]
+__all__ = ["default_outbox", "enqueue_call", "verify_code", "wait_for_pin"]
 
 #: How often ``wait_for_pin`` looks at the result backend, in seconds.
 PIN_POLL_INTERVAL_S = 0.02
@@ -63,6 +64,21 @@ def enqueue_call(
         kwargsrepr=kwargsrepr,
         headers={"callpass_requested_at": requested_at},
     )
+
+
+def verify_code(app: Celery, request_id: str, code: str, timeout_s: float = 10.0) -> CodeCheck:
+    """Check a code the user typed: ``{valid, reason, attempts_left}``.
+
+    ``reason`` is one of ok, mismatch, expired, too_many_attempts, unknown_request,
+    malformed_code. A correct code is consumed; attempts are capped per request.
+    """
+    result = app.send_task(
+        VERIFY_TASK,
+        args=[request_id, code],
+        queue=app.conf.task_default_queue,
+        argsrepr="(request_id, <code>)",
+    )
+    return cast(CodeCheck, result.get(timeout=timeout_s))
 
 
 def default_outbox() -> Outbox:

@@ -11,6 +11,7 @@ from celery import Celery
 
 from worker.breaker import CircuitBreaker
 from worker.client import CallPassClient
+from worker.codes import PinVault, derive_key
 from worker.guard import ApiGuard
 from worker.lifecycle import Dispatcher, Pipeline, ResultSink
 from worker.limits import DestinationLimiter, GlobalRateLimiter
@@ -27,6 +28,7 @@ PLACED = "PLACED"
 
 START_TASK = "callpass.start_call"
 POLL_TASK = "callpass.poll_status"
+VERIFY_TASK = "callpass.verify_code"
 
 
 class CeleryDispatcher(Dispatcher):
@@ -111,12 +113,28 @@ def _thread_client(settings: Settings, guard: ApiGuard) -> CallPassClient:
     return client
 
 
+def pin_vault(settings: Settings, client: redis.Redis) -> PinVault:
+    secret = settings.pin_hash_key.get_secret_value() or settings.api_token.get_secret_value()
+    return PinVault(
+        client,
+        derive_key(secret),
+        ttl_s=settings.pin_ttl_s,
+        max_attempts=settings.code_attempts,
+        seen_ttl_s=settings.result_expires_s,
+    )
+
+
+@cache
+def records_redis(url: str) -> redis.Redis:
+    return redis.Redis.from_url(
+        url, health_check_interval=30, socket_timeout=10, socket_connect_timeout=5
+    )
+
+
 @cache
 def get_pipeline(app: Celery) -> Pipeline:
     settings = get_settings()
-    redis_client = redis.Redis.from_url(
-        settings.redis_url, health_check_interval=30, socket_timeout=10, socket_connect_timeout=5
-    )
+    redis_client = records_redis(settings.redis_url)
     breaker = CircuitBreaker(
         redis_client,
         settings.breaker_threshold,
@@ -149,4 +167,6 @@ def get_pipeline(app: Celery) -> Pipeline:
         poll_outage_s=settings.poll_outage_s,
         progress_slack_s=settings.visibility_timeout_s + 15.0,
         outbox=Outbox(redis_client, grace_s=settings.visibility_timeout_s + 15.0),
+        pins=pin_vault(settings, redis_client),
+        pins_leave_worker=settings.pins_leave_worker,
     )

@@ -168,6 +168,13 @@ class Settings:
     breaker_cooldown_s: float = 5.0
     #: How long past ``timeout`` + grace polls go on while the API is unreachable.
     poll_outage_s: float = 300.0
+    #: How long a pin can be checked with ``verify_code``, and how many tries it gets.
+    pin_ttl_s: int = 600
+    code_attempts: int = 3
+    #: False: pins never leave the worker (no pin in results); producers use verify_code.
+    pins_leave_worker: bool = True
+    #: Key of the pins' HMAC; empty: derived from the API token (same on every worker).
+    pin_hash_key: SecretStr = field(default_factory=lambda: SecretStr(""))
 
     @property
     def effective_broker_url(self) -> str:
@@ -309,7 +316,17 @@ _PARSERS: dict[str, Parser] = {
     "breaker_window_s": _floats(0.1, 3600),
     "breaker_cooldown_s": _floats(0.1, 3600),
     "poll_outage_s": _floats(0, 86_400),
+    "pin_ttl_s": _ints(10, 86_400),
+    "code_attempts": _ints(1, 20),
+    "pins_leave_worker": _parse_bool,
+    "pin_hash_key": lambda name, raw: _parse_secret(name, raw),
 }
+
+
+def _parse_secret(name: str, raw: str) -> SecretStr:
+    if raw and len(raw) < 16:
+        raise SettingsError(name, f"must be at least 16 characters (got {len(raw)})")
+    return SecretStr(raw)
 
 
 def _parse_limits(name: str, raw: str) -> tuple[WindowLimit, ...]:

@@ -1,0 +1,142 @@
+"""Checking the code a user typed: digests only, constant-time, capped, consumed on success."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import pytest
+import redis
+from celery import Celery
+
+import worker.codes
+from tests.conftest import Simulator, start_worker
+from tests.test_pipeline import settle, unique_dn
+from worker.codes import REASONS, PinVault, derive_key
+from worker.devstack import Stack, wait_until
+from worker.producer import enqueue_call, verify_code, wait_for_pin
+
+
+@pytest.fixture
+def vault(redis_url: str) -> PinVault:
+    client = redis.Redis.from_url(redis_url)
+    return PinVault(client, derive_key("k" * 32), ttl_s=600, max_attempts=3, seen_ttl_s=3600)
+
+
+def rid() -> str:
+    return f"code-{uuid.uuid4()}"
+
+
+def test_a_correct_code_is_ok_once_then_consumed(vault: PinVault) -> None:
+    request_id = rid()
+    vault.store(request_id, "0446")
+    assert vault.verify(request_id, "0446") == {"valid": True, "reason": "ok", "attempts_left": 2}
+    assert vault.verify(request_id, "0446")["reason"] == "expired"
+
+
+def test_wrong_codes_count_down_to_too_many_attempts(vault: PinVault) -> None:
+    request_id = rid()
+    vault.store(request_id, "0446")
+    answers = [vault.verify(request_id, "0447") for _ in range(3)]
+    assert [(a["reason"], a["attempts_left"]) for a in answers] == [
+        ("mismatch", 2),
+        ("mismatch", 1),
+        ("mismatch", 0),
+    ]
+    # Even the right code is refused now: 853 possible pins must not be brute-forced.
+    assert vault.verify(request_id, "0446") == {
+        "valid": False,
+        "reason": "too_many_attempts",
+        "attempts_left": 0,
+    }
+
+
+FULLWIDTH_0446 = "\uff10\uff14\uff14\uff16"
+
+
+@pytest.mark.parametrize("code", ["", "04a6", "446", "1234567", FULLWIDTH_0446, 446, None, " 0446"])
+def test_malformed_codes_are_refused_without_spending_an_attempt(
+    vault: PinVault, code: object
+) -> None:
+    request_id = rid()
+    vault.store(request_id, "0446")
+    answer = vault.verify(request_id, code)
+    assert answer == {"valid": False, "reason": "malformed_code", "attempts_left": 3}
+    assert vault.verify(request_id, "0446")["reason"] == "ok"
+
+
+def test_unknown_and_expired_requests_are_told_apart(redis_url: str) -> None:
+    client = redis.Redis.from_url(redis_url)
+    vault = PinVault(client, derive_key("k" * 32), ttl_s=1, max_attempts=3, seen_ttl_s=3600)
+    assert vault.verify(rid(), "0446")["reason"] == "unknown_request"
+    request_id = rid()
+    vault.store(request_id, "0446")
+    wait_until(lambda: not client.exists(PinVault.PIN + request_id), 10, "the pin's TTL")
+    assert vault.verify(request_id, "0446") == {
+        "valid": False,
+        "reason": "expired",
+        "attempts_left": 0,
+    }
+
+
+def test_only_a_keyed_digest_is_stored_and_compared_in_constant_time(
+    vault: PinVault, redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    request_id = rid()
+    vault.store(request_id, "0446")
+    stored: dict[bytes, bytes] = redis.Redis.from_url(redis_url).hgetall(PinVault.PIN + request_id)
+    assert b"0446" not in b"".join(stored.values())
+    other = rid()
+    vault.store(other, "0446")
+    other_stored = redis.Redis.from_url(redis_url).hget(PinVault.PIN + other, "digest")
+    assert other_stored != stored[b"digest"]  # the request id is part of the MAC
+    calls: list[tuple[Any, Any]] = []
+    real = worker.codes.hmac.compare_digest
+
+    def spy(a: Any, b: Any) -> bool:
+        calls.append((a, b))
+        return real(a, b)
+
+    monkeypatch.setattr(worker.codes.hmac, "compare_digest", spy)
+    vault.verify(request_id, "0447")
+    assert len(calls) == 1
+
+
+def test_reasons_are_the_documented_ones() -> None:
+    assert set(REASONS) == {
+        "ok", "mismatch", "expired", "too_many_attempts", "unknown_request", "malformed_code",
+    }  # fmt: skip
+
+
+@pytest.mark.usefixtures("worker")
+def test_a_producer_checks_the_code_through_the_worker(app: Celery) -> None:
+    request_id = rid()
+    result = enqueue_call(app, unique_dn("3"), 3, request_id=request_id)
+    placed = wait_for_pin(result, 10)
+    assert placed is not None
+    wrong = "0129" if placed["pin"] != "0129" else "0128"  # outside the caller pool
+    assert verify_code(app, request_id, wrong)["reason"] == "mismatch"
+    assert verify_code(app, request_id, placed["pin"])["reason"] == "ok"
+    assert verify_code(app, rid(), placed["pin"])["reason"] == "unknown_request"
+    settle(result)
+
+
+def test_pins_can_be_kept_from_leaving_the_worker(
+    stack: Stack, app: Celery, sim: Simulator, worker_env: dict[str, str]
+) -> None:
+    env = {**worker_env, "CALLPASS_PINS_LEAVE_WORKER": "false", "CALLPASS_QUEUE": "nopins"}
+    proc = start_worker(stack, app, env, "nopins")
+    try:
+        request_id = rid()
+        result = enqueue_call(app, unique_dn("1"), 5, request_id=request_id, queue="nopins")
+        placed = wait_for_pin(result, 10)
+        assert placed is not None and placed["pin"] is None and placed["callid"]
+        doc = settle(result)
+        assert doc["pin"] is None and doc["callid"] == placed["callid"]
+        pin = next(c for c in sim.calls() if c["callid"] == doc["callid"])["pin"]
+        answer = app.send_task("callpass.verify_code", args=[request_id, pin], queue="nopins").get(
+            timeout=10
+        )
+        assert answer["reason"] == "ok"
+    finally:
+        proc.stop()
