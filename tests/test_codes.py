@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import uuid
+from pathlib import Path
 from typing import Any
 
+import jsonschema
 import pytest
 import redis
 from celery import Celery
@@ -21,6 +24,11 @@ from worker.producer import enqueue_call, verify_code, wait_for_pin
 def vault(redis_url: str) -> PinVault:
     client = redis.Redis.from_url(redis_url)
     return PinVault(client, derive_key("k" * 32), ttl_s=600, max_attempts=3, seen_ttl_s=3600)
+
+
+VERIFY_SCHEMA = json.loads(
+    (Path(__file__).resolve().parent.parent / "schemas" / "verify_code.v1.json").read_text()
+)
 
 
 def rid() -> str:
@@ -115,9 +123,14 @@ def test_a_producer_checks_the_code_through_the_worker(app: Celery) -> None:
     placed = wait_for_pin(result, 10)
     assert placed is not None
     wrong = "0129" if placed["pin"] != "0129" else "0128"  # outside the caller pool
-    assert verify_code(app, request_id, wrong)["reason"] == "mismatch"
-    assert verify_code(app, request_id, placed["pin"])["reason"] == "ok"
-    assert verify_code(app, rid(), placed["pin"])["reason"] == "unknown_request"
+    answers = [
+        verify_code(app, request_id, wrong),
+        verify_code(app, request_id, placed["pin"]),
+        verify_code(app, rid(), placed["pin"]),
+    ]
+    assert [a["reason"] for a in answers] == ["mismatch", "ok", "unknown_request"]
+    for answer in answers:
+        jsonschema.validate(answer, VERIFY_SCHEMA)
     settle(result)
 
 
