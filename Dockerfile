@@ -2,7 +2,7 @@
 # Multi-stage: build a wheel with its dependencies, run as a non-root user.
 FROM python:3.11-slim AS build
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md LICENSE ./
 COPY worker ./worker
 COPY tasks ./tasks
 COPY simulator ./simulator

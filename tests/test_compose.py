@@ -51,3 +51,12 @@ def test_flower_is_published_on_loopback_with_auth(compose: dict[str, object]) -
 def test_the_image_runs_as_a_non_root_user() -> None:
     dockerfile = (ROOT / "Dockerfile").read_text()
     assert "\nUSER callpass\n" in dockerfile
+
+
+def test_the_image_build_copies_what_the_package_build_needs() -> None:
+    """pyproject names README.md and LICENSE: without them in the build stage, pip fails."""
+    copied = " ".join(
+        line for line in (ROOT / "Dockerfile").read_text().splitlines() if line.startswith("COPY ")
+    )
+    for needed in ("pyproject.toml", "README.md", "LICENSE", "worker", "tasks", "simulator"):
+        assert needed in copied
