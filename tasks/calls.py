@@ -24,8 +24,7 @@ from kombu.exceptions import OperationalError
 from worker.celery_app import app
 from worker.codes import CodeCheck
 from worker.masking import MaskedRequest
-from worker.runtime import get_pipeline, pin_vault, records_redis
-from worker.settings import get_settings
+from worker.runtime import get_pipeline
 
 __all__ = ["poll_status", "start_call", "verify_code"]
 
@@ -136,8 +135,10 @@ def verify_code(request_id: object, code: object) -> CodeCheck:
     """Check a code the user typed: ``{valid, reason, attempts_left}`` (see worker.codes)."""
     if not isinstance(request_id, str) or not request_id:
         return {"valid": False, "reason": "unknown_request", "attempts_left": 0}
-    settings = get_settings()
-    return pin_vault(settings, records_redis(settings.redis_url)).verify(request_id, code)
+    pins = get_pipeline(app).pins  # the worker's one vault: key derived and scripts loaded once
+    if pins is None:
+        return {"valid": False, "reason": "unknown_request", "attempts_left": 0}
+    return pins.verify(request_id, code)
 
 
 @app.task(name="callpass.poll_status", **_COMMON)

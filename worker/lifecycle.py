@@ -196,7 +196,7 @@ class Pipeline:
         if record.state == "placed":
             self._publish_placed(record)
             if not record.get("poll_token"):
-                self._start_poll_chain(record, elapsed_s=now() - (record.number("placed_at") or 0))
+                self._start_poll_chain(record, record.seconds_since_placed())
             return "placed"
         if record.state == "dialing":
             dialing_for = now() - (record.number("dialing_at") or 0)
@@ -349,7 +349,7 @@ class Pipeline:
             return "stale poll"
         callid = record.get("callid")
         timeout = int(record.get("timeout"))
-        elapsed = now() - (record.number("placed_at") or now())
+        elapsed = record.seconds_since_placed()
         self.store.count_status_request(request_id)
         retry_after = 0.0
         try:
@@ -424,7 +424,7 @@ class Pipeline:
                     self.store.expect_progress(request_id, now() + self.progress_slack_s)
                     self.dispatcher.send_poll(request_id, token, 0.0)
                 else:
-                    self._start_poll_chain(record, now() - (record.number("placed_at") or now()))
+                    self._start_poll_chain(record, record.seconds_since_placed())
             elif record.state == "dialing":
                 self._sweep_dialing(record)
             else:  # claimed: a deferred start went missing; only its own message has the number
@@ -445,7 +445,7 @@ class Pipeline:
         recovered = self.sink.read_placed(record.get("task_id"))
         if recovered and recovered.get("callid") and self._mark_placed(record, recovered):
             placed = self.store.load(record.request_id) or record
-            self._start_poll_chain(placed, now() - (placed.number("placed_at") or now()))
+            self._start_poll_chain(placed, placed.seconds_since_placed())
             return
         self._settle(
             record,

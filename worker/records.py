@@ -93,6 +93,11 @@ class RequestRecord:
         value = self.fields.get(name)
         return float(value) if value else None
 
+    def seconds_since_placed(self) -> float:
+        """Seconds since the call was placed (0 for a record without a placement time)."""
+        placed_at = self.number("placed_at")
+        return now() - placed_at if placed_at is not None else 0.0
+
     @property
     def state(self) -> str:
         return self.get("state")
@@ -152,9 +157,6 @@ class RequestStore:
         for field_name, value in extra.items():
             args += [field_name, value]
         return bool(self._cas(keys=[self.key(request_id)], args=args))
-
-    def update(self, request_id: str, **values: str) -> None:
-        self._redis.hset(self.key(request_id), mapping=cast(Any, values))
 
     def count_status_request(self, request_id: str) -> int:
         return int(self._redis.hincrby(self.key(request_id), "status_requests", 1))
