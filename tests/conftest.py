@@ -4,13 +4,15 @@ real Celery worker processes. Nothing here touches a Redis or an API the user ru
 from __future__ import annotations
 
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
 import pytest
 import requests
 from celery import Celery
 
+from simulator.faults import FaultConfig
 from worker.celery_app import celery_config
 from worker.devstack import Proc, Stack, child_env, wait_until
 from worker.settings import Settings
@@ -31,6 +33,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
 
 
+#: What the ``own_worker`` fixture is: ``own_worker(queue_name, **env)`` → ``with … as proc``.
+OwnWorker = Callable[..., AbstractContextManager[Proc]]
+
+
 class Simulator:
     """Test-side handle on a running simulator."""
 
@@ -48,15 +54,7 @@ class Simulator:
         response.raise_for_status()
 
     def clear_faults(self) -> None:
-        self.faults(
-            latency_ms=0,
-            spike_rate=0,
-            unavailable_rate=0,
-            rate_limit_rate=0,
-            server_error_rate=0,
-            malformed_rate=0,
-            drop_rate=0,
-        )
+        self.faults(**FaultConfig().as_dict())
 
     def starts_for(self, request_id: str) -> int:
         return int(self.stats()["starts_by_request"].get(request_id, 0))
@@ -111,6 +109,22 @@ def start_worker(stack: Stack, app: Celery, env: dict[str, str], name: str, *ext
 
     wait_until(ready, 60, name)
     return proc
+
+
+@pytest.fixture
+def own_worker(stack: Stack, app: Celery, worker_env: dict[str, str]) -> OwnWorker:
+    """A factory: ``with own_worker("name", CALLPASS_X="y") as proc:`` runs a worker of its own
+    on queue ``name``, with ``env`` over the suite's settings, and stops it afterwards."""
+
+    @contextmanager
+    def make(name: str, **env: str) -> Iterator[Proc]:
+        proc = start_worker(stack, app, {**worker_env, **env, "CALLPASS_QUEUE": name}, name)
+        try:
+            yield proc
+        finally:
+            proc.stop()
+
+    return make
 
 
 @pytest.fixture(scope="session")

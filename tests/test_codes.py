@@ -13,10 +13,10 @@ import redis
 from celery import Celery
 
 import worker.codes
-from tests.conftest import Simulator, start_worker
+from tests.conftest import OwnWorker, Simulator
 from tests.test_pipeline import settle, unique_dn
 from worker.codes import REASONS, PinVault, derive_key
-from worker.devstack import Stack, wait_until
+from worker.devstack import wait_until
 from worker.producer import enqueue_call, verify_code, wait_for_pin
 
 
@@ -135,11 +135,9 @@ def test_a_producer_checks_the_code_through_the_worker(app: Celery) -> None:
 
 
 def test_pins_can_be_kept_from_leaving_the_worker(
-    stack: Stack, app: Celery, sim: Simulator, worker_env: dict[str, str]
+    app: Celery, sim: Simulator, own_worker: OwnWorker
 ) -> None:
-    env = {**worker_env, "CALLPASS_PINS_LEAVE_WORKER": "false", "CALLPASS_QUEUE": "nopins"}
-    proc = start_worker(stack, app, env, "nopins")
-    try:
+    with own_worker("nopins", CALLPASS_PINS_LEAVE_WORKER="false"):
         request_id = rid()
         result = enqueue_call(app, unique_dn("1"), 5, request_id=request_id, queue="nopins")
         placed = wait_for_pin(result, 10)
@@ -151,5 +149,3 @@ def test_pins_can_be_kept_from_leaving_the_worker(
             timeout=10
         )
         assert answer["reason"] == "ok"
-    finally:
-        proc.stop()

@@ -11,10 +11,9 @@ import pytest
 import redis
 from celery import Celery
 
-from tests.conftest import Simulator, start_worker
+from tests.conftest import OwnWorker, Simulator
 from tests.test_pipeline import settle, unique_dn
 from worker.breaker import CircuitBreaker
-from worker.devstack import Stack
 from worker.errors import ConnectError, RateLimitedError
 from worker.limits import DestinationLimiter, GlobalRateLimiter, WindowLimit, parse_window_limits
 from worker.producer import enqueue_call
@@ -116,11 +115,9 @@ def test_a_number_over_its_limit_settles_rate_limited_without_a_call(
 
 
 def test_numbers_outside_the_allowed_prefixes_are_refused(
-    stack: Stack, app: Celery, sim: Simulator, worker_env: dict[str, str]
+    app: Celery, sim: Simulator, own_worker: OwnWorker
 ) -> None:
-    env = {**worker_env, "CALLPASS_ALLOWED_PREFIXES": "7999000", "CALLPASS_QUEUE": "allowlist"}
-    proc = start_worker(stack, app, env, "allowlist")
-    try:
+    with own_worker("allowlist", CALLPASS_ALLOWED_PREFIXES="7999000"):
         outside = "79161230001"
         doc = settle(enqueue_call(app, outside, 5, queue="allowlist"))
         assert doc["outcome"] == "invalid" and doc["error"]["field"] == "dn"
@@ -129,5 +126,3 @@ def test_numbers_outside_the_allowed_prefixes_are_refused(
         assert settle(enqueue_call(app, unique_dn("1"), 5, queue="allowlist"))["outcome"] == (
             "answered"
         )
-    finally:
-        proc.stop()

@@ -13,8 +13,8 @@ import pytest
 from celery import Celery
 from celery.result import AsyncResult
 
-from tests.conftest import Simulator, start_worker
-from worker.devstack import Proc, Stack, wait_until
+from tests.conftest import OwnWorker, Simulator
+from worker.devstack import Proc, wait_until
 from worker.producer import enqueue_call, wait_for_pin
 
 SCHEMAS = Path(__file__).resolve().parent.parent / "schemas"
@@ -185,20 +185,16 @@ def test_a_request_id_reused_for_another_number_is_refused(app: Celery, sim: Sim
 
 
 def test_a_rejected_token_settles_auth_failed(
-    stack: Stack, app: Celery, sim: Simulator, worker_env: dict[str, str]
+    app: Celery, sim: Simulator, own_worker: OwnWorker
 ) -> None:
     """A worker whose token the API does not know places nothing and says why."""
-    env = {**worker_env, "CALLPASS_API_TOKEN": "f" * 32, "CALLPASS_QUEUE": "badtoken"}
-    proc = start_worker(stack, app, env, "badtoken")
-    try:
+    with own_worker("badtoken", CALLPASS_API_TOKEN="f" * 32) as proc:
         dn = unique_dn("1")
         doc = settle(enqueue_call(app, dn, 5, queue="badtoken"))
         assert doc["outcome"] == "auth_failed"
         assert "403" in (doc["api_message"] or "")
         assert sim.starts_to(dn) == 0
         assert "f" * 32 not in proc.log_path.read_text()
-    finally:
-        proc.stop()
 
 
 def test_numbers_are_masked_and_pins_absent_in_the_worker_log(app: Celery, worker: Proc) -> None:

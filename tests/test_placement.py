@@ -9,7 +9,7 @@ import uuid
 
 from celery import Celery
 
-from tests.conftest import Simulator, start_worker
+from tests.conftest import OwnWorker, Simulator
 from tests.test_pipeline import settle, unique_dn
 from worker.devstack import Stack, free_port, wait_until
 from worker.producer import enqueue_call
@@ -31,37 +31,31 @@ def test_a_request_older_than_the_placement_deadline_expires_without_a_call(
 
 
 def test_a_start_that_never_reached_the_api_is_sent_again_once_it_is_back(
-    stack: Stack, app: Celery, worker_env: dict[str, str]
+    stack: Stack, app: Celery, own_worker: OwnWorker
 ) -> None:
     """Connection refused is provably safe to resend: the call is placed once the API is up."""
     port = free_port()
-    env = {
-        **worker_env,
-        "CALLPASS_API_URL": f"http://127.0.0.1:{port}/",
-        "CALLPASS_QUEUE": "unreachable",
-        "CALLPASS_HTTP_ATTEMPTS": "1",
-    }
-    proc = start_worker(stack, app, env, "unreachable")
-    sim_proc = None
-    try:
-        request_id = f"late-{uuid.uuid4()}"
-        dn = unique_dn("1")
-        result = enqueue_call(app, dn, 5, request_id=request_id, queue="unreachable")
-        wait_until(lambda: "not sent" in proc.log_path.read_text(), 30, "a refused start")
-        # The deferred start waits in the worker: `inspect scheduled` shows it masked.
-        node = f"unreachable@{socket.gethostname()}"
+    api = f"http://127.0.0.1:{port}/"
+    with own_worker("unreachable", CALLPASS_API_URL=api, CALLPASS_HTTP_ATTEMPTS="1") as proc:
+        sim_proc = None
+        try:
+            request_id = f"late-{uuid.uuid4()}"
+            dn = unique_dn("1")
+            result = enqueue_call(app, dn, 5, request_id=request_id, queue="unreachable")
+            wait_until(lambda: "not sent" in proc.log_path.read_text(), 30, "a refused start")
+            # The deferred start waits in the worker: `inspect scheduled` shows it masked.
+            node = f"unreachable@{socket.gethostname()}"
 
-        def scheduled() -> list[object]:
-            answer = app.control.inspect(destination=[node], timeout=1).scheduled() or {}
-            return [e for e in answer.get(node, []) if e["request"]["id"] == result.id]
+            def scheduled() -> list[object]:
+                answer = app.control.inspect(destination=[node], timeout=1).scheduled() or {}
+                return [e for e in answer.get(node, []) if e["request"]["id"] == result.id]
 
-        entries = wait_until(scheduled, 30, "the deferred start in `inspect scheduled`")
-        assert dn not in json.dumps(entries) and dn[:4] in json.dumps(entries)
-        sim_proc, url = stack.start_simulator(port=port)
-        doc = settle(result)
-        assert doc["outcome"] == "answered"
-        assert Simulator(url).starts_for(request_id) == 1
-    finally:
-        proc.stop()
-        if sim_proc is not None:
-            sim_proc.stop()
+            entries = wait_until(scheduled, 30, "the deferred start in `inspect scheduled`")
+            assert dn not in json.dumps(entries) and dn[:4] in json.dumps(entries)
+            sim_proc, url = stack.start_simulator(port=port)
+            doc = settle(result)
+            assert doc["outcome"] == "answered"
+            assert Simulator(url).starts_for(request_id) == 1
+        finally:
+            if sim_proc is not None:
+                sim_proc.stop()
