@@ -23,6 +23,7 @@ from worker.devstack import Proc, Stack, child_env, free_port, wait_until
 from worker.outbox import Outbox
 from worker.producer import enqueue_call
 from worker.settings import Settings
+from worker.webhooks import event_id_for
 
 __all__ = ["Harness", "Request", "Row"]
 
@@ -172,7 +173,9 @@ class Harness:
 
     # -- traffic ---------------------------------------------------------------------------
 
-    def enqueue(self, count: int = 1, timeout: int = CALL_TIMEOUT_S) -> list[Request]:
+    def enqueue(
+        self, count: int = 1, timeout: int = CALL_TIMEOUT_S, webhook_url: str | None = None
+    ) -> list[Request]:
         batch = []
         for _ in range(count):
             dn = f"7916{self.rng.randrange(10**7):07d}"
@@ -183,13 +186,16 @@ class Harness:
                 timeout,
                 request_id=request.request_id,
                 task_id=request.task_id,
+                webhook_url=webhook_url,
                 outbox=self.outbox,
             )
             batch.append(request)
         self.requests.extend(batch)
         return batch
 
-    def enqueue_over(self, count: int, seconds: float, during: Any = None) -> None:
+    def enqueue_over(
+        self, count: int, seconds: float, during: Any = None, webhook_url: str | None = None
+    ) -> None:
         """Enqueue ``count`` requests evenly over ``seconds``, calling ``during(elapsed)``."""
         started = time.monotonic()
         for i in range(count):
@@ -198,7 +204,7 @@ class Harness:
                 if during is not None:
                     during(time.monotonic() - started)
                 time.sleep(min(0.02, max(0.0, due - time.monotonic())))
-            self.enqueue()
+            self.enqueue(webhook_url=webhook_url)
 
     # -- verdict ---------------------------------------------------------------------------
 
@@ -284,6 +290,19 @@ class Harness:
             seconds=time.monotonic() - began,
             problems=problems[:10],
         )
+
+    def expected_events(self, docs: dict[str, dict[str, Any]]) -> set[str]:
+        """The webhook-ids the requests must produce: call.completed for every claimed
+        request, call.placed for every placed one (invalid requests are never claimed)."""
+        expected = set()
+        for r in self.requests:
+            doc = docs.get(r.task_id)
+            if doc is None or doc["outcome"] == "invalid":
+                continue
+            expected.add(event_id_for("call.completed", r.request_id, r.task_id))
+            if doc["callid"]:
+                expected.add(event_id_for("call.placed", r.request_id, r.task_id))
+        return expected
 
     def log_count(self, text: str) -> int:
         total = 0

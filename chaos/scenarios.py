@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
 import signal
 import subprocess
@@ -12,9 +13,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from chaos.harness import Harness, Row
+from chaos.receiver import Receiver
 from worker.devstack import child_env, wait_until
 
 __all__ = ["SCENARIOS", "Size"]
+
+WEBHOOK_SECRET = "whsec_Y2hhb3Mtd2ViaG9vay1zZWNyZXQtMDEyMzQ1Njc4OWFi"  # noqa: S105 - test only
 
 
 @dataclass(frozen=True)
@@ -31,6 +35,8 @@ class Size:
     shutdown_requests: int
     rate_requests: int
     property_examples: int
+    webhook_requests: int
+    receiver_down_s: float
 
     @classmethod
     def get(cls, name: str) -> Size:
@@ -38,9 +44,9 @@ class Size:
 
 
 SIZES = {
-    "full": Size("full", 500, 6, 200, 300, 120, 60.0, 150, 200, 10_000),
+    "full": Size("full", 500, 6, 200, 300, 120, 60.0, 150, 200, 10_000, 200, 120.0),
     # make test runs the 2,000-payload property test itself; this row only checks the wiring.
-    "small": Size("small", 60, 2, 40, 60, 30, 12.0, 30, 50, 100),
+    "small": Size("small", 60, 2, 40, 60, 30, 12.0, 30, 50, 100, 30, 8.0),
 }
 
 #: Seconds past the last disruption within which every request must have settled.
@@ -219,6 +225,94 @@ def bad_input(run_dir: Path, size: Size) -> Row:
     return row
 
 
+def _webhook_env(schedule: str) -> dict[str, str]:
+    return {
+        "CALLPASS_WEBHOOK_SECRETS": WEBHOOK_SECRET,
+        "CALLPASS_WEBHOOK_RETRY_SCHEDULE_S": schedule,
+        "CALLPASS_WEBHOOK_TIMEOUT_S": "2",
+        "CALLPASS_WEBHOOK_HTTP_HOSTS": "127.0.0.1",
+        "CALLPASS_WEBHOOK_ALLOWED_NETWORKS": "127.0.0.0/8",
+    }
+
+
+def _webhook_row(
+    h: Harness, receiver: Receiver, scenario: str, notes: str, began: float, wait_s: float
+) -> Row:
+    """The calls' row, with every expected event counted at the receiver."""
+    row = h.verdict(scenario, SETTLE_S, notes, began)
+    expected = h.expected_events(h.documents())
+
+    def all_in() -> bool:
+        return expected <= set(receiver.accepted())
+
+    with contextlib.suppress(TimeoutError):  # what is missing is counted below
+        wait_until(all_in, wait_s, "every webhook event delivered", interval_s=0.5)
+    accepted = receiver.accepted()
+    got = receiver.received()
+    unsigned = [d for d in got if d.event is None]
+    ok = [d for d in got if 200 <= d.status < 300]
+    missing = expected - set(accepted)
+    duplicates = len(ok) - len({d.webhook_id for d in ok})
+    row.lost += len(missing)
+    row.problems += [f"event {e} never delivered" for e in sorted(missing)[:5]]
+    row.problems += [f"unverified delivery: {d.error}" for d in unsigned[:3]]
+    row.notes = (
+        f"{notes}; events expected {len(expected)}, delivered {len(expected & set(accepted))} "
+        f"(unique ids), duplicates {duplicates}, attempts {len(got)}" + row.notes[len(notes) :]
+    )
+    row.seconds = time.monotonic() - began
+    return row
+
+
+def webhook_receiver_down(run_dir: Path, size: Size) -> Row:
+    """The webhook receiver is down (connection refused), then comes back: every event
+    arrives, signed, under the id it was first sent with."""
+    began = time.monotonic()
+    # Retries every 10-30 s: a few land during the outage, the rest after it.
+    h = Harness(run_dir, workers=2, worker_env=_webhook_env("0,2,10,20,30,30,30,30,30,30"))
+    receiver = Receiver([WEBHOOK_SECRET])
+    try:
+        receiver.stop()
+        h.enqueue_over(
+            size.webhook_requests,
+            min(size.receiver_down_s / 2, 30.0),
+            webhook_url=receiver.url + "/ok/down",
+        )
+        time.sleep(max(0.0, size.receiver_down_s - (time.monotonic() - began)))
+        pending = h.redis.zcard("callpass:wh:due")
+        receiver.start()
+        notes = (
+            f"receiver down {size.receiver_down_s:g} s (connection refused), "
+            f"{pending} events pending when it came back"
+        )
+        return _webhook_row(h, receiver, "webhook receiver down", notes, began, 120.0)
+    finally:
+        receiver.stop()
+        h.close()
+
+
+def webhook_worker_killed(run_dir: Path, size: Size) -> Row:
+    """SIGKILL workers while webhook deliveries are pending and in flight: none is lost."""
+    began = time.monotonic()
+    h = Harness(run_dir, workers=2, worker_env=_webhook_env("0,2,4,8,8,8,8,8"))
+    receiver = Receiver([WEBHOOK_SECRET])
+    try:
+        # Every event fails its first two attempts: deliveries stay pending for seconds.
+        url = receiver.url + "/flaky/2/503"
+        kills = 0
+        for _ in range(3):
+            h.enqueue(size.webhook_requests // 3, webhook_url=url)
+            wait_until(lambda: h.redis.zcard("callpass:wh:due") > 0, 30, "pending deliveries")
+            h.kill_worker("w0", signal.SIGKILL)
+            kills += 1
+            h.start_worker("w0")
+        notes = f"{kills} SIGKILLs with deliveries pending; each event refused twice first"
+        return _webhook_row(h, receiver, "webhook worker killed", notes, began, 120.0)
+    finally:
+        receiver.stop()
+        h.close()
+
+
 SCENARIOS: dict[str, Callable[[Path, Size], Row]] = {
     "worker-killed": worker_killed,
     "redis-restarted": redis_restarted,
@@ -227,4 +321,6 @@ SCENARIOS: dict[str, Callable[[Path, Size], Row]] = {
     "graceful-shutdown": graceful_shutdown,
     "rate-limit": rate_limit,
     "bad-input": bad_input,
+    "webhook-receiver-down": webhook_receiver_down,
+    "webhook-worker-killed": webhook_worker_killed,
 }

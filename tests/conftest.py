@@ -17,11 +17,23 @@ from worker.celery_app import celery_config
 from worker.devstack import Proc, Stack, child_env, wait_until
 from worker.settings import Settings
 
-#: Short schedule so "no final status" cases settle within seconds.
+#: Two signing secrets, as during a rotation: every delivery carries both signatures.
+WEBHOOK_SECRETS = [
+    "whsec_dGVzdC1zZWNyZXQtb25lLTAxMjM0NTY3ODlhYmNkZWY=",
+    "whsec_dGVzdC1zZWNyZXQtdHdvLTAxMjM0NTY3ODlhYmNkZWY=",
+]
+
+#: Short schedules so "no final status" cases settle, and webhooks die, within seconds.
 TEST_WORKER_ENV = {
     "CALLPASS_POLL_INTERVAL_S": "1",
     "CALLPASS_POLL_GRACE_S": "3",
     "CALLPASS_LOG_LEVEL": "DEBUG",
+    "CALLPASS_WEBHOOK_SECRETS": ",".join(WEBHOOK_SECRETS),
+    "CALLPASS_WEBHOOK_RETRY_SCHEDULE_S": "0,1,1,1",
+    "CALLPASS_WEBHOOK_TIMEOUT_S": "2",
+    # The suite's receivers listen on loopback, which deliveries refuse by default.
+    "CALLPASS_WEBHOOK_HTTP_HOSTS": "127.0.0.1",
+    "CALLPASS_WEBHOOK_ALLOWED_NETWORKS": "127.0.0.0/8",
 }
 
 

@@ -27,7 +27,8 @@ import redis
 import requests
 from celery import Celery
 
-from tests.conftest import start_worker
+from chaos.receiver import Delivery, Receiver
+from tests.conftest import WEBHOOK_SECRETS, start_worker
 from worker.devstack import Stack, child_env, free_port, wait_until
 from worker.producer import enqueue_call
 
@@ -59,6 +60,7 @@ class Run:
     docs: dict[str, dict[str, Any]]  # start_call task id → outcome document
     logs: dict[str, str]  # name → text
     flower: dict[str, str]  # URL → body
+    webhooks: list[Delivery]  # what the receiver got
 
     @property
     def pins(self) -> dict[str, str]:
@@ -178,6 +180,9 @@ def run(stack: Stack, app: Celery, worker_env: dict[str, str], redis_url: str) -
     flower_env["FLOWER_BASIC_AUTH"] = f"callpass:{password}"
     flower = stack.start_flower(flower_env, port)
     base = f"http://127.0.0.1:{port}"
+    receiver = Receiver(WEBHOOK_SECRETS)
+    # A receiver's own token in the query: it must not reach a log line either.
+    hook = f"{receiver.url}/ok/secrets?key=receiver-key-{secrets.token_hex(8)}"
     try:
 
         def get(path: str) -> Any:
@@ -195,8 +200,8 @@ def run(stack: Stack, app: Celery, worker_env: dict[str, str], redis_url: str) -
         dns = [unique_dn("1"), unique_dn("2"), unique_dn("6"), unique_dn("4"), unique_dn("3")]
         answered, busy, refused, invalid_plus, invalid_timeout = dns
         results = [
-            enqueue_call(app, answered, 5, queue=QUEUE),
-            enqueue_call(app, busy, 5, queue=QUEUE),
+            enqueue_call(app, answered, 5, queue=QUEUE, webhook_url=hook),
+            enqueue_call(app, busy, 5, queue=QUEUE, webhook_url=hook),
             enqueue_call(app, refused, 5, queue=QUEUE),
             enqueue_call(app, "+" + invalid_plus, 5, queue=QUEUE),  # invalid: '+'
             enqueue_call(app, invalid_timeout, 1, queue=QUEUE),  # invalid: timeout
@@ -204,6 +209,8 @@ def run(stack: Stack, app: Celery, worker_env: dict[str, str], redis_url: str) -
         docs = {r.id: dict(r.get(timeout=60)) for r in results}
         outcomes = [docs[r.id]["outcome"] for r in results]
         assert outcomes == ["answered", "busy", "api_error", "invalid", "invalid"]
+        # Both placed calls' events delivered: their bodies (with the pin) then leave Redis.
+        wait_until(lambda: len(receiver.accepted("/ok/secrets")) == 4, 30, "4 webhook events")
 
         def flower_done() -> dict[str, Any] | None:
             listed = cast(dict[str, Any], get("/api/tasks"))
@@ -221,8 +228,16 @@ def run(stack: Stack, app: Celery, worker_env: dict[str, str], redis_url: str) -
             worker.log_path.name: worker.log_path.read_text(errors="replace"),
             flower.log_path.name: flower.log_path.read_text(errors="replace"),
         }
-        return Run(token=token, dns=dns, docs=docs, logs=logs, flower=pages)
+        return Run(
+            token=token,
+            dns=dns,
+            docs=docs,
+            logs=logs,
+            flower=pages,
+            webhooks=receiver.received(),
+        )
     finally:
+        receiver.stop()
         flower.stop()
         worker.stop()
         sim_proc.stop()
@@ -261,6 +276,15 @@ def test_the_token_appears_nowhere(run: Run, redis_dump: dict[str, str]) -> None
     assert [url for url, body in run.flower.items() if token in body.lower()] == []
     leaks = [key for key, value in redis_dump.items() if token in key or token in value.lower()]
     assert leaks == []
+    assert len(run.webhooks) == 4
+    assert [d for d in run.webhooks if token in repr(d.headers) or token in d.body.decode()] == []
+
+
+def test_a_receivers_query_string_stays_out_of_logs_and_flower(run: Run) -> None:
+    assert all("?key=receiver-key-" in d.path for d in run.webhooks)
+    assert _lines_with("receiver-key-", run.logs) == []
+    # Flower shows the task arguments masked: the URL is an argument, its query is not shown.
+    assert [url for url, body in run.flower.items() if "receiver-key-" in body] == []
 
 
 def test_full_numbers_appear_nowhere_in_logs_or_flower_only_masked(run: Run) -> None:

@@ -73,7 +73,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "worker_pool": "threads",
         "worker_concurrency": 32,
         "worker_cancel_long_running_tasks_on_connection_loss": False,
-        "imports": ["tasks.calls"],
+        "imports": ["tasks.calls", "tasks.webhooks"],
     }
 
 
@@ -125,11 +125,15 @@ _sweepers: list[Any] = []
 @signals.worker_ready.connect
 def _start_sweeper(sender: Any = None, **_: Any) -> None:
     from worker.runtime import get_pipeline
-    from worker.sweeper import Sweeper
+    from worker.sweeper import Sweeper, WebhookMover
 
-    sweeper = Sweeper(get_pipeline(app))
-    sweeper.start()
-    _sweepers.append(sweeper)
+    pipeline = get_pipeline(app)
+    threads: list[Any] = [Sweeper(pipeline)]
+    if pipeline.webhooks is not None and pipeline.webhooks.enabled:
+        threads.append(WebhookMover(pipeline.webhooks))
+    for thread in threads:
+        thread.start()
+        _sweepers.append(thread)
 
 
 @signals.worker_shutdown.connect

@@ -32,6 +32,18 @@ def _parser() -> argparse.ArgumentParser:
     )
     sub.add_parser("config", help="validate the CALLPASS_* settings and print them (no secrets)")
 
+    hooks = sub.add_parser("webhooks", help="dead-lettered webhook events; new secrets")
+    hooks_sub = hooks.add_subparsers(dest="webhooks_command", required=True)
+    dead = hooks_sub.add_parser("dead", help="list events whose every attempt failed")
+    dead.add_argument("--limit", type=int, default=100)
+    dead.add_argument("--json", action="store_true", help="one JSON object per line")
+    replay = hooks_sub.add_parser(
+        "replay", help="send dead events again (same webhook-id, fresh retry schedule)"
+    )
+    replay.add_argument("event_ids", nargs="*", metavar="EVENT_ID")
+    replay.add_argument("--all", action="store_true", help="every dead event")
+    hooks_sub.add_parser("new-secret", help="print a new whsec_ signing secret")
+
     run = sub.add_parser("run", help="local stack + demo batch (what make run does)")
     run.add_argument(
         "--exit-after-demo",
@@ -93,6 +105,44 @@ def _cmd_config() -> int:
     return 0
 
 
+def _cmd_webhooks(args: argparse.Namespace) -> int:
+    if args.webhooks_command == "new-secret":
+        from worker.webhook_signature import generate_secret
+
+        print(generate_secret())
+        return 0
+    from worker.runtime import records_redis, webhook_store
+    from worker.settings import get_settings
+
+    settings = get_settings()
+    store = webhook_store(settings, records_redis(settings.redis_url))
+    if args.webhooks_command == "dead":
+        events = store.dead_events(args.limit)
+        for event in events:
+            if args.json:
+                print(json.dumps(event.as_dict()))
+            else:
+                print(
+                    f"{event.event_id}  {event.type:<14}  request {event.request_id}  "
+                    f"{event.attempts} attempt(s)  {event.last_error}"
+                )
+        counts = store.counts()
+        print(f"{counts['dead']} dead, {counts['pending']} pending", file=sys.stderr)
+        return 0
+    if not args.all and not args.event_ids:
+        print("callpass webhooks replay: name EVENT_IDs or pass --all", file=sys.stderr)
+        return 2
+    ids = [e.event_id for e in store.dead_events(1_000_000)] if args.all else args.event_ids
+    replayed = [event_id for event_id in ids if store.replay(event_id)]
+    for event_id in sorted(set(ids) - set(replayed)):
+        print(
+            f"{event_id}: not a dead event (unknown, expired or already replayed)", file=sys.stderr
+        )
+    # Replayed events are due now: a running worker's mover sends them within a second.
+    print(f"replayed {len(replayed)} event(s)")
+    return 0 if len(replayed) == len(ids) else 1
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["simulator"]:
@@ -109,6 +159,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_result(args)
         if args.command == "config":
             return _cmd_config()
+        if args.command == "webhooks":
+            return _cmd_webhooks(args)
         from worker.runner import run_stack
 
         return run_stack(

@@ -19,7 +19,7 @@ import redis
 
 from worker.client import CallPassClient
 from worker.codes import PinVault
-from worker.document import build_outcome, iso
+from worker.document import OutcomeError, build_outcome, iso
 from worker.errors import (
     ApiRejectedError,
     AuthError,
@@ -36,6 +36,8 @@ from worker.records import RequestRecord, RequestStore, dn_digest, now
 from worker.schedule import PollSchedule
 from worker.settings import START_RETRY_DELAYS_S
 from worker.validation import parse_start_request, validate_request_id
+from worker.webhook_guard import DestinationRefused
+from worker.webhooks import COMPLETED_EVENT, PLACED_EVENT, WebhookEvents
 
 __all__ = ["Dispatcher", "Pipeline", "ResultSink"]
 
@@ -103,6 +105,8 @@ class Pipeline:
     pins: PinVault | None = None
     #: False: the pin is never written to results (producers check codes with verify_code).
     pins_leave_worker: bool = True
+    #: Signed webhook events; ``None``: requests naming a ``webhook_url`` are refused.
+    webhooks: WebhookEvents | None = None
 
     @staticmethod
     def now() -> float:
@@ -138,20 +142,29 @@ class Pipeline:
             return "invalid"
 
         request_id = request.request_id or task_id
+        refusal: OutcomeError | None = None
+        webhook_url = ""
         if self.allowed_prefixes and not request.dn.startswith(self.allowed_prefixes):
+            refusal = {
+                "field": "dn",
+                "rule": "must start with one of the allowed prefixes (CALLPASS_ALLOWED_PREFIXES)",
+            }
+        else:
+            try:
+                webhook_url = self._webhook_url(request.webhook_url)
+            except DestinationRefused as exc:
+                refusal = {"field": "webhook_url", "rule": exc.rule}
+        if refusal is not None:
             doc = build_outcome(
                 Outcome.INVALID,
                 completed_at=now(),
                 request_id=request_id,
                 dn_masked=mask_dn(request.dn),
-                error={
-                    "field": "dn",
-                    "rule": "must start with one of the allowed prefixes "
-                    "(CALLPASS_ALLOWED_PREFIXES)",
-                },
+                error=refusal,
                 requested_at=requested_at or received,
             )
             self.sink.publish_outcome(task_id, doc)
+            log.info("request %s invalid: %s %s", request_id, refusal["field"], refusal["rule"])
             return "invalid"
         digest = dn_digest(request.dn)
         claim, record = self.store.claim(
@@ -165,6 +178,7 @@ class Pipeline:
                 "requested_at": repr(requested_at or received),
                 "poll_token": "",
                 "status_requests": "0",
+                "webhook_url": webhook_url,
             },
         )
         if claim < 0:
@@ -185,6 +199,13 @@ class Pipeline:
         if claim == 0:
             log.info("request %s seen again (state %s): resuming", request_id, record.state)
         return self._advance(record, task_id, request.dn, kwargs, attempt)
+
+    def _webhook_url(self, requested: str | None) -> str:
+        if self.webhooks is None:
+            if requested:
+                raise DestinationRefused("webhooks are not configured on this worker")
+            return ""
+        return self.webhooks.url_for(requested)
 
     def _advance(
         self, record: RequestRecord, task_id: str, dn: str, kwargs: dict[str, Any], attempt: int
@@ -300,6 +321,7 @@ class Pipeline:
             )
             return "placed late"
         placed = self.store.load(request_id) or record
+        self._emit(placed, PLACED_EVENT, meta)
         self._check_settled_after_placed(request_id)
         log.info(
             "call %s placed to %s for request %s",
@@ -507,6 +529,24 @@ class Pipeline:
                 doc = {**doc, "pin": placed.get("pin")}
         for task_id in self.store.task_ids(request_id):
             self.sink.publish_outcome(task_id, doc)
+        if self.webhooks is not None:
+            record = self.store.load(request_id)
+            if record is not None:
+                self._emit(record, COMPLETED_EVENT, doc)
+
+    def _emit(self, record: RequestRecord, event_type: str, data: dict[str, Any]) -> None:
+        """Store the request's event for its webhook, once (the id is derived from both)."""
+        url = record.get("webhook_url")
+        if self.webhooks is None or not url:
+            return
+        if event_type == PLACED_EVENT and not self.pins_leave_worker:
+            data = {**data, "pin": None}
+        webhooks = self.webhooks
+        self._retry_infra(
+            lambda: bool(
+                webhooks.emit(event_type, url, record.request_id, record.get("task_id"), data)
+            )
+        )
 
     def _publish_placed(self, record: RequestRecord) -> None:
         """Give every subscribed task the PLACED info the dialer stored (a resume)."""
@@ -514,6 +554,7 @@ class Pipeline:
         if meta is None or not meta.get("callid"):
             return  # nothing to add: the dialer's own publication is all there is
         self._publish_meta(record.request_id, meta)
+        self._emit(record, PLACED_EVENT, meta)  # in case the dialer died before it could
         self._check_settled_after_placed(record.request_id)
 
     def _publish_meta(self, request_id: str, meta: dict[str, Any]) -> bool:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import re
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 from celery.utils.saferepr import saferepr
 from celery.worker.request import Request
@@ -17,11 +18,14 @@ from celery.worker.request import Request
 if TYPE_CHECKING:
     from celery.worker.request import _InfoDict
 
-__all__ = ["MaskedRequest", "MaskingFilter", "mask_dn", "mask_text", "masked_reprs"]
+__all__ = ["MaskedRequest", "MaskingFilter", "mask_dn", "mask_text", "masked_reprs", "redact_url"]
 
 # A run of 10+ digits (optionally after "+") standing alone is taken for a phone number;
 # the look-arounds keep UUID groups (task ids, callids) intact.
 _DIGITS_RE = re.compile(r"(?<![0-9A-Za-z-])\+?[0-9]{10,}(?![0-9A-Za-z-])")
+# urllib3's DEBUG line for a request ('"POST /cb?key=... HTTP/1.1" 200'): a webhook
+# receiver's query string may hold its secret.
+_REQUEST_LINE_QUERY_RE = re.compile(r'("[A-Z]+ [^"\s?]*)\?[^"\s]*( HTTP/)')
 _KEEP_HEAD = 4
 _KEEP_TAIL = 2
 
@@ -39,13 +43,28 @@ def mask_text(text: str) -> str:
     return _DIGITS_RE.sub(lambda m: mask_dn(m.group(0)), text)
 
 
+def redact_url(url: str) -> str:
+    """A URL without what may be a receiver's secret: no userinfo, query or fragment."""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:
+        return "<unparsable URL>"
+    query = "?<redacted>" if parts.query else ""
+    return mask_text(f"{parts.scheme}://{host}{port}{parts.path}{query}")
+
+
 def _mask_value(value: Any) -> Any:
     if isinstance(value, str):
         return mask_text(value)
     if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 10**6:
         return mask_dn(value)
     if isinstance(value, dict):
-        return {k: _mask_value(v) for k, v in value.items()}
+        return {
+            k: redact_url(v) if k == "webhook_url" and isinstance(v, str) else _mask_value(v)
+            for k, v in value.items()
+        }
     if isinstance(value, list | tuple):
         return type(value)(_mask_value(v) for v in value)
     return value
@@ -73,11 +92,12 @@ class MaskedRequest(Request):
 
 
 class MaskingFilter(logging.Filter):
-    """Mask phone numbers in every formatted log record (a last line of defence)."""
+    """Mask phone numbers and request query strings in every formatted log record (a last
+    line of defence)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
-        masked = mask_text(message)
+        masked = _REQUEST_LINE_QUERY_RE.sub(r"\1?<redacted>\2", mask_text(message))
         if masked != message:
             record.msg, record.args = masked, None
         return True

@@ -7,6 +7,7 @@ from functools import cache
 from typing import Any
 
 import redis
+import requests
 from celery import Celery
 
 from worker.breaker import CircuitBreaker
@@ -20,6 +21,9 @@ from worker.outbox import Outbox
 from worker.records import RequestStore
 from worker.schedule import PollSchedule
 from worker.settings import Settings, get_settings
+from worker.webhook_guard import DestinationPolicy, guarded_session
+from worker.webhook_store import WebhookStore
+from worker.webhooks import WebhookDeliverer, WebhookEvents
 
 __all__ = ["PLACED", "CeleryDispatcher", "CeleryResultSink", "get_pipeline"]
 
@@ -29,6 +33,7 @@ PLACED = "PLACED"
 START_TASK = "callpass.start_call"
 POLL_TASK = "callpass.poll_status"
 VERIFY_TASK = "callpass.verify_code"
+WEBHOOK_TASK = "callpass.deliver_webhook"
 
 
 class CeleryDispatcher(Dispatcher):
@@ -131,6 +136,62 @@ def records_redis(url: str) -> redis.Redis:
     )
 
 
+def webhook_policy(settings: Settings) -> DestinationPolicy:
+    return DestinationPolicy(
+        allowed_hosts=settings.webhook_allowed_hosts,
+        http_hosts=settings.webhook_http_hosts,
+        allowed_networks=settings.webhook_allowed_networks,
+    )
+
+
+def webhook_store(settings: Settings, client: redis.Redis) -> WebhookStore:
+    schedule_total = int(sum(settings.webhook_retry_schedule_s))
+    return WebhookStore(
+        client,
+        pending_ttl_s=schedule_total + 86_400,
+        delivered_ttl_s=settings.result_expires_s,
+        dead_ttl_s=settings.webhook_dead_ttl_s,
+    )
+
+
+def webhook_events(app: Celery, settings: Settings, client: redis.Redis) -> WebhookEvents:
+    def dispatch(event_id: str, attempt: int) -> None:
+        app.send_task(WEBHOOK_TASK, args=[event_id, attempt], queue=settings.queue)
+
+    return WebhookEvents(
+        store=webhook_store(settings, client),
+        dispatch=dispatch,
+        policy=webhook_policy(settings),
+        first_delay_s=settings.webhook_retry_schedule_s[0],
+        # Past a queue wait and one attempt's time-outs, a sent event counts as lost.
+        lease_s=max(60.0, 6 * settings.webhook_timeout_s),
+        default_url=settings.webhook_url,
+        enabled=bool(settings.webhook_keys),
+    )
+
+
+@cache
+def get_webhook_deliverer() -> WebhookDeliverer:
+    settings = get_settings()
+    policy = webhook_policy(settings)
+
+    def session() -> requests.Session:
+        current: requests.Session | None = getattr(_local, "webhook_session", None)
+        if current is None:
+            current = guarded_session(policy)
+            _local.webhook_session = current
+        return current
+
+    return WebhookDeliverer(
+        store=webhook_store(settings, records_redis(settings.redis_url)),
+        keys=settings.webhook_keys,
+        schedule_s=settings.webhook_retry_schedule_s,
+        timeout_s=settings.webhook_timeout_s,
+        policy=policy,
+        session=session,
+    )
+
+
 @cache
 def get_pipeline(app: Celery) -> Pipeline:
     settings = get_settings()
@@ -169,4 +230,5 @@ def get_pipeline(app: Celery) -> Pipeline:
         outbox=Outbox(redis_client, grace_s=settings.visibility_timeout_s + 15.0),
         pins=pin_vault(settings, redis_client),
         pins_leave_worker=settings.pins_leave_worker,
+        webhooks=webhook_events(app, settings, redis_client),
     )

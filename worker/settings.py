@@ -16,6 +16,9 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from worker.limits import WindowLimit, parse_window_limits
+from worker.webhook_signature import parse_secret
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 __all__ = ["SIMULATOR_DEV_TOKEN", "Settings", "SettingsError", "get_settings", "reset_settings"]
 
@@ -175,6 +178,27 @@ class Settings:
     pins_leave_worker: bool = True
     #: Key of the pins' HMAC; empty: derived from the API token (same on every worker).
     pin_hash_key: SecretStr = field(default_factory=lambda: SecretStr(""))
+    #: Where events go when a request names no ``webhook_url`` (empty: nowhere).
+    webhook_url: str = ""
+    #: ``whsec_…`` signing secrets, comma-separated; every delivery is signed with each.
+    webhook_secrets: SecretStr = field(default_factory=lambda: SecretStr(""))
+    #: Delay before each delivery attempt, in seconds: the first, then after each failure.
+    webhook_retry_schedule_s: tuple[float, ...] = (0, 5, 300, 1800, 7200, 18_000, 36_000)
+    #: Connect and read time-out of one delivery, each, in seconds.
+    webhook_timeout_s: float = 5.0
+    #: Hosts deliveries may go to (``*.example.com`` for subdomains); empty: any public host.
+    webhook_allowed_hosts: tuple[str, ...] = ()
+    #: Hosts plain http may go to; everything else needs https.
+    webhook_http_hosts: tuple[str, ...] = ()
+    #: Private, loopback or link-local networks deliveries may reach anyway (CIDRs).
+    webhook_allowed_networks: tuple[IPNetwork, ...] = ()
+    #: How long dead-lettered events are kept for ``callpass webhooks replay``.
+    webhook_dead_ttl_s: int = 7 * 86_400
+
+    @property
+    def webhook_keys(self) -> tuple[bytes, ...]:
+        raw = self.webhook_secrets.get_secret_value()
+        return tuple(parse_secret(part.strip()) for part in raw.split(",") if part.strip())
 
     @property
     def effective_broker_url(self) -> str:
@@ -239,6 +263,10 @@ class Settings:
                 PREFIX + "API_URL",
                 "must be https (plain http would send the token in clear); http is accepted "
                 "for loopback hosts, or anywhere with CALLPASS_INSECURE_ALLOW_HTTP=true",
+            )
+        if self.webhook_url and not self.webhook_secrets.get_secret_value():
+            raise SettingsError(
+                PREFIX + "WEBHOOK_URL", "needs CALLPASS_WEBHOOK_SECRETS to sign deliveries"
             )
         # A message not yet due (a countdown) or still running must never be handed to a
         # second worker: the visibility time-out exceeds the longest countdown plus a run.
@@ -320,7 +348,58 @@ _PARSERS: dict[str, Parser] = {
     "code_attempts": _ints(1, 20),
     "pins_leave_worker": _parse_bool,
     "pin_hash_key": lambda name, raw: _parse_secret(name, raw),
+    "webhook_url": _urls("https", "http", optional=True),
+    "webhook_secrets": lambda name, raw: _parse_webhook_secrets(name, raw),
+    "webhook_retry_schedule_s": lambda name, raw: _parse_schedule(name, raw),
+    "webhook_timeout_s": _floats(0.1, 60),
+    "webhook_allowed_hosts": lambda name, raw: _parse_hosts(name, raw),
+    "webhook_http_hosts": lambda name, raw: _parse_hosts(name, raw),
+    "webhook_allowed_networks": lambda name, raw: _parse_networks(name, raw),
+    "webhook_dead_ttl_s": _ints(3600, 365 * 86_400),
 }
+
+
+def _parse_webhook_secrets(name: str, raw: str) -> SecretStr:
+    for index, part in enumerate(p.strip() for p in raw.split(",") if p.strip()):
+        try:
+            parse_secret(part)
+        except ValueError as exc:  # the rule only: never the secret itself
+            raise SettingsError(name, f"secret #{index + 1} {exc}") from None
+    return SecretStr(raw)
+
+
+def _parse_schedule(name: str, raw: str) -> tuple[float, ...]:
+    delays = []
+    for part in raw.split(","):
+        try:
+            delays.append(float(part))
+        except ValueError:
+            raise SettingsError(
+                name, f"must be comma-separated seconds like 0,5,300, got {part.strip()!r}"
+            ) from None
+    if not 1 <= len(delays) <= 50 or not all(0 <= d <= 7 * 86_400 for d in delays):
+        raise SettingsError(name, "must list 1 to 50 delays, each between 0 and 604800 seconds")
+    return tuple(delays)
+
+
+def _parse_hosts(name: str, raw: str) -> tuple[str, ...]:
+    hosts = tuple(h.strip().lower() for h in raw.split(",") if h.strip())
+    bad = [h for h in hosts if not re.fullmatch(r"(\*\.)?[a-z0-9.:_\[\]-]{1,253}", h)]
+    if bad:
+        raise SettingsError(name, f"must be comma-separated host names: {bad[0]!r}")
+    return hosts
+
+
+def _parse_networks(name: str, raw: str) -> tuple[IPNetwork, ...]:
+    networks = []
+    for part in (p.strip() for p in raw.split(",") if p.strip()):
+        try:
+            networks.append(ipaddress.ip_network(part, strict=False))
+        except ValueError:
+            raise SettingsError(
+                name, f"must be comma-separated networks like 10.0.0.0/8, got {part!r}"
+            ) from None
+    return tuple(networks)
 
 
 def _parse_secret(name: str, raw: str) -> SecretStr:

@@ -1,37 +1,62 @@
-"""The sweeper: a thread in each worker that re-drives requests whose next step went missing.
+"""Background threads of each worker: the sweeper and the webhook mover.
 
-One process at a time sweeps (a short Redis lease), every ``interval_s`` seconds; see
-:meth:`worker.lifecycle.Pipeline.sweep` for what it does to each overdue request.
+The sweeper re-drives requests whose next step went missing (see
+:meth:`worker.lifecycle.Pipeline.sweep`); one process at a time sweeps, under a short Redis
+lease. The mover sends webhook events whose next attempt is due (see
+:mod:`worker.webhook_store`); taking events is atomic, so every worker runs one.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 
 from worker.lifecycle import Pipeline
+from worker.webhooks import WebhookEvents
 
-__all__ = ["Sweeper"]
+__all__ = ["Periodic", "Sweeper", "WebhookMover"]
 
 log = logging.getLogger(__name__)
 
 
-class Sweeper(threading.Thread):
-    def __init__(self, pipeline: Pipeline, interval_s: float = 5.0) -> None:
-        super().__init__(name="callpass-sweeper", daemon=True)
-        self._pipeline = pipeline
+class Periodic(threading.Thread):
+    """Runs ``step`` every ``interval_s`` until stopped; a failing step is logged, not fatal."""
+
+    def __init__(self, name: str, interval_s: float, step: Callable[[], int], done: str) -> None:
+        super().__init__(name=name, daemon=True)
         self._interval_s = interval_s
+        self._step = step
+        self._done = done  # log line for a step that did something: "... %d ..."
         self._stop_event = threading.Event()
 
     def run(self) -> None:
         while not self._stop_event.wait(self._interval_s):
             try:
-                if self._pipeline.store.try_lock("sweeper", self._interval_s * 0.9):
-                    touched = self._pipeline.sweep()
-                    if touched:
-                        log.info("sweeper re-drove %d overdue request(s)", touched)
+                count = self._step()
+                if count:
+                    log.info(self._done, count)
             except Exception:  # Redis down, a bug: never kill the thread, try next round
-                log.warning("sweep failed; trying again in %.0f s", self._interval_s, exc_info=True)
+                log.warning(
+                    "%s failed; trying again in %.1f s", self.name, self._interval_s, exc_info=True
+                )
 
     def stop(self) -> None:
         self._stop_event.set()
+
+
+class Sweeper(Periodic):
+    def __init__(self, pipeline: Pipeline, interval_s: float = 5.0) -> None:
+        def step() -> int:
+            if not pipeline.store.try_lock("sweeper", interval_s * 0.9):
+                return 0
+            return pipeline.sweep()
+
+        super().__init__("callpass-sweeper", interval_s, step, "sweeper re-drove %d request(s)")
+
+
+class WebhookMover(Periodic):
+    def __init__(self, events: WebhookEvents, interval_s: float = 1.0) -> None:
+        super().__init__(
+            "callpass-webhook-mover", interval_s, events.move_due, "sent %d due webhook(s)"
+        )

@@ -1,0 +1,214 @@
+"""Signed webhooks: ``call.placed`` and ``call.completed`` events, delivered at least once.
+
+:class:`WebhookEvents` turns a request's milestones into stored events (see
+:mod:`worker.webhook_store` for how they survive restarts); :class:`WebhookDeliverer` makes
+one delivery attempt per ``callpass.deliver_webhook`` message and records what happened.
+
+An event's id is derived from the request, so the events of a request that is resumed or
+settled twice are the same events: stored once, and delivered under one ``webhook-id`` that
+receivers de-duplicate on. The body is fixed when the event is stored; each attempt is signed
+afresh (a retry hours later needs a current ``webhook-timestamp``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
+from typing import Any
+from urllib.parse import urlsplit
+
+import requests
+
+from worker.document import iso
+from worker.webhook_guard import DestinationPolicy, DestinationRefused, refusal_of
+from worker.webhook_signature import signature_headers
+from worker.webhook_store import WebhookStore
+
+__all__ = ["EVENT_TYPES", "WebhookDeliverer", "WebhookEvents", "event_id_for", "retry_after_s"]
+
+log = logging.getLogger(__name__)
+
+PLACED_EVENT = "call.placed"
+COMPLETED_EVENT = "call.completed"
+EVENT_TYPES = (PLACED_EVENT, COMPLETED_EVENT)
+USER_AGENT = "callpass-worker-webhooks/1"
+MAX_RETRY_AFTER_S = 86_400.0
+
+#: Sends one ``callpass.deliver_webhook`` message: (event id, attempt).
+Dispatch = Callable[[str, int], None]
+
+
+def event_id_for(event_type: str, request_id: str, task_id: str) -> str:
+    """The stable ``webhook-id`` of a request's event (the first claimer's task id keeps a
+    request id reused after its record expired from colliding with the old one)."""
+    digest = hashlib.sha256(f"{event_type}|{request_id}|{task_id}".encode()).hexdigest()
+    return "msg_" + digest[:32]
+
+
+def host_of(url: str) -> str:
+    """The URL's host, for logs and errors: paths and queries may carry a receiver's token."""
+    try:
+        return urlsplit(url).hostname or "?"
+    except ValueError:
+        return "?"
+
+
+@dataclass
+class WebhookEvents:
+    store: WebhookStore
+    dispatch: Dispatch
+    policy: DestinationPolicy
+    #: Delay before the first attempt (the schedule's first entry).
+    first_delay_s: float
+    #: How long a sent delivery message has before its event falls due again.
+    lease_s: float
+    default_url: str = ""
+    enabled: bool = True
+
+    def url_for(self, requested: str | None) -> str:
+        """The URL a request's events go to ('' for none); raise DestinationRefused."""
+        url = requested or self.default_url
+        if requested and not self.enabled:
+            raise DestinationRefused(
+                "webhooks are off on this worker (no CALLPASS_WEBHOOK_SECRETS)"
+            )
+        if url:
+            self.policy.check_url(url)
+        return url
+
+    def emit(
+        self, event_type: str, url: str, request_id: str, task_id: str, data: dict[str, Any]
+    ) -> str:
+        """Store the event (once per id) and send its first attempt; return its id."""
+        event_id = event_id_for(event_type, request_id, task_id)
+        created_at = time.time()
+        body = json.dumps(
+            {"type": event_type, "timestamp": iso(created_at), "data": data},
+            separators=(",", ":"),
+            sort_keys=True,
+        )
+        immediate = self.first_delay_s <= 0
+        due_at = created_at + (self.lease_s if immediate else self.first_delay_s)
+        fields = {
+            "type": event_type,
+            "request_id": request_id,
+            "url": url,
+            "body": body,
+            "created_at": repr(created_at),
+        }
+        if self.store.add(event_id, fields, due_at) and immediate:
+            try:
+                self.dispatch(event_id, 0)
+            except Exception as exc:  # the broker is down: the mover sends it once the lease ends
+                log.warning(
+                    "webhook %s stored; first send deferred (%s)", event_id, type(exc).__name__
+                )
+        return event_id
+
+    def move_due(self, limit: int = 500) -> int:
+        """Send every due event (run by each worker's mover thread); return how many."""
+        taken = self.store.take_due(self.lease_s, limit)
+        for event_id, attempt in taken:
+            self.dispatch(event_id, attempt)
+        return len(taken)
+
+
+def retry_after_s(value: str | None, now: float | None = None) -> float | None:
+    """Seconds a ``Retry-After`` header asks for (delta-seconds or an HTTP date)."""
+    if not value:
+        return None
+    text = value.strip()
+    if text.isascii() and text.isdigit():
+        return float(text)
+    try:
+        when = parsedate_to_datetime(text)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        return None
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+
+
+@dataclass
+class WebhookDeliverer:
+    store: WebhookStore
+    keys: Sequence[bytes]
+    schedule_s: Sequence[float]
+    timeout_s: float
+    policy: DestinationPolicy
+    session: Callable[[], requests.Session]
+
+    def deliver(self, event_id: str, attempt: int) -> str:
+        """Make attempt ``attempt`` of the event, if still due; return a word for Flower."""
+        lock_s = 2 * self.timeout_s + 5.0
+        fields = self.store.begin(event_id, attempt, lock_s, uuid.uuid4().hex)
+        if not fields:
+            return "stale"  # delivered, dead, already tried, or being tried elsewhere
+        url, body = fields["url"], fields.get("body", "").encode()
+        label = f"webhook {event_id} ({fields.get('type')}, request {fields.get('request_id')})"
+        try:
+            self.policy.check_url(url)  # the policy may have changed since the event was stored
+            response = self.session().post(
+                url,
+                data=body,
+                headers={
+                    **signature_headers(self.keys, event_id, body),
+                    "content-type": "application/json",
+                    "user-agent": USER_AGENT,
+                },
+                timeout=(self.timeout_s, self.timeout_s),
+                allow_redirects=False,
+                stream=True,  # the receiver's body is not read: only its status counts
+            )
+            response.close()
+        except DestinationRefused as exc:
+            return self._dead(event_id, attempt, label, f"destination refused: {exc.rule}")
+        except requests.RequestException as exc:
+            refusal = refusal_of(exc)
+            if refusal is not None:
+                return self._dead(event_id, attempt, label, f"destination refused: {refusal.rule}")
+            return self._retry(event_id, attempt, label, f"{type(exc).__name__} to {host_of(url)}")
+        status = response.status_code
+        if 200 <= status < 300:
+            self.store.delivered(event_id, attempt, status)
+            log.info("%s delivered to %s (attempt %d)", label, host_of(url), attempt + 1)
+            return "delivered"
+        if status == 410:  # the receiver asks for no more: keep it where an operator sees it
+            return self._dead(event_id, attempt, label, f"HTTP 410 Gone from {host_of(url)}")
+        return self._retry(
+            event_id,
+            attempt,
+            label,
+            f"HTTP {status} from {host_of(url)}",
+            retry_after_s(response.headers.get("Retry-After")),
+        )
+
+    def _retry(
+        self, event_id: str, attempt: int, label: str, error: str, retry_after: float | None = None
+    ) -> str:
+        following = attempt + 1
+        if following >= len(self.schedule_s):
+            return self._dead(event_id, attempt, label, error)
+        # Retry-After is honoured up to a day (a receiver cannot park an event for a year).
+        delay = max(self.schedule_s[following], min(retry_after or 0.0, MAX_RETRY_AFTER_S))
+        self.store.retry_at(event_id, attempt, time.time() + delay, error)
+        log.warning(
+            "%s failed (attempt %d: %s); next attempt in %.0f s", label, following, error, delay
+        )
+        return "retry"
+
+    def _dead(self, event_id: str, attempt: int, label: str, error: str) -> str:
+        self.store.dead(event_id, attempt, error)
+        log.error(
+            "%s dead-lettered after %d attempt(s): %s (callpass webhooks dead / replay)",
+            label,
+            attempt + 1,
+            error,
+        )
+        return "dead"
