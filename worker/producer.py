@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import time
 import uuid
+from dataclasses import dataclass
 from typing import Any, cast
 
 import redis
 from celery import Celery
+from celery.exceptions import TimeoutError as CeleryTimeoutError
 from celery.result import AsyncResult
 
 from worker.codes import CodeCheck
@@ -20,8 +22,21 @@ from worker.masking import masked_reprs
 from worker.outbox import Outbox
 from worker.runtime import PLACED, START_TASK, VERIFY_TASK
 from worker.settings import get_settings
+from worker.validation import (
+    validate_dn,
+    validate_request_id,
+    validate_timeout,
+    validate_webhook_url,
+)
 
-__all__ = ["default_outbox", "enqueue_call", "verify_code", "wait_for_pin"]
+__all__ = [
+    "Verification",
+    "Verifier",
+    "default_outbox",
+    "enqueue_call",
+    "verify_code",
+    "wait_for_pin",
+]
 
 #: How often ``wait_for_pin`` looks at the result backend, in seconds.
 PIN_POLL_INTERVAL_S = 0.02
@@ -106,3 +121,117 @@ def wait_for_pin(result: AsyncResult[Any], timeout_s: float = 30.0) -> dict[str,
             return None
         time.sleep(PIN_POLL_INTERVAL_S)
     raise TimeoutError(f"no pin for task {result.id} within {timeout_s:g} s")
+
+
+@dataclass(frozen=True)
+class Verification:
+    """A started verification: keep ``task_id`` to read it back later, from any process."""
+
+    task_id: str
+    request_id: str
+
+
+class Verifier:
+    """What a Python service does with callpass, with no Celery in sight.
+
+    ::
+
+        verifier = Verifier("redis://redis:6379/0")
+        v = verifier.start("79991234567", timeout=20, request_id="signup-42")
+        placed = verifier.pin(v)          # {"callid", "pin", ...}; None if no call was placed
+        doc = verifier.outcome(v)         # the outcome document (schemas/outcome.v1.json)
+        check = verifier.check_code(v.request_id, "0446")  # {"valid", "reason", "attempts_left"}
+
+    ``redis_url`` is the broker and result backend (the workers' ``CALLPASS_REDIS_URL``); the
+    outbox note that guards against a lost message goes there too.
+    """
+
+    def __init__(
+        self,
+        redis_url: str,
+        *,
+        queue: str = "callpass",
+        result_backend: str | None = None,
+        visibility_timeout_s: int = 300,
+    ) -> None:
+        self._app = Celery("callpass-producer", set_as_current=False)
+        self._app.conf.update(
+            broker_url=redis_url,
+            result_backend=result_backend or redis_url,
+            task_serializer="json",
+            result_serializer="json",
+            accept_content=["json"],
+            result_accept_content=["json"],
+            task_default_queue=queue,
+            broker_transport_options={"visibility_timeout": visibility_timeout_s},
+        )
+        self._redis = redis.Redis.from_url(redis_url)
+        self._outbox = Outbox(self._redis, grace_s=visibility_timeout_s + 15.0)
+
+    @classmethod
+    def from_settings(cls) -> Verifier:
+        """Configured like the workers, from the ``CALLPASS_*`` environment."""
+        s = get_settings()
+        return cls(
+            s.effective_broker_url,
+            queue=s.queue,
+            result_backend=s.effective_result_backend,
+            visibility_timeout_s=s.visibility_timeout_s,
+        )
+
+    def start(
+        self,
+        dn: str,
+        *,
+        timeout: int | None = None,
+        request_id: str | None = None,
+        webhook_url: str | None = None,
+    ) -> Verification:
+        """Ask for a call; raises ``InvalidRequestError`` (field and rule) on bad input."""
+        validate_dn(dn)
+        if timeout is not None:
+            validate_timeout(timeout)
+        if request_id is not None:
+            validate_request_id(request_id)
+        if webhook_url is not None:
+            validate_webhook_url(webhook_url)
+        result = enqueue_call(
+            self._app,
+            dn,
+            timeout,
+            request_id=request_id,
+            webhook_url=webhook_url,
+            outbox=self._outbox,
+        )
+        return Verification(task_id=str(result.id), request_id=request_id or str(result.id))
+
+    def pin(
+        self, verification: Verification | str, timeout_s: float = 30.0
+    ) -> dict[str, Any] | None:
+        """``{request_id, callid, pin, ...}`` once the call rings; ``None`` if the request
+        settled without a call (see :meth:`outcome`); ``TimeoutError`` past ``timeout_s``."""
+        return wait_for_pin(self._result(verification), timeout_s)
+
+    def outcome(self, verification: Verification | str, timeout_s: float = 180.0) -> dict[str, Any]:
+        """The outcome document, waiting up to ``timeout_s`` (``TimeoutError`` past it)."""
+        result = self._result(verification)
+        try:
+            return dict(result.get(timeout=timeout_s))
+        except CeleryTimeoutError:
+            # Unsubscribe now: the traceback keeps this result alive, and its __del__ would
+            # unsubscribe whenever it is collected, maybe once Redis is gone (a noisy error).
+            backend: Any = self._app.backend  # the Redis backend's async API is untyped
+            backend.remove_pending_result(result)
+            result.backend = None  # type: ignore[assignment]  # __del__ skips a None backend
+            raise TimeoutError(f"no outcome for task {result.id} within {timeout_s:g} s") from None
+
+    def check_code(self, request_id: str, code: str, timeout_s: float = 10.0) -> CodeCheck:
+        """``{valid, reason, attempts_left}`` for the code the user typed."""
+        return verify_code(self._app, request_id, code, timeout_s)
+
+    def close(self) -> None:
+        self._redis.close()
+
+    def _result(self, verification: Verification | str) -> AsyncResult[Any]:
+        task_id = verification if isinstance(verification, str) else verification.task_id
+        return AsyncResult(task_id, app=self._app)

@@ -19,7 +19,9 @@ __all__ = [
     "parse_start_request",
     "validate_callid",
     "validate_dn",
+    "validate_request_id",
     "validate_timeout",
+    "validate_webhook_url",
 ]
 
 # The contract's reading: E.164 without "+", starting with 7, 11 to 15 ASCII digits.
