@@ -92,6 +92,54 @@ def test_malformed_secrets_name_the_rule(secret: str, rule: str) -> None:
     assert secret not in str(exc.value)
 
 
+@pytest.mark.parametrize(
+    ("env", "rule"),
+    [
+        ({"CALLPASS_WEBHOOK_URL": "http://hooks.internal/"}, "only https"),
+        ({"CALLPASS_WEBHOOK_URL": "https://10.0.0.5/"}, "not public"),
+        (
+            {
+                "CALLPASS_WEBHOOK_URL": "https://evil.example.org/",
+                "CALLPASS_WEBHOOK_ALLOWED_HOSTS": "hooks.example.com",
+            },
+            "allow-list",
+        ),
+    ],
+)
+def test_a_default_webhook_url_the_guard_refuses_stops_the_worker(
+    env: dict[str, str], rule: str
+) -> None:
+    # Otherwise every request without its own webhook_url would settle invalid.
+    with pytest.raises(SettingsError, match=f"CALLPASS_WEBHOOK_URL: .*{rule}"):
+        Settings.from_env({"CALLPASS_WEBHOOK_SECRETS": OLD, **env})
+
+
+def test_reprs_and_logs_show_a_webhook_url_host_only() -> None:
+    import logging
+
+    from worker.masking import MaskingFilter, masked_reprs
+
+    _, kwargs = masked_reprs((), {"webhook_url": "https://u:p@hooks.example.com/T0/B0/tok?k=v"})
+    assert "hooks.example.com/…" in kwargs
+    assert not any(s in kwargs for s in ("tok", "k=v", "u:p"))
+    record = logging.LogRecord(
+        "urllib3.connectionpool",
+        10,
+        __file__,
+        1,
+        '%s "POST %s HTTP/1.1" 200',
+        ("h", "/T0/tok?k=v"),
+        None,
+    )
+    MaskingFilter().filter(record)
+    assert record.getMessage() == 'h "POST /… HTTP/1.1" 200'
+    api = logging.LogRecord(
+        "urllib3.connectionpool", 10, __file__, 1, '"POST %s HTTP/1.1"', ("/api/v2.0/x/",), None
+    )
+    MaskingFilter().filter(api)
+    assert "/api/v2.0/x/" in api.getMessage()
+
+
 def test_a_default_webhook_url_needs_secrets() -> None:
     with pytest.raises(SettingsError, match="CALLPASS_WEBHOOK_URL: needs CALLPASS_WEBHOOK_SECRETS"):
         Settings.from_env({"CALLPASS_WEBHOOK_URL": "https://hooks.example.com/"})

@@ -214,6 +214,8 @@ def test_a_request_enqueued_twice_gets_each_event_once(
         ("http://example.com/hook", "https"),
         ("https://10.0.0.7/hook", "private"),
         ("https://[::1]/hook", "loopback"),
+        ("https://a..example.com/hook", "not a valid DNS name"),
+        ("https://user:pw@hooks.example.com/hook", "credentials"),
     ],
 )
 def test_unsafe_webhook_urls_are_refused_before_any_call(

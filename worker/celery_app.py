@@ -13,6 +13,7 @@ import sys
 from typing import Any
 
 from celery import Celery, signals
+from kombu import Queue
 
 from worker.flower_guard import check_flower_process, is_flower_command
 from worker.logs import configure_logging
@@ -68,6 +69,10 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "worker_hijack_root_logger": False,
         "worker_redirect_stdouts": False,
         "task_default_queue": settings.queue,
+        # Webhook deliveries have their own queue, so a backlog of them (a receiver that is
+        # down) is served in turn with calls, not ahead of them; workers consume both unless
+        # started with -Q (e.g. dedicated webhook workers: -Q callpass.webhooks).
+        "task_queues": [Queue(settings.queue), Queue(settings.effective_webhook_queue)],
         "broker_connection_retry_on_startup": True,
         # The threads pool ignores time limits; the HTTP client's own time-outs bound a task.
         "worker_pool": "threads",

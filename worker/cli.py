@@ -97,11 +97,13 @@ def _cmd_result(args: argparse.Namespace) -> int:
 
 
 def _cmd_config() -> int:
+    from worker.masking import redact_url
     from worker.settings import get_settings
 
     settings = get_settings()
     for name, value in sorted(vars(settings).items()):
-        print(f"CALLPASS_{name.upper()}={value}")
+        shown = redact_url(value) if name == "webhook_url" and value else value
+        print(f"CALLPASS_{name.upper()}={shown}")
     return 0
 
 
@@ -111,6 +113,7 @@ def _cmd_webhooks(args: argparse.Namespace) -> int:
 
         print(generate_secret())
         return 0
+    from worker.masking import redact_url
     from worker.runtime import records_redis, webhook_store
     from worker.settings import get_settings
 
@@ -120,7 +123,7 @@ def _cmd_webhooks(args: argparse.Namespace) -> int:
         events = store.dead_events(args.limit)
         for event in events:
             if args.json:
-                print(json.dumps(event.as_dict()))
+                print(json.dumps({**event.as_dict(), "url": redact_url(event.url)}))
             else:
                 print(
                     f"{event.event_id}  {event.type:<14}  request {event.request_id}  "

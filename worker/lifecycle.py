@@ -437,10 +437,11 @@ class Pipeline:
             if record is None:
                 self.store.forget(request_id)
             elif record.outcome is not None:
-                self.store.forget(request_id)
                 self._publish_outcome(request_id, record.outcome)
+                self.store.forget(request_id)
             elif record.state == "placed":
                 log.warning("request %s: no poll for too long; polling again", request_id)
+                self._publish_placed(record)  # and its call.placed event, if it was lost
                 token = record.get("poll_token")
                 if token:
                     self.store.expect_progress(request_id, now() + self.progress_slack_s)
@@ -509,7 +510,11 @@ class Pipeline:
             call_placed=call_placed,
             retry_at=retry_at,
         )
-        standing = self.store.settle(request_id, doc)
+        # With a webhook, settling and storing the event are two steps: the sweeper finishes
+        # the second if this process dies between them.
+        has_webhook = self.webhooks is not None and bool(fresh.get("webhook_url"))
+        recheck_at = now() + self.progress_slack_s if has_webhook else None
+        standing = self.store.settle(request_id, doc, recheck_at)
         if standing.get("callid") == doc["callid"]:
             standing = {**standing, "pin": doc["pin"]}
         log.info(
@@ -519,6 +524,8 @@ class Pipeline:
             standing["status_requests"],
         )
         self._publish_outcome(request_id, standing)
+        if has_webhook:
+            self.store.forget(request_id)
 
     def _publish_outcome(self, request_id: str, doc: dict[str, Any]) -> None:
         if doc.get("callid") and not doc.get("pin"):

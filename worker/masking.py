@@ -23,9 +23,9 @@ __all__ = ["MaskedRequest", "MaskingFilter", "mask_dn", "mask_text", "masked_rep
 # A run of 10+ digits (optionally after "+") standing alone is taken for a phone number;
 # the look-arounds keep UUID groups (task ids, callids) intact.
 _DIGITS_RE = re.compile(r"(?<![0-9A-Za-z-])\+?[0-9]{10,}(?![0-9A-Za-z-])")
-# urllib3's DEBUG line for a request ('"POST /cb?key=... HTTP/1.1" 200'): a webhook
-# receiver's query string may hold its secret.
-_REQUEST_LINE_QUERY_RE = re.compile(r'("[A-Z]+ [^"\s?]*)\?[^"\s]*( HTTP/)')
+# urllib3's DEBUG line for a request ('"POST /cb/T0/B0/secret HTTP/1.1" 200'): a webhook
+# receiver's path or query may hold its secret. The API's own paths (/api/...) stay readable.
+_REQUEST_LINE_PATH_RE = re.compile(r'("[A-Z]+ )(?!/api/)/[^"\s]*( HTTP/)')
 _KEEP_HEAD = 4
 _KEEP_TAIL = 2
 
@@ -44,15 +44,16 @@ def mask_text(text: str) -> str:
 
 
 def redact_url(url: str) -> str:
-    """A URL without what may be a receiver's secret: no userinfo, query or fragment."""
+    """A URL without what may be a receiver's secret (userinfo, path, query: Slack-style
+    URLs carry the token in the path): ``https://hooks.example.com/…``."""
     try:
         parts = urlsplit(url)
         host = parts.hostname or ""
         port = f":{parts.port}" if parts.port else ""
     except ValueError:
         return "<unparsable URL>"
-    query = "?<redacted>" if parts.query else ""
-    return mask_text(f"{parts.scheme}://{host}{port}{parts.path}{query}")
+    rest = "/…" if parts.path.strip("/") or parts.query else "/"
+    return mask_text(f"{parts.scheme}://{host}{port}{rest}")
 
 
 def _mask_value(value: Any) -> Any:
@@ -92,12 +93,12 @@ class MaskedRequest(Request):
 
 
 class MaskingFilter(logging.Filter):
-    """Mask phone numbers and request query strings in every formatted log record (a last
+    """Mask phone numbers and webhook request paths in every formatted log record (a last
     line of defence)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
-        masked = _REQUEST_LINE_QUERY_RE.sub(r"\1?<redacted>\2", mask_text(message))
+        masked = _REQUEST_LINE_PATH_RE.sub(r"\1/…\2", mask_text(message))
         if masked != message:
             record.msg, record.args = masked, None
         return True

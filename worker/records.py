@@ -59,9 +59,15 @@ for i = 4, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
 return 1
 """
 
-# KEYS[1] record, KEYS[2] in-flight set; ARGV[1] outcome JSON. Returns the outcome that stands.
+# KEYS[1] record, KEYS[2] in-flight set; ARGV: outcome JSON, key prefix, and when the sweeper
+# should look again ('' for never). Returns the outcome that stands.
 _SETTLE = """
-redis.call('ZREM', KEYS[2], string.sub(KEYS[1], string.len(ARGV[2]) + 1))
+local id = string.sub(KEYS[1], string.len(ARGV[2]) + 1)
+if ARGV[3] == '' then
+  redis.call('ZREM', KEYS[2], id)
+else
+  redis.call('ZADD', KEYS[2], 'XX', ARGV[3], id)
+end
 if redis.call('EXISTS', KEYS[1]) == 1 then
   redis.call('HSETNX', KEYS[1], 'outcome', ARGV[1])
   redis.call('HSET', KEYS[1], 'state', 'settled')
@@ -177,15 +183,22 @@ class RequestStore:
         """A short lease so that one process at a time does ``name``."""
         return bool(self._redis.set(f"callpass:lock:{name}", "1", nx=True, px=int(ttl_s * 1000)))
 
-    def settle(self, request_id: str, outcome: dict[str, Any]) -> dict[str, Any]:
+    def settle(
+        self, request_id: str, outcome: dict[str, Any], recheck_at: float | None = None
+    ) -> dict[str, Any]:
         """Write the outcome once; return the one that stands (maybe an earlier one).
 
         The record keeps the outcome without the pin: the pin lives only in what the producer
-        reads (see ``Pipeline._publish_outcome``).
+        reads (see ``Pipeline._publish_outcome``). With ``recheck_at`` the request stays
+        in-flight until :meth:`forget`, so the sweeper finishes publishing after a crash.
         """
         raw = self._settle(
             keys=[self.key(request_id), INFLIGHT_KEY],
-            args=[json.dumps({**outcome, "pin": None}), KEY_PREFIX],
+            args=[
+                json.dumps({**outcome, "pin": None}),
+                KEY_PREFIX,
+                "" if recheck_at is None else repr(recheck_at),
+            ],
         )
         text = raw.decode() if isinstance(raw, bytes) else str(raw)
         return cast(dict[str, Any], json.loads(text))

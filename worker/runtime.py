@@ -23,7 +23,7 @@ from worker.schedule import PollSchedule
 from worker.settings import Settings, get_settings
 from worker.webhook_guard import DestinationPolicy, guarded_session
 from worker.webhook_store import WebhookStore
-from worker.webhooks import WebhookDeliverer, WebhookEvents
+from worker.webhooks import MAX_RETRY_AFTER_S, WebhookDeliverer, WebhookEvents
 
 __all__ = ["PLACED", "CeleryDispatcher", "CeleryResultSink", "get_pipeline"]
 
@@ -144,8 +144,14 @@ def webhook_policy(settings: Settings) -> DestinationPolicy:
     )
 
 
+def webhook_lease_s(settings: Settings) -> float:
+    """Past a queue wait and one attempt's time-outs, a sent delivery counts as lost."""
+    return max(60.0, 6 * settings.webhook_timeout_s)
+
+
 def webhook_store(settings: Settings, client: redis.Redis) -> WebhookStore:
-    schedule_total = int(sum(settings.webhook_retry_schedule_s))
+    # Outlives the whole schedule, a Retry-After at its cap, and a day of workers being down.
+    schedule_total = int(sum(settings.webhook_retry_schedule_s) + MAX_RETRY_AFTER_S)
     return WebhookStore(
         client,
         pending_ttl_s=schedule_total + 86_400,
@@ -156,15 +162,16 @@ def webhook_store(settings: Settings, client: redis.Redis) -> WebhookStore:
 
 def webhook_events(app: Celery, settings: Settings, client: redis.Redis) -> WebhookEvents:
     def dispatch(event_id: str, attempt: int) -> None:
-        app.send_task(WEBHOOK_TASK, args=[event_id, attempt], queue=settings.queue)
+        app.send_task(
+            WEBHOOK_TASK, args=[event_id, attempt], queue=settings.effective_webhook_queue
+        )
 
     return WebhookEvents(
         store=webhook_store(settings, client),
         dispatch=dispatch,
         policy=webhook_policy(settings),
         first_delay_s=settings.webhook_retry_schedule_s[0],
-        # Past a queue wait and one attempt's time-outs, a sent event counts as lost.
-        lease_s=max(60.0, 6 * settings.webhook_timeout_s),
+        lease_s=webhook_lease_s(settings),
         default_url=settings.webhook_url,
         enabled=bool(settings.webhook_keys),
     )
@@ -174,6 +181,8 @@ def webhook_events(app: Celery, settings: Settings, client: redis.Redis) -> Webh
 def get_webhook_deliverer() -> WebhookDeliverer:
     settings = get_settings()
     policy = webhook_policy(settings)
+
+    events_lease_s = webhook_lease_s(settings)
 
     def session() -> requests.Session:
         current: requests.Session | None = getattr(_local, "webhook_session", None)
@@ -189,6 +198,7 @@ def get_webhook_deliverer() -> WebhookDeliverer:
         timeout_s=settings.webhook_timeout_s,
         policy=policy,
         session=session,
+        lock_s=events_lease_s,
     )
 
 

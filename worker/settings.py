@@ -194,11 +194,17 @@ class Settings:
     webhook_allowed_networks: tuple[IPNetwork, ...] = ()
     #: How long dead-lettered events are kept for ``callpass webhooks replay``.
     webhook_dead_ttl_s: int = 7 * 86_400
+    #: Queue of delivery tasks (empty: ``<queue>.webhooks``); every worker consumes it too.
+    webhook_queue: str = ""
 
     @property
     def webhook_keys(self) -> tuple[bytes, ...]:
         raw = self.webhook_secrets.get_secret_value()
         return tuple(parse_secret(part.strip()) for part in raw.split(",") if part.strip())
+
+    @property
+    def effective_webhook_queue(self) -> str:
+        return self.webhook_queue or f"{self.queue}.webhooks"
 
     @property
     def effective_broker_url(self) -> str:
@@ -268,6 +274,17 @@ class Settings:
             raise SettingsError(
                 PREFIX + "WEBHOOK_URL", "needs CALLPASS_WEBHOOK_SECRETS to sign deliveries"
             )
+        if self.webhook_url:
+            # Otherwise every request without a webhook_url of its own would settle invalid.
+            from worker.webhook_guard import DestinationPolicy, DestinationRefused
+
+            policy = DestinationPolicy(
+                self.webhook_allowed_hosts, self.webhook_http_hosts, self.webhook_allowed_networks
+            )
+            try:
+                policy.check_url(self.webhook_url)
+            except DestinationRefused as exc:
+                raise SettingsError(PREFIX + "WEBHOOK_URL", exc.rule) from None
         # A message not yet due (a countdown) or still running must never be handed to a
         # second worker: the visibility time-out exceeds the longest countdown plus a run.
         longest_countdown = max(
@@ -356,6 +373,7 @@ _PARSERS: dict[str, Parser] = {
     "webhook_http_hosts": lambda name, raw: _parse_hosts(name, raw),
     "webhook_allowed_networks": lambda name, raw: _parse_networks(name, raw),
     "webhook_dead_ttl_s": _ints(3600, 365 * 86_400),
+    "webhook_queue": lambda name, raw: _parse_queue(name, raw) if raw else raw,
 }
 
 

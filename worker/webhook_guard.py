@@ -98,6 +98,10 @@ class DestinationPolicy:
         host = _normalize_host(parts.hostname or "")
         if not host:
             raise DestinationRefused("the URL has no host")
+        try:
+            host.encode("idna")  # what the resolver will do: an empty or 64+ label fails there
+        except UnicodeError:
+            raise DestinationRefused("the host name is not a valid DNS name") from None
         if "@" in parts.netloc:
             raise DestinationRefused("credentials in the URL (user:password@) are not allowed")
         if scheme == "http" and not _host_matches(host, self.http_hosts):

@@ -38,7 +38,7 @@ redis.call('ZADD', KEYS[2], ARGV[2], ARGV[3])
 return 1
 """
 
-# KEYS[1] due; ARGV: now, lease_until, limit, event prefix. Returns {id, attempt, ...}.
+# KEYS[1] due; ARGV: now, lease_until, limit, event prefix, ttl. Returns {id, attempt, ...}.
 _TAKE_DUE = """
 local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[3])
 local taken = {}
@@ -46,6 +46,7 @@ for _, id in ipairs(ids) do
   local key = ARGV[4] .. id
   if redis.call('HGET', key, 'state') == 'pending' then
     redis.call('ZADD', KEYS[1], ARGV[2], id)
+    redis.call('EXPIRE', key, ARGV[5])
     table.insert(taken, id)
     table.insert(taken, redis.call('HGET', key, 'attempt'))
   else
@@ -64,11 +65,13 @@ return redis.call('HGETALL', KEYS[1])
 """
 
 # KEYS[1] event, KEYS[2] due, KEYS[3] dead, KEYS[4] lock; ARGV: attempt, state (pending |
-# delivered | dead), score (next due or dead-at), ttl, event id, then field/value pairs.
+# delivered | dead), score (next due or dead-at), ttl, event id, lock owner, then field/value
+# pairs. Only the lock's owner finishes an attempt (another sender's lock stays).
 _FINISH = """
 if redis.call('HGET', KEYS[1], 'attempt') ~= ARGV[1] then return 0 end
+if redis.call('GET', KEYS[4]) ~= ARGV[6] then return 0 end
 redis.call('HSET', KEYS[1], 'attempt', tonumber(ARGV[1]) + 1, 'state', ARGV[2])
-for i = 6, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+for i = 7, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
 redis.call('EXPIRE', KEYS[1], ARGV[4])
 -- A delivered event stays only as a marker: its body (maybe a pin) goes.
 if ARGV[2] == 'delivered' then redis.call('HDEL', KEYS[1], 'body') end
@@ -147,7 +150,10 @@ class WebhookStore:
         now = time.time()
         flat = cast(
             list[bytes],
-            self._take_due(keys=[DUE_KEY], args=[now, now + lease_s, limit, EVENT_PREFIX]),
+            self._take_due(
+                keys=[DUE_KEY],
+                args=[now, now + lease_s, limit, EVENT_PREFIX, self._pending_ttl_s],
+            ),
         )
         return [(flat[i].decode(), int(flat[i + 1])) for i in range(0, len(flat), 2)]
 
@@ -163,26 +169,28 @@ class WebhookStore:
         )
         return {flat[i].decode(): flat[i + 1].decode() for i in range(0, len(flat), 2)}
 
-    def delivered(self, event_id: str, attempt: int, status: int) -> bool:
+    def delivered(self, event_id: str, attempt: int, owner: str, status: int) -> bool:
         return self._end(
             event_id,
             attempt,
+            owner,
             "delivered",
             time.time(),
             self._delivered_ttl_s,
             {"last_status": str(status), "delivered_at": repr(time.time()), "last_error": ""},
         )
 
-    def retry_at(self, event_id: str, attempt: int, due_at: float, error: str) -> bool:
+    def retry_at(self, event_id: str, attempt: int, owner: str, due_at: float, error: str) -> bool:
         return self._end(
-            event_id, attempt, "pending", due_at, self._pending_ttl_s, {"last_error": error}
+            event_id, attempt, owner, "pending", due_at, self._pending_ttl_s, {"last_error": error}
         )
 
-    def dead(self, event_id: str, attempt: int, error: str) -> bool:
+    def dead(self, event_id: str, attempt: int, owner: str, error: str) -> bool:
         now = time.time()
         return self._end(
             event_id,
             attempt,
+            owner,
             "dead",
             now,
             self._dead_ttl_s,
@@ -193,6 +201,7 @@ class WebhookStore:
         self,
         event_id: str,
         attempt: int,
+        owner: str,
         state: str,
         score: float,
         ttl_s: int,
@@ -204,7 +213,7 @@ class WebhookStore:
         return bool(
             self._finish(
                 keys=[EVENT_PREFIX + event_id, DUE_KEY, DEAD_KEY, LOCK_PREFIX + event_id],
-                args=[attempt, state, score, ttl_s, event_id, *flat],
+                args=[attempt, state, score, ttl_s, event_id, owner, *flat],
             )
         )
 

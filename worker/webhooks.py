@@ -135,6 +135,15 @@ def retry_after_s(value: str | None, now: float | None = None) -> float | None:
     return max(0.0, when.timestamp() - (time.time() if now is None else now))
 
 
+#: Errors no retry can fix: the URL itself is unusable.
+PERMANENT_REQUEST_ERRORS = (
+    requests.exceptions.InvalidURL,
+    requests.exceptions.InvalidSchema,
+    requests.exceptions.MissingSchema,
+    requests.exceptions.InvalidHeader,
+)
+
+
 @dataclass
 class WebhookDeliverer:
     store: WebhookStore
@@ -143,15 +152,17 @@ class WebhookDeliverer:
     timeout_s: float
     policy: DestinationPolicy
     session: Callable[[], requests.Session]
+    #: How long one attempt holds the event (as long as the mover's lease).
+    lock_s: float = 60.0
 
     def deliver(self, event_id: str, attempt: int) -> str:
         """Make attempt ``attempt`` of the event, if still due; return a word for Flower."""
-        lock_s = 2 * self.timeout_s + 5.0
-        fields = self.store.begin(event_id, attempt, lock_s, uuid.uuid4().hex)
+        owner = uuid.uuid4().hex
+        fields = self.store.begin(event_id, attempt, self.lock_s, owner)
         if not fields:
             return "stale"  # delivered, dead, already tried, or being tried elsewhere
+        attempt_ = _Attempt(self.store, event_id, attempt, owner, fields)
         url, body = fields["url"], fields.get("body", "").encode()
-        label = f"webhook {event_id} ({fields.get('type')}, request {fields.get('request_id')})"
         try:
             self.policy.check_url(url)  # the policy may have changed since the event was stored
             response = self.session().post(
@@ -168,47 +179,80 @@ class WebhookDeliverer:
             )
             response.close()
         except DestinationRefused as exc:
-            return self._dead(event_id, attempt, label, f"destination refused: {exc.rule}")
+            return attempt_.dead(f"destination refused: {exc.rule}")
+        except PERMANENT_REQUEST_ERRORS as exc:
+            return attempt_.dead(f"unusable URL ({type(exc).__name__})")
         except requests.RequestException as exc:
             refusal = refusal_of(exc)
             if refusal is not None:
-                return self._dead(event_id, attempt, label, f"destination refused: {refusal.rule}")
-            return self._retry(event_id, attempt, label, f"{type(exc).__name__} to {host_of(url)}")
+                return attempt_.dead(f"destination refused: {refusal.rule}")
+            return self._retry(attempt_, f"{type(exc).__name__} to {host_of(url)}")
+        except Exception as exc:  # e.g. a host IDNA cannot encode: no retry will do better
+            log.exception("webhook %s: unexpected error", event_id)
+            return attempt_.dead(f"unexpected error ({type(exc).__name__})")
         status = response.status_code
         if 200 <= status < 300:
-            self.store.delivered(event_id, attempt, status)
-            log.info("%s delivered to %s (attempt %d)", label, host_of(url), attempt + 1)
-            return "delivered"
+            return attempt_.delivered(status)
         if status == 410:  # the receiver asks for no more: keep it where an operator sees it
-            return self._dead(event_id, attempt, label, f"HTTP 410 Gone from {host_of(url)}")
+            return attempt_.dead(f"HTTP 410 Gone from {host_of(url)}")
         return self._retry(
-            event_id,
-            attempt,
-            label,
+            attempt_,
             f"HTTP {status} from {host_of(url)}",
             retry_after_s(response.headers.get("Retry-After")),
         )
 
-    def _retry(
-        self, event_id: str, attempt: int, label: str, error: str, retry_after: float | None = None
-    ) -> str:
-        following = attempt + 1
+    def _retry(self, attempt: _Attempt, error: str, retry_after: float | None = None) -> str:
+        following = attempt.number + 1
         if following >= len(self.schedule_s):
-            return self._dead(event_id, attempt, label, error)
+            return attempt.dead(error)
         # Retry-After is honoured up to a day (a receiver cannot park an event for a year).
         delay = max(self.schedule_s[following], min(retry_after or 0.0, MAX_RETRY_AFTER_S))
-        self.store.retry_at(event_id, attempt, time.time() + delay, error)
+        return attempt.retry(delay, error)
+
+
+@dataclass
+class _Attempt:
+    """One attempt's bookkeeping; logs only what the store accepted (a superseded attempt
+    changes nothing)."""
+
+    store: WebhookStore
+    event_id: str
+    number: int
+    owner: str
+    fields: dict[str, str]
+
+    @property
+    def label(self) -> str:
+        f = self.fields
+        return f"webhook {self.event_id} ({f.get('type')}, request {f.get('request_id')})"
+
+    def delivered(self, status: int) -> str:
+        if not self.store.delivered(self.event_id, self.number, self.owner, status):
+            return "superseded"
+        log.info("%s delivered (attempt %d)", self.label, self.number + 1)
+        return "delivered"
+
+    def retry(self, delay: float, error: str) -> str:
+        if not self.store.retry_at(
+            self.event_id, self.number, self.owner, time.time() + delay, error
+        ):
+            return "superseded"
         log.warning(
-            "%s failed (attempt %d: %s); next attempt in %.0f s", label, following, error, delay
+            "%s failed (attempt %d: %s); next attempt in %.0f s",
+            self.label,
+            self.number + 1,
+            error,
+            delay,
         )
         return "retry"
 
-    def _dead(self, event_id: str, attempt: int, label: str, error: str) -> str:
-        self.store.dead(event_id, attempt, error)
+    def dead(self, error: str) -> str:
+        if not self.store.dead(self.event_id, self.number, self.owner, error):
+            return "superseded"
         log.error(
             "%s dead-lettered after %d attempt(s): %s (callpass webhooks dead / replay)",
-            label,
-            attempt + 1,
+            self.label,
+            self.number + 1,
             error,
         )
         return "dead"
