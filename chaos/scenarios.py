@@ -256,11 +256,13 @@ def _webhook_row(
     row.lost += len(missing)
     row.problems += [f"event {e} never delivered" for e in sorted(missing)[:5]]
     row.problems += [f"unverified delivery: {d.error}" for d in unsigned[:3]]
+    row.seconds = time.monotonic() - began
+    calls_summary = row.notes[len(notes) :].rsplit(";", 1)[0]  # without the calls' own time
     row.notes = (
         f"{notes}; events expected {len(expected)}, delivered {len(expected & set(accepted))} "
-        f"(unique ids), duplicates {duplicates}, attempts {len(got)}" + row.notes[len(notes) :]
+        f"(unique ids), duplicates {duplicates}, attempts received {len(got)}"
+        f"{calls_summary}; {row.seconds:.0f} s"
     )
-    row.seconds = time.monotonic() - began
     return row
 
 
