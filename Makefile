@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
-.PHONY: help install run test lint format contract compose-check bench-sim chaos clean
+.PHONY: help install run test lint format contract compose-check bench-sim bench bench-quick chaos clean
 
 help:
 	@echo "make run       local Redis + simulator + worker + Flower, demo batch, serve until Ctrl-C"
@@ -13,6 +13,8 @@ help:
 	@echo "make lint      ruff + mypy"
 	@echo "make chaos     kill workers, restart Redis, break the API; prints the table (<10 min)"
 	@echo "make bench-sim requests/s the simulator sustains on loopback"
+	@echo "make bench     ours against naive workers, side by side (<= 8 min; bench-results/)"
+	@echo "make bench-quick  the same as a < 60 s smoke run"
 	@echo "make contract  the API contract suite against CALLPASS_CONTRACT_URL (real calls!)"
 
 install:
@@ -44,6 +46,12 @@ chaos: install
 
 bench-sim: install
 	$(PY) -m bench.sim_load --requests 20000 --connections 32
+
+bench: install
+	$(PY) -m bench --size full
+
+bench-quick: install
+	$(PY) -m bench --size quick
 
 compose-check: install
 	docker-compose config -q && echo "docker-compose.yml is valid"

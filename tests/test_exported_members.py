@@ -25,7 +25,24 @@ EXPECTED = {
         "TransientError",
     ],
     "worker.outcomes": ["Outcome", "classify_result", "is_in_progress"],
-    "worker.producer": ["default_outbox", "enqueue_call", "verify_code", "wait_for_pin"],
+    "worker.producer": [
+        "Verification",
+        "Verifier",
+        "default_outbox",
+        "enqueue_call",
+        "verify_code",
+        "wait_for_pin",
+    ],
+    # What a Python webhook receiver uses (standard library only).
+    "worker.webhook_signature": [
+        "SECRET_PREFIX",
+        "WebhookVerificationError",
+        "generate_secret",
+        "parse_secret",
+        "sign",
+        "signature_headers",
+        "verify_delivery",
+    ],
     "worker.settings": [
         "SIMULATOR_DEV_TOKEN",
         "Settings",
@@ -33,7 +50,7 @@ EXPECTED = {
         "get_settings",
         "reset_settings",
     ],
-    "tasks": ["poll_status", "start_call", "verify_code"],
+    "tasks": ["deliver_webhook", "poll_status", "start_call", "verify_code"],
     "simulator": [
         "CallBook",
         "FaultConfig",

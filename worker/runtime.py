@@ -222,6 +222,7 @@ def get_pipeline(app: Celery) -> Pipeline:
     schedule = PollSchedule(
         interval_s=settings.poll_interval_s,
         end_slack_s=settings.poll_end_slack_s,
+        first_poll_s=settings.poll_first_s,
         grace_s=settings.poll_grace_s,
     )
     return Pipeline(

@@ -152,7 +152,9 @@ class Settings:
     insecure_allow_http: bool = False
     default_call_timeout_s: int = 20
     poll_interval_s: float = 2.0
-    poll_end_slack_s: float = 0.25
+    poll_end_slack_s: float = 0.1
+    #: No status request earlier than this after placing the call.
+    poll_first_s: float = 1.5
     poll_grace_s: float = 15.0
     place_deadline_s: float = 30.0
     result_expires_s: int = 86_400
@@ -288,7 +290,8 @@ class Settings:
         # A message not yet due (a countdown) or still running must never be handed to a
         # second worker: the visibility time-out exceeds the longest countdown plus a run.
         longest_countdown = max(
-            self.poll_interval_s + self.poll_end_slack_s + 1.0,  # the widest gap between polls
+            # the widest gap between polls: placement to the first one, or one interval
+            self.poll_first_s + self.poll_interval_s + self.poll_end_slack_s + 1.0,
             START_RETRY_MAX_DELAY_S,  # a start deferred while the API is unreachable
             self.max_start_s + 1.0,  # a duplicate waiting for a dialing delivery
         )
@@ -348,6 +351,7 @@ _PARSERS: dict[str, Parser] = {
     "default_call_timeout_s": _ints(2, 99),
     "poll_interval_s": _floats(0.1, 60),
     "poll_end_slack_s": _floats(0, 10),
+    "poll_first_s": _floats(0.1, 600),
     "poll_grace_s": _floats(0, 600),
     "place_deadline_s": _floats(1, 3600),
     "result_expires_s": _ints(60, 30 * 86_400),

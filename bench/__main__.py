@@ -1,0 +1,213 @@
+"""``python -m bench`` (``make bench``): ours against the naive alternatives, side by side.
+
+Starts its own Redis and simulators (API latency 50 ms, the standard outcome mix), then runs
+each variant's worker in turn against the same arrivals and writes ``results.json``,
+``results.md`` and ``chart.png`` under ``--out``. ``--size quick`` is a smoke run (< 60 s) that
+only shows the pieces work; its numbers mean little.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import os
+import platform
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from bench.report import write_report
+from bench.runner import Bench, Variant
+
+
+@dataclass(frozen=True)
+class Size:
+    timeout_s: int
+    frontier_calls: int
+    frontier_rate: float
+    intervals: tuple[float, ...]
+    mixes: tuple[str, ...]
+    burst_calls: int
+    sync_threads_calls: int
+    sync_prefork_calls: int
+    noop_tasks: int
+    replay_calls: int
+    memory_calls: int
+
+
+SIZES = {
+    "full": Size(10, 300, 40.0, (0.5, 1.0, 2.0, 3.0), ("standard", "concentrated"),
+                 1500, 96, 6, 3000, 200, 10_000),
+    "quick": Size(4, 20, 20.0, (1.0,), ("standard",), 40, 8, 0, 200, 20, 300),
+}  # fmt: skip
+
+OURS = Variant("ours", "ours")
+
+
+def fixed(interval: float) -> Variant:
+    return Variant(f"fixed-{interval:g}s", "fixed", interval_s=interval)
+
+
+def machine() -> str:
+    model = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{platform.system()} {platform.machine()}, {os.cpu_count()} cores {model}".strip()
+
+
+def log(text: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {text}", flush=True)
+
+
+def frontier_lag_at(runs: list[dict[str, Any]], requests: float) -> float | None:
+    """The fixed-interval frontier's p99 lag at ``requests`` per call (linear between points)."""
+    points = sorted((r["api_requests_per_call"], r["lag_ms"]["p99"]) for r in runs)
+    for (x0, y0), (x1, y1) in itertools.pairwise(points):
+        if x0 <= requests <= x1:
+            return float(y0 + (y1 - y0) * (requests - x0) / (x1 - x0)) if x1 > x0 else float(y0)
+    return None
+
+
+def goals(report: dict[str, Any]) -> list[dict[str, Any]]:
+    """The issue's targets, each with the measured value and whether it was met."""
+    out: list[dict[str, Any]] = []
+
+    def goal(text: str, met: bool, value: str) -> None:
+        out.append({"goal": text, "met": met, "value": value})
+
+    latency = report["environment"]["latency_ms"]
+    frontier = report["frontier"]
+    std = {r["variant"]: r for r in frontier if r["mix"] == "standard"}
+    ours, naive = std.get("ours"), std.get("fixed-1s")
+    if ours and naive:
+        mine, theirs = ours["api_requests_per_call"], naive["api_requests_per_call"]
+        ratio = mine / theirs
+        text = "API requests per call <= 55% of fixed-1s (standard mix)"
+        goal(text, ratio <= 0.55, f"{mine} vs {theirs}: {ratio:.0%}")
+    if ours:
+        lag = ours["lag_ms"]
+        met = (lag["p99"] or 1e9) <= 2000 and (lag["p50"] or 1e9) <= 300
+        goal(
+            "lag p99 <= 2 s, p50 <= 0.3 s (standard mix)",
+            met,
+            f"p50 {lag['p50']}, p99 {lag['p99']} ms",
+        )
+        pin = ours["time_to_pin_ms"]["p99"] or 1e9
+        goal(
+            f"time to pin p99 <= 3x API latency ({3 * latency} ms)", pin <= 3 * latency, f"{pin} ms"
+        )
+        share = (ours.get("pipeline_share_ms") or {}).get("p99")
+        net = None if share is None else round(share - latency, 1)
+        text = "pipeline's own share of the lag p99 <= 50 ms (beyond one API round trip)"
+        goal(text, net is not None and net <= 50, f"share p99 {share} ms, {net} ms beyond latency")
+    for mix in sorted({r["mix"] for r in frontier}):
+        runs = [r for r in frontier if r["mix"] == mix]
+        mine_run = next((r for r in runs if r["kind"] == "ours"), None)
+        fixed_runs = [r for r in runs if r["kind"] == "fixed"]
+        if mine_run and len(fixed_runs) > 1:
+            at = frontier_lag_at(fixed_runs, mine_run["api_requests_per_call"])
+            below = at is None or (mine_run["lag_ms"]["p99"] or 1e9) <= at
+            where = "beyond its range" if at is None else f"{at:.0f} ms"
+            value = (
+                f"ours p99 {mine_run['lag_ms']['p99']} ms at {mine_run['api_requests_per_call']} "
+                f"req/call; frontier there: {where}"
+            )
+            goal(f"ours not above the fixed-interval frontier ({mix} mix)", below, value)
+    sat = {r["variant"]: r for r in report["saturation"]}
+    replay = report["floors"]["replay"]["cpu_s_per_call"]
+    if "ours" in sat and replay:
+        cpu = sat["ours"]["cpu_s_per_call_worker"]
+        value = f"{cpu * 1000:.2f} vs {replay * 1000:.2f} ms: {cpu / replay:.1f}x"
+        goal("worker CPU per settled call <= 3x the bare replay", cpu <= 3 * replay, value)
+    memory = report.get("memory")
+    if memory:
+        kept = memory["in_flight_records"] >= memory["calls"]
+        value = f"{memory['bytes_per_call']} B/call, {memory['in_flight_records']} in flight"
+        met = memory["bytes_per_call"] <= 16_384 and kept
+        goal("RSS growth <= 16 KB per in-flight call, nothing lost", met, value)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("--size", choices=sorted(SIZES), default="full")
+    parser.add_argument("--out", type=Path, default=None, help="results folder")
+    parser.add_argument("--latency-ms", type=int, default=50)
+    parser.add_argument("--seed", type=int, default=1)
+    args = parser.parse_args(argv)
+    size = SIZES[args.size]
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    out = args.out or Path("bench-results") / f"{stamp}-{args.size}"
+    began = time.monotonic()
+    bench = Bench(Path(tempfile.mkdtemp(prefix="callpass-bench-")), args.latency_ms, args.seed)
+    report: dict[str, Any] = {
+        "started_at": stamp,
+        "size": args.size,
+        "environment": {
+            "machine": machine(),
+            "python": sys.version.split()[0],
+            "latency_ms": args.latency_ms,
+            "timeout_s": size.timeout_s,
+        },
+        "frontier": [],
+        "saturation": [],
+    }
+    try:
+        deadline = size.timeout_s + 60.0
+        for mix in size.mixes:
+            for variant in (OURS, *(fixed(i) for i in size.intervals)):
+                log(f"frontier: {variant.name}, {mix} mix, {size.frontier_calls} calls")
+                report["frontier"].append(
+                    bench.run(
+                        variant,
+                        mix,
+                        size.frontier_calls,
+                        size.frontier_rate,
+                        size.timeout_s,
+                        deadline,
+                    )
+                )
+        bursts = [
+            (OURS, size.burst_calls),
+            (fixed(1.0), size.burst_calls),
+            (Variant("sync-v1", "sync"), size.sync_threads_calls),
+        ]
+        if size.sync_prefork_calls:  # Celery's defaults: prefork, one process per core
+            prefork = Variant("sync-v1", "sync", pool="prefork", concurrency=os.cpu_count() or 1)
+            bursts.append((prefork, size.sync_prefork_calls))
+        for variant, calls in bursts:
+            log(
+                f"saturation: {variant.name} ({variant.pool} x{variant.concurrency}), {calls} calls"
+            )
+            report["saturation"].append(
+                bench.run(variant, "standard", calls, 0, size.timeout_s, deadline + 240)
+            )
+        log("floors")
+        ours_std = next(r for r in report["frontier"] if r["variant"] == "ours")
+        report["floors"] = {
+            "noop": bench.noop_rate(size.noop_tasks),
+            "replay": bench.bare_replay(size.replay_calls, ours_std["api_requests_per_call"]),
+        }
+        log(f"memory: {size.memory_calls} calls in flight")
+        report["memory"] = bench.memory_in_flight(size.memory_calls)
+    finally:
+        bench.close()
+    report["seconds"] = time.monotonic() - began
+    report["goals"] = goals(report)
+    paths = write_report(report, out)
+    print(paths["md"].read_text())
+    log(f"wrote {', '.join(str(p) for p in paths.values())}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

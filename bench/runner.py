@@ -1,0 +1,352 @@
+"""One benchmark run: its own Redis and simulators, one worker per variant, side by side.
+
+Every variant gets the same simulator (same latency and outcome mix), the same Redis and the
+same arrivals; only the worker differs. See ``bench/__main__.py`` for what is run and
+``bench/report.py`` for what is written.
+"""
+
+from __future__ import annotations
+
+import random
+import socket
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import redis
+import requests
+from celery import Celery
+
+from bench.measure import BackendWatcher, cpu_seconds, percentile, rss_bytes
+from worker.celery_app import celery_config
+from worker.devstack import Proc, Stack, child_env, wait_until
+from worker.producer import enqueue_call
+from worker.schedule import PollSchedule
+from worker.settings import SIMULATOR_DEV_TOKEN, Settings
+
+__all__ = ["MIXES", "Bench", "Variant"]
+
+#: The outcome mixes (simulator --mix syntax). Standard: most calls end at timeout.
+MIXES = {
+    "standard": "NO_ANSWER@timeout:70,USER_BUSY@1-3:20,NORMAL_CLEARING@2-8:10",
+    "concentrated": "NO_ANSWER@timeout:80,USER_BUSY@1-2:15,NORMAL_CLEARING@3-6:5",
+}
+
+#: Ours, with the defaults the README recommends, except the limits a benchmark must lift.
+OURS_ENV = {
+    "CALLPASS_API_RATE_LIMIT_PER_S": "0",
+    "CALLPASS_DN_LIMITS": "",
+    "CALLPASS_LOG_LEVEL": "WARNING",
+}
+
+
+@dataclass(frozen=True)
+class Variant:
+    name: str
+    kind: str  # ours | fixed | sync
+    interval_s: float = 0.0
+    pool: str = "threads"
+    concurrency: int = 32
+    env: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass
+class Bench:
+    run_dir: Path
+    latency_ms: int = 50
+    seed: int = 1
+    stack: Stack = field(init=False)
+    redis_url: str = field(init=False)
+    redis_proc: Proc = field(init=False)
+    sims: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.stack = Stack(self.run_dir)
+        self.redis_proc, self.redis_url = self.stack.start_redis()
+        self.redis = redis.Redis.from_url(self.redis_url)
+        self.rng = random.Random(self.seed)
+
+    def close(self) -> None:
+        self.stack.stop_all()
+
+    # -- processes -----------------------------------------------------------------------
+
+    def sim(self, mix: str, latency_ms: int | None = None) -> str:
+        latency = self.latency_ms if latency_ms is None else latency_ms
+        key = f"{mix}/{latency}"
+        if key not in self.sims:
+            _, url = self.stack.start_simulator(
+                "--latency-ms", str(latency), "--mix", MIXES[mix], "--seed", str(self.seed)
+            )
+            self.sims[key] = url
+        return self.sims[key]
+
+    def _ours_env(self, sim_url: str, queue: str, extra: dict[str, str]) -> dict[str, str]:
+        return {
+            "CALLPASS_REDIS_URL": self.redis_url,
+            "CALLPASS_API_URL": sim_url,
+            "CALLPASS_QUEUE": queue,
+            **OURS_ENV,
+            **extra,
+        }
+
+    def start_worker(self, variant: Variant, sim_url: str, queue: str) -> tuple[Proc, Celery]:
+        name = f"{variant.kind}-{uuid.uuid4().hex[:6]}"
+        pool = ["--pool", variant.pool, "--concurrency", str(variant.concurrency)]
+        if variant.kind == "ours":
+            env = self._ours_env(sim_url, queue, dict(variant.env))
+            app = Celery("bench-producer", set_as_current=False)
+            app.config_from_object(celery_config(Settings.from_env(env)))
+            proc = self.stack.start_worker(child_env(env), name, *pool)
+        else:
+            env = {"BENCH_REDIS_URL": self.redis_url, "CALLPASS_API_URL": sim_url}
+            app = Celery("naive-producer", broker=self.redis_url, backend=self.redis_url)
+            app.conf.update(task_serializer="json", accept_content=["json"])
+            argv = [
+                self.stack.python, "-m", "celery", "-A", "bench.naive", "worker",
+                "--hostname", f"{name}@%h", "--loglevel", "WARNING", "-Q", queue,
+                "--without-mingle", "--without-gossip", *pool,
+            ]  # fmt: skip
+            proc = self.stack.spawn(name, argv, child_env(env))
+        node = f"{name}@{socket.gethostname()}"
+
+        def ready() -> bool:
+            if not proc.alive():
+                raise RuntimeError(f"{name} exited:\n{proc.log_tail()}")
+            return bool(app.control.ping(destination=[node], timeout=0.5))
+
+        wait_until(ready, 60, name)
+        return proc, app
+
+    # -- one measured run ------------------------------------------------------------------
+
+    def run(
+        self,
+        variant: Variant,
+        mix: str,
+        calls: int,
+        rate_per_s: float,
+        timeout: int,
+        deadline_s: float,
+    ) -> dict[str, Any]:
+        """``calls`` calls at ``rate_per_s`` (0: all at once); the run's metrics."""
+        sim_url = self.sim(mix)
+        requests.post(sim_url + "_sim/reset", timeout=10).raise_for_status()
+        queue = f"bench-{uuid.uuid4().hex[:8]}"
+        proc, app = self.start_worker(variant, sim_url, queue)
+        watcher = BackendWatcher(self.redis)
+        watcher.start()
+        enqueued: dict[str, float] = {}
+        try:
+            cpu0 = cpu_seconds(proc.popen.pid), cpu_seconds(self.redis_proc.popen.pid)
+            began = time.time()
+            for i in range(calls):
+                if rate_per_s:
+                    due = began + i / rate_per_s
+                    while time.time() < due:
+                        time.sleep(min(0.005, due - time.time()))
+                dn = f"7916{self.rng.randrange(10**7):07d}"
+                task_id = str(uuid.uuid4())
+                enqueued[task_id] = time.time()
+                watcher.watch(task_id)
+                self._send(app, variant, dn, timeout, queue, task_id)
+            stop_at = time.monotonic() + deadline_s
+            while watcher.pending() and time.monotonic() < stop_at:
+                time.sleep(0.2)
+            cpu1 = cpu_seconds(proc.popen.pid), cpu_seconds(self.redis_proc.popen.pid)
+        finally:
+            watcher.stop()
+            proc.stop()
+        stats = requests.get(sim_url + "_sim/stats", timeout=30).json()
+        sim_calls = {
+            c["callid"]: c for c in requests.get(sim_url + "_sim/calls", timeout=60).json()
+        }
+        return self._metrics(
+            variant, mix, calls, timeout, enqueued, watcher, stats, sim_calls, cpu0, cpu1
+        )
+
+    def _send(
+        self, app: Celery, variant: Variant, dn: str, timeout: int, queue: str, task_id: str
+    ) -> None:
+        if variant.kind == "ours":
+            enqueue_call(app, dn, timeout, queue=queue, task_id=task_id)
+        elif variant.kind == "fixed":
+            app.send_task(
+                "naive.start",
+                (dn, timeout, variant.interval_s, queue),
+                queue=queue,
+                task_id=task_id,
+            )
+        else:
+            app.send_task("naive.sync_v1", (dn, timeout), queue=queue, task_id=task_id)
+
+    def _metrics(
+        self,
+        variant: Variant,
+        mix: str,
+        calls: int,
+        timeout: int,
+        enqueued: dict[str, float],
+        watcher: BackendWatcher,
+        stats: dict[str, Any],
+        sim_calls: dict[str, dict[str, Any]],
+        cpu0: tuple[float, float],
+        cpu1: tuple[float, float],
+    ) -> dict[str, Any]:
+        settled = watcher.outcomes
+        schedule = PollSchedule()
+        lags, shares, pins = [], [], []
+        for doc in settled.values():
+            call = sim_calls.get(str(doc.get("callid")))
+            completed = _epoch(doc.get("completed_at"))
+            if call is None or completed is None:
+                continue
+            lags.append(completed - call["ends_at"])
+            placed = _epoch(doc.get("placed_at"))
+            if variant.kind == "ours" and placed is not None:
+                # The poll that could first see the end (the API answers after its latency).
+                offsets = schedule.offsets(int(doc.get("timeout") or timeout))
+                reach = call["ends_at"] - placed - self.latency_ms / 1000
+                due = next((o for o in offsets if o >= reach), None)
+                if due is not None:
+                    shares.append(completed - (placed + due))
+        for task_id, seen in watcher.pin_at.items():
+            pins.append(seen - enqueued[task_id])
+        outcome_times = sorted(watcher.outcome_at.values())
+        api_requests = sum(stats["requests_by_method"].values())
+        done = len(settled)
+        span = (outcome_times[-1] - min(enqueued.values())) if outcome_times else 0.0
+        return {
+            "variant": variant.name,
+            "kind": variant.kind,
+            "pool": f"{variant.pool} x{variant.concurrency}",
+            "mix": mix,
+            "calls": calls,
+            "settled": done,
+            "lost": calls - done,
+            "seconds": round(span, 2),
+            "settled_per_s": round(done / span, 2) if span else None,
+            "api_requests_per_call": round(api_requests / max(done, 1), 3),
+            "status_requests_per_call": round(
+                stats["requests_by_method"].get("status", 0) / max(done, 1), 3
+            ),
+            "time_to_pin_ms": _ms(pins),
+            "lag_ms": _ms(lags),
+            "pipeline_share_ms": _ms(shares) if shares else None,
+            "cpu_s_per_call_worker": round((cpu1[0] - cpu0[0]) / max(done, 1), 5),
+            "cpu_s_per_call_redis": round((cpu1[1] - cpu0[1]) / max(done, 1), 5),
+        }
+
+    # -- floors and memory -------------------------------------------------------------------
+
+    def noop_rate(self, tasks: int) -> dict[str, Any]:
+        """Raw Celery no-op task rate on the same broker, pool and concurrency as ours."""
+        queue = f"bench-noop-{uuid.uuid4().hex[:6]}"
+        proc, app = self.start_worker(Variant("noop", "noop"), self.sim("standard"), queue)
+        counter = f"bench:noop:{queue}"
+        try:
+            began = time.monotonic()
+            for _ in range(tasks):
+                app.send_task("naive.noop", (counter,), queue=queue)
+            wait_until(lambda: int(self.redis.get(counter) or 0) >= tasks, 120, "no-op tasks")
+            elapsed = time.monotonic() - began
+        finally:
+            proc.stop()
+        return {"tasks": tasks, "seconds": round(elapsed, 2), "tasks_per_s": round(tasks / elapsed)}
+
+    def bare_replay(self, calls: int, requests_per_call: float) -> dict[str, Any]:
+        """The same HTTP requests, one thread, same client library: the cost of the requests."""
+        sim_url = self.sim("standard", latency_ms=0)
+        session = requests.Session()
+        headers = {"Authorization": f"Bearer {SIMULATOR_DEV_TOKEN}"}
+        status_per_call = max(0, round(requests_per_call) - 1)
+        cpu0, began = time.process_time(), time.monotonic()
+        for _ in range(calls):
+            dn = f"7916{self.rng.randrange(10**7):07d}"
+            data = {"dn": dn, "timeout": 10, "async": 1}
+            response = session.post(
+                sim_url + "api/v2.0/start-call-password/", data=data, headers=headers, timeout=10
+            )
+            callid = response.json()["data"]["callid"]
+            for _ in range(status_per_call):
+                session.post(
+                    sim_url + "api/v2.0/get-call-password-status/",
+                    data={"callid": callid},
+                    headers=headers,
+                    timeout=10,
+                ).json()
+        cpu = time.process_time() - cpu0
+        session.close()
+        return {
+            "calls": calls,
+            "requests_per_call": status_per_call + 1,
+            "cpu_s_per_call": round(cpu / calls, 5),
+            "seconds": round(time.monotonic() - began, 2),
+        }
+
+    def memory_in_flight(self, calls: int) -> dict[str, Any]:
+        """RSS growth of one worker holding ``calls`` placed calls, each waiting for its poll."""
+        # Long calls and a first poll near their end: every call stays in flight, unpolled,
+        # while it is measured; what the worker holds is one countdown message per call.
+        variant = Variant(
+            "ours",
+            "ours",
+            env=(
+                ("CALLPASS_POLL_FIRST_S", "95"),
+                ("CALLPASS_POLL_INTERVAL_S", "60"),
+                ("CALLPASS_ETA_TASK_LIMIT", str(max(20_000, calls + 1000))),
+            ),
+        )
+        queue = f"bench-mem-{uuid.uuid4().hex[:6]}"
+        proc, app = self.start_worker(variant, self.sim("standard"), queue)
+        watcher = BackendWatcher(self.redis, pin_tick_s=0.05)
+        watcher.start()
+        try:
+            for _ in range(200):  # warm up threads, connections and caches first
+                task_id = str(uuid.uuid4())
+                watcher.watch(task_id)
+                self._send(app, variant, f"7916{self.rng.randrange(10**7):07d}", 99, queue, task_id)
+            wait_until(lambda: len(watcher.pin_at) >= 200, 120, "warm-up calls placed")
+            time.sleep(1.0)
+            base = rss_bytes(proc.popen.pid)
+            began = time.monotonic()
+            for _ in range(calls):
+                task_id = str(uuid.uuid4())
+                watcher.watch(task_id)
+                self._send(app, variant, f"7916{self.rng.randrange(10**7):07d}", 99, queue, task_id)
+            wait_until(lambda: len(watcher.pin_at) >= calls + 200, 300, "calls placed", 0.2)
+            placed_s = time.monotonic() - began
+            time.sleep(1.0)
+            grown = rss_bytes(proc.popen.pid) - base
+            in_flight = int(self.redis.zcard("callpass:inflight"))
+            held = int(self.redis.hlen("unacked"))
+        finally:
+            watcher.stop()
+            proc.stop()
+        return {
+            "calls": calls,
+            "placed_in_s": round(placed_s, 1),
+            "rss_growth_bytes": grown,
+            "bytes_per_call": round(grown / calls),
+            "in_flight_records": in_flight,
+            "countdown_messages_held": held,
+        }
+
+
+def _epoch(value: Any) -> float | None:
+    if isinstance(value, int | float):
+        return float(value)
+    if isinstance(value, str):
+        return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+    return None
+
+
+def _ms(values: list[float]) -> dict[str, float | None]:
+    def r(q: float) -> float | None:
+        v = percentile(values, q)
+        return None if v is None else round(v * 1000, 1)
+
+    return {"p50": r(0.5), "p99": r(0.99), "max": round(max(values) * 1000, 1) if values else None}
