@@ -11,6 +11,7 @@ import random
 import socket
 import time
 import uuid
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -227,6 +228,9 @@ class Bench:
             "calls": calls,
             "settled": done,
             "lost": calls - done,
+            "outcomes": dict(
+                Counter(str(d.get("outcome") or d.get("result")) for d in settled.values())
+            ),
             "seconds": round(span, 2),
             "settled_per_s": round(done / span, 2) if span else None,
             "api_requests_per_call": round(api_requests / max(done, 1), 3),
@@ -298,6 +302,8 @@ class Bench:
                 ("CALLPASS_POLL_FIRST_S", "95"),
                 ("CALLPASS_POLL_INTERVAL_S", "60"),
                 ("CALLPASS_ETA_TASK_LIMIT", str(max(20_000, calls + 1000))),
+                # Thousands of starts queue up at once: none may expire waiting its turn.
+                ("CALLPASS_PLACE_DEADLINE_S", "3600"),
             ),
         )
         queue = f"bench-mem-{uuid.uuid4().hex[:6]}"

@@ -19,8 +19,10 @@ from referencing import Registry, Resource
 from chaos.receiver import Delivery, Receiver
 from tests.conftest import WEBHOOK_SECRETS, OwnWorker
 from tests.test_pipeline import settle, unique_dn
+from worker.celery_app import celery_config
 from worker.devstack import child_env, wait_until
 from worker.producer import enqueue_call
+from worker.settings import Settings
 from worker.webhook_signature import verify_delivery
 from worker.webhooks import event_id_for
 
@@ -279,3 +281,24 @@ def test_with_pins_kept_in_the_worker_the_placed_event_has_no_pin(
     assert events["call.placed"]["data"]["pin"] is None
     assert events["call.completed"]["data"]["pin"] is None
     validate(events["call.placed"], "call.placed.v1.json")
+
+
+def test_calls_and_deliveries_each_land_in_their_own_queue_once(
+    worker_env: dict[str, str], redis_url: str
+) -> None:
+    # A queue no worker consumes: the messages stay where routing put them.
+    settings = Settings.from_env({**worker_env, "CALLPASS_QUEUE": f"probe-{uuid.uuid4().hex}"})
+    producer = Celery("routing-probe", set_as_current=False)
+    producer.config_from_object(celery_config(settings))
+    calls, hooks = settings.queue, settings.effective_webhook_queue
+    client = redis.Redis.from_url(redis_url)
+    try:
+        with producer.connection_for_write() as conn:  # bind both queues, as a worker does
+            for queue in producer.amqp.queues.values():
+                queue(conn.default_channel).declare()
+        producer.send_task("callpass.start_call", kwargs={"dn": "x"}, queue=calls)
+        producer.send_task("callpass.deliver_webhook", args=["msg_x", 0], queue=hooks)
+        assert (client.llen(calls), client.llen(hooks)) == (1, 1)
+    finally:
+        client.delete(calls, hooks, *client.keys(f"_kombu.binding.{calls}*"))
+        client.close()

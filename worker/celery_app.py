@@ -13,7 +13,7 @@ import sys
 from typing import Any
 
 from celery import Celery, signals
-from kombu import Queue
+from kombu import Exchange, Queue
 
 from worker.flower_guard import check_flower_process, is_flower_command
 from worker.logs import configure_logging
@@ -72,7 +72,12 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         # Webhook deliveries have their own queue, so a backlog of them (a receiver that is
         # down) is served in turn with calls, not ahead of them; workers consume both unless
         # started with -Q (e.g. dedicated webhook workers: -Q callpass.webhooks).
-        "task_queues": [Queue(settings.queue), Queue(settings.effective_webhook_queue)],
+        # Each queue with its own exchange and key: a bare Queue(name) would be bound with the
+        # default queue's key, and every message would be copied into both queues.
+        "task_queues": [
+            Queue(name, Exchange(name, type="direct"), routing_key=name)
+            for name in (settings.queue, settings.effective_webhook_queue)
+        ],
         "broker_connection_retry_on_startup": True,
         # The threads pool ignores time limits; the HTTP client's own time-outs bound a task.
         "worker_pool": "threads",
