@@ -148,6 +148,7 @@ def main(argv: list[str] | None = None) -> int:
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     out = args.out or Path("bench-results") / f"{stamp}-{args.size}"
     began = time.monotonic()
+    out.mkdir(parents=True, exist_ok=True)
     bench = Bench(Path(tempfile.mkdtemp(prefix="callpass-bench-")), args.latency_ms, args.seed)
     report: dict[str, Any] = {
         "started_at": stamp,
@@ -185,12 +186,11 @@ def main(argv: list[str] | None = None) -> int:
             prefork = Variant("sync-v1", "sync", pool="prefork", concurrency=os.cpu_count() or 1)
             bursts.append((prefork, size.sync_prefork_calls))
         for variant, calls in bursts:
-            log(
-                f"saturation: {variant.name} ({variant.pool} x{variant.concurrency}), {calls} calls"
-            )
-            report["saturation"].append(
-                bench.run(variant, "standard", calls, 0, size.timeout_s, deadline + 240)
-            )
+            pool = f"{variant.pool} x{variant.concurrency}"
+            log(f"saturation: {variant.name} ({pool}), {calls} calls")
+            profile = out / "profile-ours.raw" if variant is OURS else None
+            run = bench.run(variant, "standard", calls, 0, size.timeout_s, deadline + 240, profile)
+            report["saturation"].append(run)
         log("floors")
         ours_std = next(r for r in report["frontier"] if r["variant"] == "ours")
         report["floors"] = {

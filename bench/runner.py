@@ -22,6 +22,7 @@ import requests
 from celery import Celery
 
 from bench.measure import BackendWatcher, cpu_seconds, percentile, rss_bytes
+from bench.profile import Profiler
 from worker.celery_app import celery_config
 from worker.devstack import Proc, Stack, child_env, wait_until
 from worker.producer import enqueue_call
@@ -132,8 +133,10 @@ class Bench:
         rate_per_s: float,
         timeout: int,
         deadline_s: float,
+        profile_to: Path | None = None,
     ) -> dict[str, Any]:
-        """``calls`` calls at ``rate_per_s`` (0: all at once); the run's metrics."""
+        """``calls`` calls at ``rate_per_s`` (0: all at once); the run's metrics. With
+        ``profile_to``, the worker is sampled with py-spy and a summary is returned too."""
         sim_url = self.sim(mix)
         requests.post(sim_url + "_sim/reset", timeout=10).raise_for_status()
         queue = f"bench-{uuid.uuid4().hex[:8]}"
@@ -141,8 +144,10 @@ class Bench:
         watcher = BackendWatcher(self.redis)
         watcher.start()
         enqueued: dict[str, float] = {}
+        profiler = Profiler(proc.popen.pid, profile_to) if profile_to else None
         try:
             cpu0 = cpu_seconds(proc.popen.pid), cpu_seconds(self.redis_proc.popen.pid)
+            commands0 = self._redis_commands()
             began = time.time()
             for i in range(calls):
                 if rate_per_s:
@@ -158,16 +163,27 @@ class Bench:
             while watcher.pending() and time.monotonic() < stop_at:
                 time.sleep(0.2)
             cpu1 = cpu_seconds(proc.popen.pid), cpu_seconds(self.redis_proc.popen.pid)
+            commands = self._redis_commands() - commands0
         finally:
             watcher.stop()
+            profile = profiler.stop() if profiler else None
             proc.stop()
         stats = requests.get(sim_url + "_sim/stats", timeout=30).json()
         sim_calls = {
             c["callid"]: c for c in requests.get(sim_url + "_sim/calls", timeout=60).json()
         }
-        return self._metrics(
+        metrics = self._metrics(
             variant, mix, calls, timeout, enqueued, watcher, stats, sim_calls, cpu0, cpu1
         )
+        # Includes the benchmark's own reads of the result keys (its watcher).
+        metrics["redis_commands_per_call"] = round(commands / max(metrics["settled"], 1), 1)
+        if profile is not None:
+            metrics["profile"] = profile
+        return metrics
+
+    def _redis_commands(self) -> int:
+        stats = self.redis.info("commandstats")
+        return sum(int(v["calls"]) for v in stats.values() if isinstance(v, dict))
 
     def _send(
         self, app: Celery, variant: Variant, dn: str, timeout: int, queue: str, task_id: str

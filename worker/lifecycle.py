@@ -360,7 +360,7 @@ class Pipeline:
 
     def poll(self, request_id: str, token: str) -> str:
         """Handle one ``callpass.poll_status`` message of the chain named by ``token``."""
-        record = self.store.load(request_id)
+        record = self.store.begin_poll(request_id, token)  # counts the request below, if made
         if record is None:
             log.warning("request %s has no record (expired?): poll dropped", request_id)
             return "no record"
@@ -372,7 +372,6 @@ class Pipeline:
         callid = record.get("callid")
         timeout = int(record.get("timeout"))
         elapsed = record.seconds_since_placed()
-        self.store.count_status_request(request_id)
         retry_after = 0.0
         try:
             status = self.client().get_status(callid)
@@ -411,9 +410,9 @@ class Pipeline:
         # Send first, then advance the token: a crash in between leaves the old token valid,
         # so the redelivered message carries the chain on (at worst one extra status request).
         new_token = uuid.uuid4().hex[:16]
-        self.store.expect_progress(record.request_id, now() + delay_s + self.progress_slack_s)
         self.dispatcher.send_poll(record.request_id, new_token, delay_s)
-        self.store.compare_and_set(record.request_id, "poll_token", token, new_token)
+        progress_by = now() + delay_s + self.progress_slack_s
+        self.store.advance_poll(record.request_id, token, new_token, progress_by)
 
     # -- sweep ---------------------------------------------------------------------------
 
@@ -536,7 +535,7 @@ class Pipeline:
                 doc = {**doc, "pin": placed.get("pin")}
         for task_id in self.store.task_ids(request_id):
             self.sink.publish_outcome(task_id, doc)
-        if self.webhooks is not None:
+        if self.webhooks is not None and self.webhooks.enabled:
             record = self.store.load(request_id)
             if record is not None:
                 self._emit(record, COMPLETED_EVENT, doc)
@@ -544,7 +543,7 @@ class Pipeline:
     def _emit(self, record: RequestRecord, event_type: str, data: dict[str, Any]) -> None:
         """Store the request's event for its webhook, once (the id is derived from both)."""
         url = record.get("webhook_url")
-        if self.webhooks is None or not url:
+        if self.webhooks is None or not self.webhooks.enabled or not url:
             return
         if event_type == PLACED_EVENT and not self.pins_leave_worker:
             data = {**data, "pin": None}

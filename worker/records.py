@@ -76,6 +76,25 @@ end
 return ARGV[1]
 """
 
+# KEYS[1] record; ARGV[1] the poll's token. Counts the status request the poll is about to
+# make only when it will make one (live chain, no outcome). Returns the record's fields.
+_BEGIN_POLL = """
+if redis.call('HGET', KEYS[1], 'poll_token') == ARGV[1]
+   and redis.call('HEXISTS', KEYS[1], 'outcome') == 0 then
+  redis.call('HINCRBY', KEYS[1], 'status_requests', 1)
+end
+return redis.call('HGETALL', KEYS[1])
+"""
+
+# KEYS[1] record, KEYS[2] in-flight set; ARGV: old token, new token, progress-by, request id.
+# Hands the chain to the next poll (already sent) and says by when it must show progress.
+_ADVANCE_POLL = """
+if (redis.call('HGET', KEYS[1], 'poll_token') or '') ~= ARGV[1] then return 0 end
+redis.call('HSET', KEYS[1], 'poll_token', ARGV[2])
+redis.call('ZADD', KEYS[2], ARGV[3], ARGV[4])
+return 1
+"""
+
 #: Sorted set of unsettled request ids, scored by when they must next show progress.
 INFLIGHT_KEY = "callpass:inflight"
 
@@ -123,6 +142,8 @@ class RequestStore:
         self._claim = client.register_script(_CLAIM)
         self._cas = client.register_script(_COMPARE_AND_SET)
         self._settle = client.register_script(_SETTLE)
+        self._begin_poll = client.register_script(_BEGIN_POLL)
+        self._advance_poll = client.register_script(_ADVANCE_POLL)
 
     @staticmethod
     def key(request_id: str) -> str:
@@ -151,6 +172,21 @@ class RequestStore:
             return None
         return RequestRecord(request_id, {k.decode(): v.decode() for k, v in raw.items()})
 
+    def begin_poll(self, request_id: str, token: str) -> RequestRecord | None:
+        """Load the record for a poll of chain ``token``, counting its status request if
+        the chain is live (one round trip)."""
+        flat = cast(list[bytes], self._begin_poll(keys=[self.key(request_id)], args=[token]))
+        return RequestRecord(request_id, _pairs_to_dict(flat)) if flat else None
+
+    def advance_poll(self, request_id: str, token: str, new_token: str, progress_by: float) -> bool:
+        """Move the chain from ``token`` to ``new_token`` (the next poll is already sent)."""
+        return bool(
+            self._advance_poll(
+                keys=[self.key(request_id), INFLIGHT_KEY],
+                args=[token, new_token, repr(progress_by), request_id],
+            )
+        )
+
     def task_ids(self, request_id: str) -> list[str]:
         members = cast(set[bytes], self._redis.smembers(self.key(request_id) + ":tasks"))
         return sorted(m.decode() for m in members)
@@ -163,9 +199,6 @@ class RequestStore:
         for field_name, value in extra.items():
             args += [field_name, value]
         return bool(self._cas(keys=[self.key(request_id)], args=args))
-
-    def count_status_request(self, request_id: str) -> int:
-        return int(self._redis.hincrby(self.key(request_id), "status_requests", 1))
 
     def expect_progress(self, request_id: str, by: float) -> None:
         """The request must show progress by ``by`` (epoch s), or the sweeper looks at it."""
