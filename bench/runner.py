@@ -153,7 +153,7 @@ class Bench:
                 if rate_per_s:
                     due = began + i / rate_per_s
                     while time.time() < due:
-                        time.sleep(min(0.005, due - time.time()))
+                        time.sleep(max(0.0, min(0.005, due - time.time())))
                 dn = f"7916{self.rng.randrange(10**7):07d}"
                 task_id = str(uuid.uuid4())
                 enqueued[task_id] = time.time()
@@ -309,19 +309,27 @@ class Bench:
 
     def memory_in_flight(self, calls: int) -> dict[str, Any]:
         """RSS growth of one worker holding ``calls`` placed calls, each waiting for its poll."""
-        # Long calls and a first poll near their end: every call stays in flight, unpolled,
-        # while it is measured; what the worker holds is one countdown message per call.
+        # Calls that never end (the simulator's magic numbers ending in 5) and no poll before
+        # timeout + 60 s: every call stays in flight while it is measured, and what the worker
+        # holds for each is one countdown message and its bookkeeping.
         variant = Variant(
             "ours",
             "ours",
             env=(
-                ("CALLPASS_POLL_FIRST_S", "95"),
+                ("CALLPASS_POLL_FIRST_S", "600"),
+                ("CALLPASS_POLL_END_SLACK_S", "10"),
                 ("CALLPASS_POLL_INTERVAL_S", "60"),
+                ("CALLPASS_POLL_GRACE_S", "600"),
+                ("CALLPASS_VISIBILITY_TIMEOUT_S", "1800"),
                 ("CALLPASS_ETA_TASK_LIMIT", str(max(20_000, calls + 1000))),
                 # Thousands of starts queue up at once: none may expire waiting its turn.
                 ("CALLPASS_PLACE_DEADLINE_S", "3600"),
             ),
         )
+
+        def never_ending() -> str:
+            return f"7999000{self.rng.randrange(1000):03d}5"
+
         queue = f"bench-mem-{uuid.uuid4().hex[:6]}"
         proc, app = self.start_worker(variant, self.sim("standard"), queue)
         watcher = BackendWatcher(self.redis, pin_tick_s=0.05)
@@ -330,7 +338,7 @@ class Bench:
             for _ in range(200):  # warm up threads, connections and caches first
                 task_id = str(uuid.uuid4())
                 watcher.watch(task_id)
-                self._send(app, variant, f"7916{self.rng.randrange(10**7):07d}", 99, queue, task_id)
+                self._send(app, variant, never_ending(), 99, queue, task_id)
             wait_until(lambda: len(watcher.pin_at) >= 200, 120, "warm-up calls placed")
             time.sleep(1.0)
             base = rss_bytes(proc.popen.pid)
@@ -338,13 +346,14 @@ class Bench:
             for _ in range(calls):
                 task_id = str(uuid.uuid4())
                 watcher.watch(task_id)
-                self._send(app, variant, f"7916{self.rng.randrange(10**7):07d}", 99, queue, task_id)
+                self._send(app, variant, never_ending(), 99, queue, task_id)
             wait_until(lambda: len(watcher.pin_at) >= calls + 200, 300, "calls placed", 0.2)
             placed_s = time.monotonic() - began
             time.sleep(1.0)
             grown = rss_bytes(proc.popen.pid) - base
             in_flight = int(self.redis.zcard("callpass:inflight"))
             held = int(self.redis.hlen("unacked"))
+            settled = len(watcher.outcome_at)
         finally:
             watcher.stop()
             proc.stop()
@@ -355,6 +364,7 @@ class Bench:
             "bytes_per_call": round(grown / calls),
             "in_flight_records": in_flight,
             "countdown_messages_held": held,
+            "settled_meanwhile": settled,
         }
 
 
