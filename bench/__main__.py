@@ -42,7 +42,7 @@ class Size:
 SIZES = {
     "full": Size(10, 300, 50.0, (0.5, 1.0, 2.0, 3.0), ("standard", "concentrated"),
                  1200, 96, 6, 3000, 200, 10_000),
-    "quick": Size(4, 20, 20.0, (1.0,), ("standard",), 40, 8, 0, 200, 20, 300),
+    "quick": Size(3, 20, 20.0, (1.0,), ("standard",), 40, 8, 0, 200, 20, 200),
 }  # fmt: skip
 
 OURS = Variant("ours", "ours")

@@ -8,7 +8,6 @@ same arrivals; only the worker differs. See ``bench/__main__.py`` for what is ru
 from __future__ import annotations
 
 import random
-import socket
 import time
 import uuid
 from collections import Counter
@@ -24,7 +23,7 @@ from celery import Celery
 from bench.measure import BackendWatcher, cpu_seconds, percentile, rss_bytes
 from bench.profile import Profiler
 from worker.celery_app import celery_config
-from worker.devstack import Proc, Stack, child_env, wait_until
+from worker.devstack import Proc, Stack, child_env, wait_for_worker, wait_until
 from worker.producer import enqueue_call
 from worker.schedule import PollSchedule
 from worker.settings import SIMULATOR_DEV_TOKEN, Settings
@@ -113,14 +112,7 @@ class Bench:
                 "--without-mingle", "--without-gossip", *pool,
             ]  # fmt: skip
             proc = self.stack.spawn(name, argv, child_env(env))
-        node = f"{name}@{socket.gethostname()}"
-
-        def ready() -> bool:
-            if not proc.alive():
-                raise RuntimeError(f"{name} exited:\n{proc.log_tail()}")
-            return bool(app.control.ping(destination=[node], timeout=0.5))
-
-        wait_until(ready, 60, name)
+        wait_for_worker(app, proc, name)
         return proc, app
 
     # -- one measured run ------------------------------------------------------------------

@@ -19,7 +19,7 @@ import requests
 from celery import Celery
 
 from worker.celery_app import celery_config
-from worker.devstack import Proc, Stack, child_env, free_port, wait_until
+from worker.devstack import Proc, Stack, child_env, free_port, wait_for_worker, wait_until
 from worker.outbox import Outbox
 from worker.producer import enqueue_call
 from worker.settings import Settings
@@ -149,14 +149,7 @@ class Harness:
     def start_worker(self, name: str) -> Proc:
         proc = self.stack.start_worker(child_env(self.env), name)
         self.workers[name] = proc
-        node = f"{name}@{socket.gethostname()}"
-
-        def ready() -> bool:
-            if not proc.alive():
-                raise RuntimeError(f"{name} exited:\n{proc.log_tail()}")
-            return bool(self.app.control.ping(destination=[node], timeout=0.5))
-
-        wait_until(ready, 60, name)
+        wait_for_worker(self.app, proc, name)
         return proc
 
     def kill_worker(self, name: str, sig: int = signal.SIGKILL) -> None:

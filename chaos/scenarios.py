@@ -37,6 +37,7 @@ class Size:
     property_examples: int
     webhook_requests: int
     receiver_down_s: float
+    webhook_kills: int
 
     @classmethod
     def get(cls, name: str) -> Size:
@@ -44,9 +45,9 @@ class Size:
 
 
 SIZES = {
-    "full": Size("full", 500, 6, 200, 300, 120, 60.0, 150, 200, 10_000, 200, 120.0),
+    "full": Size("full", 500, 6, 200, 300, 120, 60.0, 150, 200, 10_000, 200, 120.0, 3),
     # make test runs the 2,000-payload property test itself; this row only checks the wiring.
-    "small": Size("small", 60, 2, 40, 60, 30, 12.0, 30, 50, 100, 30, 8.0),
+    "small": Size("small", 60, 2, 40, 60, 30, 12.0, 30, 50, 100, 30, 8.0, 1),
 }
 
 #: Seconds past the last disruption within which every request must have settled.
@@ -302,8 +303,8 @@ def webhook_worker_killed(run_dir: Path, size: Size) -> Row:
         # Every event fails its first two attempts: deliveries stay pending for seconds.
         url = receiver.url + "/flaky/2/503"
         kills = 0
-        for _ in range(3):
-            h.enqueue(size.webhook_requests // 3, webhook_url=url)
+        for _ in range(size.webhook_kills):
+            h.enqueue(size.webhook_requests // size.webhook_kills, webhook_url=url)
             wait_until(lambda: h.redis.zcard("callpass:wh:due") > 0, 30, "pending deliveries")
             h.kill_worker("w0", signal.SIGKILL)
             kills += 1

@@ -3,7 +3,6 @@ real Celery worker processes. Nothing here touches a Redis or an API the user ru
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from typing import Any
@@ -14,7 +13,7 @@ from celery import Celery
 
 from simulator.faults import FaultConfig
 from worker.celery_app import celery_config
-from worker.devstack import Proc, Stack, child_env, wait_until
+from worker.devstack import Proc, Stack, child_env, wait_for_worker
 from worker.settings import Settings
 
 #: Two signing secrets, as during a rotation: every delivery carries both signatures.
@@ -112,14 +111,7 @@ def app(worker_env: dict[str, str]) -> Celery:
 
 def start_worker(stack: Stack, app: Celery, env: dict[str, str], name: str, *extra: str) -> Proc:
     proc = stack.start_worker(child_env(env), name, *extra)
-    node = f"{name}@{socket.gethostname()}"
-
-    def ready() -> bool:
-        if not proc.alive():
-            raise RuntimeError(f"{name} exited:\n{proc.log_tail()}")
-        return bool(app.control.ping(destination=[node], timeout=0.5))
-
-    wait_until(ready, 60, name)
+    wait_for_worker(app, proc, name)
     return proc
 
 

@@ -16,9 +16,12 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
-__all__ = ["Proc", "Stack", "free_port", "wait_until"]
+if TYPE_CHECKING:
+    from celery import Celery
+
+__all__ = ["Proc", "Stack", "child_env", "free_port", "wait_for_worker", "wait_until"]
 
 T = TypeVar("T")
 
@@ -213,6 +216,19 @@ class Stack:
         for proc in reversed(self.procs):
             proc.stop()
         self.procs.clear()
+
+
+def wait_for_worker(app: Celery, proc: Proc, name: str, timeout_s: float = 60) -> None:
+    """Wait until the worker ``name`` answers a ping through ``app``'s broker; raise with its
+    log's tail if it exits first."""
+    node = f"{name}@{socket.gethostname()}"
+
+    def ready() -> bool:
+        if not proc.alive():
+            raise RuntimeError(f"{name} exited:\n{proc.log_tail()}")
+        return bool(app.control.ping(destination=[node], timeout=0.5))
+
+    wait_until(ready, timeout_s, name)
 
 
 def child_env(overrides: Mapping[str, str]) -> dict[str, str]:
