@@ -20,6 +20,9 @@ __all__ = ["CircuitBreaker"]
 
 log = logging.getLogger(__name__)
 
+#: Longest a process goes between resets of the shared failure count while requests succeed.
+RESET_EVERY_S = 0.1
+
 _KEYS = (
     "callpass:breaker:failures",
     "callpass:breaker:open",
@@ -67,6 +70,7 @@ class CircuitBreaker:
         self._closed_until = 0.0
         self._closed_for_s = min(1.0, cooldown_s)
         self._probing = False
+        self._last_reset = 0.0
 
     @property
     def enabled(self) -> bool:
@@ -89,16 +93,21 @@ class CircuitBreaker:
         if not self.enabled:
             return
         if ok:
-            # Failures count within their window, not in a row: only a probe's success has
-            # anything to clear.
-            if self._probing:
-                self._probing = False
-                with self._redis.pipeline(transaction=False) as pipe:
-                    pipe.delete(_KEYS[1], _KEYS[2], _KEYS[3])
-                    pipe.delete(_KEYS[0])
-                    reopened, _ = pipe.execute()
-                if reopened:
-                    log.info("circuit closed: the API answered again")
+            # An answer resets the failure count (the circuit opens on failures in a row, not
+            # on a steady 20% of faults), at most ten times a second per process: one round trip
+            # per request would double the breaker's cost for nothing.
+            if not self._probing:
+                if time.monotonic() - self._last_reset > RESET_EVERY_S:
+                    self._last_reset = time.monotonic()
+                    self._redis.delete(_KEYS[0])
+                return
+            self._probing = False
+            with self._redis.pipeline(transaction=False) as pipe:
+                pipe.delete(_KEYS[1], _KEYS[2], _KEYS[3])
+                pipe.delete(_KEYS[0])
+                reopened, _ = pipe.execute()
+            if reopened:
+                log.info("circuit closed: the API answered again")
             return
         self._closed_until = 0.0
         self._probing = False
