@@ -101,6 +101,19 @@ def test_the_breaker_opens_then_lets_one_probe_through(r: redis.Redis) -> None:
     b.before_request()  # closed again
 
 
+def test_failures_between_answers_do_not_open_the_breaker(r: redis.Redis) -> None:
+    a = CircuitBreaker(r, threshold=3, window_s=10, cooldown_s=5, reset_every_s=0)
+    for _ in range(10):  # a steady share of faults: never three in a row
+        a.record(ok=False)
+        a.record(ok=False)
+        a.record(ok=True)
+        a.before_request()
+    for _ in range(3):
+        a.record(ok=False)
+    with pytest.raises(ConnectError, match="circuit open"):
+        a.before_request()
+
+
 @pytest.mark.usefixtures("worker")
 def test_a_number_over_its_limit_settles_rate_limited_without_a_call(
     app: Celery, sim: Simulator

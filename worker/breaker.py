@@ -56,7 +56,12 @@ return 0
 
 class CircuitBreaker:
     def __init__(
-        self, client: redis.Redis, threshold: int, window_s: float, cooldown_s: float
+        self,
+        client: redis.Redis,
+        threshold: int,
+        window_s: float,
+        cooldown_s: float,
+        reset_every_s: float = RESET_EVERY_S,
     ) -> None:
         self._redis = client
         self._threshold = threshold
@@ -71,6 +76,7 @@ class CircuitBreaker:
         self._closed_for_s = min(1.0, cooldown_s)
         self._probing = False
         self._last_reset = 0.0
+        self._reset_every_s = reset_every_s
 
     @property
     def enabled(self) -> bool:
@@ -97,7 +103,7 @@ class CircuitBreaker:
             # on a steady 20% of faults), at most ten times a second per process: one round trip
             # per request would double the breaker's cost for nothing.
             if not self._probing:
-                if time.monotonic() - self._last_reset > RESET_EVERY_S:
+                if time.monotonic() - self._last_reset >= self._reset_every_s:
                     self._last_reset = time.monotonic()
                     self._redis.delete(_KEYS[0])
                 return
