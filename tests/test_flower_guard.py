@@ -405,15 +405,8 @@ _CASES: list[tuple[list[str], dict[str, str], str | None]] = [
 ]
 
 
-def test_our_reading_matches_the_installed_flower(tmp_path: Path) -> None:
-    payload: list[dict[str, Any]] = []
-    for n, (args, env, config) in enumerate(_CASES):
-        cwd = tmp_path / f"case{n}"
-        cwd.mkdir()
-        if config is not None:
-            (cwd / "flowerconfig.py").write_text(config)
-            (cwd / "other.py").write_text("address = '10.9.8.7'\n")
-        payload.append({"args": args, "env": env, "cwd": str(cwd)})
+def flower_reads(payload: list[dict[str, Any]]) -> dict[str, Any]:
+    """Run ``_FLOWER_READS`` on ``payload`` in a fresh interpreter; its JSON report."""
     out = subprocess.run(
         [sys.executable, "-c", _FLOWER_READS],
         input=json.dumps(payload),
@@ -423,7 +416,19 @@ def test_our_reading_matches_the_installed_flower(tmp_path: Path) -> None:
         check=True,
         env=child_env({}),
     )
-    report = json.loads(out.stdout.splitlines()[-1])
+    return dict(json.loads(out.stdout.splitlines()[-1]))
+
+
+def test_our_reading_matches_the_installed_flower(tmp_path: Path) -> None:
+    payload: list[dict[str, Any]] = []
+    for n, (args, env, config) in enumerate(_CASES):
+        cwd = tmp_path / f"case{n}"
+        cwd.mkdir()
+        if config is not None:
+            (cwd / "flowerconfig.py").write_text(config)
+            (cwd / "other.py").write_text("address = '10.9.8.7'\n")
+        payload.append({"args": args, "env": env, "cwd": str(cwd)})
+    report = flower_reads(payload)
     assert set(report["options"]) == FLOWER_OPTION_NAMES
     for case, theirs in zip(payload, report["results"], strict=True):
         namespace = read_flower_config(case["args"], case["env"], cwd=case["cwd"])
@@ -441,16 +446,7 @@ def test_our_reading_matches_the_installed_flower(tmp_path: Path) -> None:
 def test_flower_itself_refuses_what_we_cannot_read(tmp_path: Path) -> None:
     """``--address 0.0.0.0`` (value apart) stops Flower; the guard refuses it first anyway."""
     payload = [{"args": ["--address", "127.0.0.1"], "env": {}, "cwd": str(tmp_path)}]
-    out = subprocess.run(
-        [sys.executable, "-c", _FLOWER_READS],
-        input=json.dumps(payload),
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=True,
-        env=child_env({}),
-    )
-    assert json.loads(out.stdout.splitlines()[-1])["results"] == [{"error": "Error"}]
+    assert flower_reads(payload)["results"] == [{"error": "Error"}]
     assert check_flower_binding(flower("--address", "127.0.0.1"), {}) is not None
 
 

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,9 +16,10 @@ from referencing import Registry, Resource
 
 from chaos.receiver import Delivery, Receiver
 from tests.conftest import WEBHOOK_SECRETS, OwnWorker
+from tests.test_cli import callpass
 from tests.test_pipeline import settle, unique_dn
 from worker.celery_app import celery_config
-from worker.devstack import child_env, wait_until
+from worker.devstack import wait_until
 from worker.producer import enqueue_call
 from worker.settings import Settings
 from worker.webhook_signature import verify_delivery
@@ -68,15 +67,11 @@ def deliveries_for(
     )
 
 
-def cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "worker.cli", *args],
-        env=child_env(env),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+def dead_event(event_id: str, env: dict[str, str]) -> dict[str, Any] | None:
+    """The event as ``callpass webhooks dead --json`` lists it, if it is dead."""
+    out = callpass("webhooks", "dead", "--json", "--limit", "100000", env=env)
+    listed = (json.loads(line) for line in out.stdout.splitlines())
+    return next((e for e in listed if e["event_id"] == event_id), None)
 
 
 def test_both_events_arrive_signed_schema_valid_and_match_the_result(
@@ -137,17 +132,9 @@ def test_410_stops_at_once_and_the_event_is_dead_lettered(
     settle(result)
     got = deliveries_for(receiver, "/status/410", 2)
     completed_id = event_id_for("call.completed", request_id, result.id)
-    listed = wait_until(
-        lambda: [
-            json.loads(line)
-            for line in cli("webhooks", "dead", "--json", env=worker_env).stdout.splitlines()
-            if completed_id in line
-        ],
-        30,
-        "the dead event listed",
-    )
-    assert listed[0]["attempts"] == 1
-    assert "410" in listed[0]["last_error"]
+    listed = wait_until(lambda: dead_event(completed_id, worker_env), 30, "the dead event listed")
+    assert listed["attempts"] == 1
+    assert "410" in listed["last_error"]
     # Nothing more arrives for either event: one attempt each.
     assert sorted(d.status for d in receiver.received("/status/410")) == [410, 410]
     assert {d.webhook_id for d in got} == {
@@ -164,25 +151,21 @@ def test_after_the_last_attempt_an_event_is_dead_and_replay_delivers_it_once(
     settle(result)
     completed_id = event_id_for("call.completed", request_id, result.id)
 
-    def dead_ids() -> set[str]:
-        out = cli("webhooks", "dead", "--json", "--limit", "100000", env=worker_env)
-        return {json.loads(line)["event_id"] for line in out.stdout.splitlines()}
-
-    wait_until(lambda: completed_id in dead_ids(), 60, "the event dead-lettered")
+    wait_until(lambda: dead_event(completed_id, worker_env), 60, "the event dead-lettered")
     # The schedule "0,1,1,1" is four attempts; every one was refused with 503.
     attempts = [d for d in receiver.received("/switch/") if d.webhook_id == completed_id]
     assert [d.status for d in attempts] == [503] * 4
 
     receiver.switch_on(name)
-    replay = cli("webhooks", "replay", completed_id, env=worker_env)
+    replay = callpass("webhooks", "replay", completed_id, env=worker_env)
     assert replay.returncode == 0, replay.stderr
     assert "replayed 1 event(s)" in replay.stdout
     delivered = wait_until(
         lambda: receiver.accepted("/switch/").get(completed_id), 30, "the replayed event"
     )
     assert delivered.event and delivered.event["data"]["request_id"] == request_id
-    assert completed_id not in dead_ids()
-    again = cli("webhooks", "replay", completed_id, env=worker_env)
+    assert dead_event(completed_id, worker_env) is None
+    again = callpass("webhooks", "replay", completed_id, env=worker_env)
     assert again.returncode == 1
     assert "not a dead event" in again.stderr
 
@@ -249,19 +232,11 @@ def test_a_name_resolving_to_loopback_is_refused_at_delivery(
         assert doc["outcome"] == "answered"  # the call itself is unaffected
         completed_id = event_id_for("call.completed", request_id, result.id)
         dead = wait_until(
-            lambda: [
-                json.loads(line)
-                for line in cli(
-                    "webhooks", "dead", "--json", "--limit", "100000", env=worker_env
-                ).stdout.splitlines()
-                if completed_id in line
-            ],
-            30,
-            "the refused event dead-lettered",
+            lambda: dead_event(completed_id, worker_env), 30, "the refused event dead-lettered"
         )
-    assert "destination refused" in dead[0]["last_error"]
-    assert "loopback" in dead[0]["last_error"]
-    assert dead[0]["attempts"] == 1
+    assert "destination refused" in dead["last_error"]
+    assert "loopback" in dead["last_error"]
+    assert dead["attempts"] == 1
     assert receiver.received() == []
 
 
