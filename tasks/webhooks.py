@@ -27,7 +27,7 @@ def deliver_webhook(event_id: str, attempt: int) -> str:
     if not isinstance(event_id, str) or not isinstance(attempt, int):
         return "malformed"
     try:
-        return get_webhook_deliverer().deliver(event_id, attempt)
+        return get_webhook_deliverer(app).deliver(event_id, attempt)
     except (redis.RedisError, OperationalError) as exc:
         log.warning(
             "webhook %s: Redis unavailable (%s); retried when its lease ends",

@@ -21,7 +21,7 @@ from worker.outbox import Outbox
 from worker.records import RequestStore
 from worker.schedule import PollSchedule
 from worker.settings import Settings, get_settings
-from worker.webhook_guard import DestinationPolicy, guarded_session
+from worker.webhook_guard import guarded_session
 from worker.webhook_store import WebhookStore
 from worker.webhooks import MAX_RETRY_AFTER_S, WebhookDeliverer, WebhookEvents
 
@@ -136,19 +136,6 @@ def records_redis(url: str) -> redis.Redis:
     )
 
 
-def webhook_policy(settings: Settings) -> DestinationPolicy:
-    return DestinationPolicy(
-        allowed_hosts=settings.webhook_allowed_hosts,
-        http_hosts=settings.webhook_http_hosts,
-        allowed_networks=settings.webhook_allowed_networks,
-    )
-
-
-def webhook_lease_s(settings: Settings) -> float:
-    """Past a queue wait and one attempt's time-outs, a sent delivery counts as lost."""
-    return max(60.0, 6 * settings.webhook_timeout_s)
-
-
 def webhook_store(settings: Settings, client: redis.Redis) -> WebhookStore:
     # Outlives the whole schedule, a Retry-After at its cap, and a day of workers being down.
     schedule_total = int(sum(settings.webhook_retry_schedule_s) + MAX_RETRY_AFTER_S)
@@ -169,36 +156,37 @@ def webhook_events(app: Celery, settings: Settings, client: redis.Redis) -> Webh
     return WebhookEvents(
         store=webhook_store(settings, client),
         dispatch=dispatch,
-        policy=webhook_policy(settings),
+        policy=settings.webhook_policy,
         first_delay_s=settings.webhook_retry_schedule_s[0],
-        lease_s=webhook_lease_s(settings),
+        # Past a queue wait and one attempt's time-outs, a sent delivery counts as lost.
+        lease_s=max(60.0, 6 * settings.webhook_timeout_s),
         default_url=settings.webhook_url,
         enabled=bool(settings.webhook_keys),
     )
 
 
 @cache
-def get_webhook_deliverer() -> WebhookDeliverer:
+def get_webhook_deliverer(app: Celery) -> WebhookDeliverer:
+    """Delivers what the pipeline's events stored: the same store, policy and lease."""
     settings = get_settings()
-    policy = webhook_policy(settings)
-
-    events_lease_s = webhook_lease_s(settings)
+    events = get_pipeline(app).webhooks
+    assert events is not None  # get_pipeline always wires webhook events
 
     def session() -> requests.Session:
         current: requests.Session | None = getattr(_local, "webhook_session", None)
         if current is None:
-            current = guarded_session(policy)
+            current = guarded_session(events.policy)
             _local.webhook_session = current
         return current
 
     return WebhookDeliverer(
-        store=webhook_store(settings, records_redis(settings.redis_url)),
+        store=events.store,
         keys=settings.webhook_keys,
         schedule_s=settings.webhook_retry_schedule_s,
         timeout_s=settings.webhook_timeout_s,
-        policy=policy,
+        policy=events.policy,
         session=session,
-        lock_s=events_lease_s,
+        lock_s=events.lease_s,
     )
 
 

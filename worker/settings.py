@@ -12,11 +12,14 @@ import os
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from worker.limits import WindowLimit, parse_window_limits
 from worker.webhook_signature import parse_secret
+
+if TYPE_CHECKING:
+    from worker.webhook_guard import DestinationPolicy
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -205,6 +208,17 @@ class Settings:
         return tuple(parse_secret(part.strip()) for part in raw.split(",") if part.strip())
 
     @property
+    def webhook_policy(self) -> DestinationPolicy:
+        """Where webhook deliveries may go (the SSRF guard's rules)."""
+        from worker.webhook_guard import DestinationPolicy
+
+        return DestinationPolicy(
+            allowed_hosts=self.webhook_allowed_hosts,
+            http_hosts=self.webhook_http_hosts,
+            allowed_networks=self.webhook_allowed_networks,
+        )
+
+    @property
     def effective_webhook_queue(self) -> str:
         return self.webhook_queue or f"{self.queue}.webhooks"
 
@@ -278,13 +292,10 @@ class Settings:
             )
         if self.webhook_url:
             # Otherwise every request without a webhook_url of its own would settle invalid.
-            from worker.webhook_guard import DestinationPolicy, DestinationRefused
+            from worker.webhook_guard import DestinationRefused
 
-            policy = DestinationPolicy(
-                self.webhook_allowed_hosts, self.webhook_http_hosts, self.webhook_allowed_networks
-            )
             try:
-                policy.check_url(self.webhook_url)
+                self.webhook_policy.check_url(self.webhook_url)
             except DestinationRefused as exc:
                 raise SettingsError(PREFIX + "WEBHOOK_URL", exc.rule) from None
         # A message not yet due (a countdown) or still running must never be handed to a
