@@ -58,9 +58,7 @@ class Receiver:
 
     def start(self) -> None:
         """Listen (again, on the same port after :meth:`stop`)."""
-        ThreadingHTTPServer.allow_reuse_address = True
-        server = ThreadingHTTPServer(("127.0.0.1", self.port), _handler(self))
-        server.daemon_threads = True
+        server = _Server(("127.0.0.1", self.port), _handler(self))
         self.port = server.server_address[1]
         self._server = server
         self._thread = threading.Thread(target=server.serve_forever, daemon=True)
@@ -112,6 +110,11 @@ class Receiver:
     def record(self, delivery: Delivery) -> None:
         with self._lock:
             self.deliveries.append(delivery)
+
+
+class _Server(ThreadingHTTPServer):
+    allow_reuse_address = True  # listen on the same port again right after stop()
+    daemon_threads = True
 
 
 def _handler(receiver: Receiver) -> type[BaseHTTPRequestHandler]:

@@ -545,8 +545,6 @@ class Pipeline:
         url = record.get("webhook_url")
         if self.webhooks is None or not self.webhooks.enabled or not url:
             return
-        if event_type == PLACED_EVENT and not self.pins_leave_worker:
-            data = {**data, "pin": None}
         webhooks = self.webhooks
         self._retry_infra(
             lambda: bool(

@@ -22,12 +22,7 @@ from worker.masking import masked_reprs
 from worker.outbox import Outbox
 from worker.runtime import PLACED, START_TASK, VERIFY_TASK
 from worker.settings import get_settings
-from worker.validation import (
-    validate_dn,
-    validate_request_id,
-    validate_timeout,
-    validate_webhook_url,
-)
+from worker.validation import TIMEOUT_MIN_S, parse_start_request
 
 __all__ = [
     "Verification",
@@ -188,13 +183,14 @@ class Verifier:
         webhook_url: str | None = None,
     ) -> Verification:
         """Ask for a call; raises ``InvalidRequestError`` (field and rule) on bad input."""
-        validate_dn(dn)
-        if timeout is not None:
-            validate_timeout(timeout)
-        if request_id is not None:
-            validate_request_id(request_id)
-        if webhook_url is not None:
-            validate_webhook_url(webhook_url)
+        # The worker's own rules, so a refusal here reads as the worker's would.
+        fields = {
+            "dn": dn,
+            "timeout": timeout,
+            "request_id": request_id,
+            "webhook_url": webhook_url,
+        }
+        parse_start_request((), fields, default_timeout=TIMEOUT_MIN_S)
         result = enqueue_call(
             self._app,
             dn,
