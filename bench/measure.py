@@ -79,10 +79,13 @@ class BackendWatcher(threading.Thread):
     """Reads ``celery-task-meta-<id>`` keys as a producer would, recording when each task's
     pin (``PLACED``, or a ``SUCCESS`` carrying a pin) and outcome were first visible."""
 
-    def __init__(self, client: redis.Redis, pin_tick_s: float = 0.005) -> None:
+    def __init__(
+        self, client: redis.Redis, pin_tick_s: float = 0.005, outcome_tick_s: float = 0.1
+    ) -> None:
         super().__init__(name="bench-watcher", daemon=True)
         self._redis = client
         self._tick = pin_tick_s
+        self._outcome_tick = outcome_tick_s
         self._lock = threading.Lock()
         self._want_pin: set[str] = set()
         self._want_outcome: set[str] = set()
@@ -106,7 +109,7 @@ class BackendWatcher(threading.Thread):
             with self._lock:
                 pins = list(self._want_pin)
             self._scan(pins, outcomes=False)
-            if time.monotonic() - last_outcome_scan > 0.1:
+            if time.monotonic() - last_outcome_scan > self._outcome_tick:
                 with self._lock:
                     wanted = list(self._want_outcome)
                 self._scan(wanted, outcomes=True)

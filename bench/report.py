@@ -46,6 +46,8 @@ def markdown(report: dict[str, Any]) -> str:
         "",
         "## Frontier: API requests per call against notification lag (unsaturated)",
         "",
+        f"Calls arrive at {env.get('frontier_rate', '?')} per second.",
+        "",
         *_runs_table(report["frontier"]),
         "",
         "## Saturation: bursts of calls at once",

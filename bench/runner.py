@@ -324,7 +324,9 @@ class Bench:
 
         queue = f"bench-mem-{uuid.uuid4().hex[:6]}"
         proc, app = self.start_worker(variant, self.sim("standard"), queue)
-        watcher = BackendWatcher(self.redis, pin_tick_s=0.05)
+        # These calls never settle: reading 10,000 results every 0.1 s would only take CPU
+        # from the worker being measured.
+        watcher = BackendWatcher(self.redis, pin_tick_s=0.05, outcome_tick_s=5.0)
         watcher.start()
         try:
             for _ in range(200):  # warm up threads, connections and caches first

@@ -43,7 +43,9 @@ def test_the_worker_can_be_scaled(compose: dict[str, object]) -> None:
 
 def test_flower_is_published_on_loopback_with_auth(compose: dict[str, object]) -> None:
     flower = compose["services"]["flower"]  # type: ignore[index]
-    assert any("--basic-auth=" in part for part in flower["command"])
+    # The login comes from the settings; without it, the guard refuses to listen on 0.0.0.0.
+    assert "CALLPASS_FLOWER_BASIC_AUTH" in flower["environment"]
+    assert not any("--basic-auth" in part for part in flower["command"])
     published = json.dumps(flower["ports"])
     assert "127.0.0.1" in published
 

@@ -60,6 +60,7 @@ class Run:
     docs: dict[str, dict[str, Any]]  # start_call task id → outcome document
     logs: dict[str, str]  # name → text
     flower: dict[str, str]  # URL → body
+    flower_without_login: int  # status of /api/tasks without the login
     webhooks: list[Delivery]  # what the receiver got
 
     @property
@@ -177,7 +178,7 @@ def run(stack: Stack, app: Celery, worker_env: dict[str, str], redis_url: str) -
     auth = ("callpass", password)
     # Flower with the worker's environment (token included), as compose runs it.
     flower_env = {k: v for k, v in child_env(env).items() if not k.startswith("FLOWER_")}
-    flower_env["FLOWER_BASIC_AUTH"] = f"callpass:{password}"
+    flower_env["CALLPASS_FLOWER_BASIC_AUTH"] = f"callpass:{password}"  # the login from settings
     flower = stack.start_flower(flower_env, port)
     base = f"http://127.0.0.1:{port}"
     receiver = Receiver(WEBHOOK_SECRETS)
@@ -196,6 +197,7 @@ def run(stack: Stack, app: Celery, worker_env: dict[str, str], redis_url: str) -
             return f'flower_worker_online{{worker="{node}"}} 1.0' in metrics
 
         wait_until(worker_seen, 30, "Flower receiving the worker's events")
+        without_login = requests.get(base + "/api/tasks", timeout=5).status_code
 
         dns = [unique_dn("1"), unique_dn("2"), unique_dn("6"), unique_dn("4"), unique_dn("3")]
         answered, busy, refused, invalid_plus, invalid_timeout = dns
@@ -235,6 +237,7 @@ def run(stack: Stack, app: Celery, worker_env: dict[str, str], redis_url: str) -
             logs=logs,
             flower=pages,
             webhooks=receiver.received(),
+            flower_without_login=without_login,
         )
     finally:
         receiver.stop()
@@ -278,6 +281,11 @@ def test_the_token_appears_nowhere(run: Run, redis_dump: dict[str, str]) -> None
     assert leaks == []
     assert len(run.webhooks) == 4
     assert [d for d in run.webhooks if token in repr(d.headers) or token in d.body.decode()] == []
+
+
+def test_flower_asks_for_the_login_from_the_settings(run: Run) -> None:
+    """CALLPASS_FLOWER_BASIC_AUTH protects Flower's API (its /metrics stays open)."""
+    assert run.flower_without_login == 401
 
 
 def test_a_receivers_query_string_stays_out_of_logs_and_flower(run: Run) -> None:

@@ -12,24 +12,56 @@ import os
 import sys
 from typing import Any
 
+import redis
 from celery import Celery, signals
 from kombu import Exchange, Queue
 
 from worker.flower_guard import check_flower_process, is_flower_command
-from worker.logs import configure_logging
-from worker.settings import Settings, SettingsError, get_settings
+from worker.health import touch_heartbeat
+from worker.logs import bind_log_context, clear_log_context, configure_logging
+from worker.settings import Settings, SettingsError, get_settings, is_rabbitmq
 
 __all__ = ["app", "celery_config", "startup_warnings"]
 
 log = logging.getLogger(__name__)
 
 
+def _queues(settings: Settings) -> list[Queue]:
+    """Our queues, each with its own exchange and key: a bare Queue(name) would be bound with
+    the default queue's key, and every message would be copied into both queues."""
+    names = (settings.queue, settings.effective_webhook_queue)
+    if not is_rabbitmq(settings.effective_broker_url):
+        return [Queue(name, Exchange(name, type="direct"), routing_key=name) for name in names]
+    # RabbitMQ: quorum queues (replicated, survive a broker node) and topic exchanges, which
+    # Celery's native delayed delivery needs: a countdown poll waits in the broker's delay
+    # queues, not in a worker's memory, and no worker holds it unacked.
+    return [
+        Queue(
+            name,
+            Exchange(name, type="topic"),
+            routing_key=name,
+            queue_arguments={"x-queue-type": "quorum"},
+        )
+        for name in names
+    ]
+
+
+def _broker_options(settings: Settings) -> dict[str, Any]:
+    if is_rabbitmq(settings.effective_broker_url):
+        # A publish returns once RabbitMQ has the message: a poll is never lost in a buffer.
+        return {"confirm_publish": True}
+    # kombu sweeps for messages of dead workers every interval x throttle s (100 s by default);
+    # every 5 s, so recovery takes the visibility time-out plus seconds, not minutes more.
+    return {
+        "visibility_timeout": settings.visibility_timeout_s,
+        "unacked_restore_interval": 5,
+        "unacked_restore_throttle": 1,
+    }
+
+
 def celery_config(settings: Settings) -> dict[str, Any]:
     """All Celery settings in one place, one reason each."""
     visibility = {"visibility_timeout": settings.visibility_timeout_s}
-    # kombu sweeps for messages of dead workers every interval x throttle s (100 s by default);
-    # every 5 s, so recovery takes the visibility time-out plus seconds, not minutes more.
-    broker_options = {**visibility, "unacked_restore_interval": 5, "unacked_restore_throttle": 1}
     return {
         "broker_url": settings.effective_broker_url,
         # Redis brokers get kombu's transport with a fix that keeps a worker alive across a
@@ -51,7 +83,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_reject_on_worker_lost": True,
         # A countdown poll sits unacked in Redis until due; it must not be redelivered to a
         # second worker before then, nor wait an hour after a crash (kombu's default).
-        "broker_transport_options": broker_options,
+        "broker_transport_options": _broker_options(settings),
         "result_backend_transport_options": visibility,
         # Each worker slot takes a few messages at a time; countdown messages do not count
         # against this (kombu raises the prefetch for them), so busy slots don't starve them.
@@ -72,17 +104,15 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         # Webhook deliveries have their own queue, so a backlog of them (a receiver that is
         # down) is served in turn with calls, not ahead of them; workers consume both unless
         # started with -Q (e.g. dedicated webhook workers: -Q callpass.webhooks).
-        # Each queue with its own exchange and key: a bare Queue(name) would be bound with the
-        # default queue's key, and every message would be copied into both queues.
-        "task_queues": [
-            Queue(name, Exchange(name, type="direct"), routing_key=name)
-            for name in (settings.queue, settings.effective_webhook_queue)
-        ],
+        "task_queues": _queues(settings),
         "broker_connection_retry_on_startup": True,
         # The threads pool ignores time limits; the HTTP client's own time-outs bound a task.
         "worker_pool": "threads",
         "worker_concurrency": 32,
         "worker_cancel_long_running_tasks_on_connection_loss": False,
+        # A stopping worker (SIGTERM) lets running tasks finish this long before it hands
+        # what it holds back to the broker; Kubernetes' grace period must exceed it plus a run.
+        "worker_soft_shutdown_timeout": settings.soft_shutdown_s,
         "imports": ["tasks.calls", "tasks.webhooks"],
     }
 
@@ -100,7 +130,19 @@ app.config_from_object(celery_config(_settings))
 @signals.setup_logging.connect
 def _setup_logging(loglevel: Any = None, **_: Any) -> None:
     # Connecting this signal stops Celery from configuring logging itself.
-    configure_logging(get_settings().log_level)
+    settings = get_settings()
+    configure_logging(settings.log_level, settings.log_format)
+
+
+@signals.task_prerun.connect
+def _bind_task_log_context(task_id: str | None = None, **_: Any) -> None:
+    clear_log_context()  # a pool thread runs one task after another
+    bind_log_context(task_id=task_id)
+
+
+@signals.task_postrun.connect
+def _clear_task_log_context(**_: Any) -> None:
+    clear_log_context()
 
 
 def startup_warnings(settings: Settings) -> list[str]:
@@ -117,7 +159,7 @@ def startup_warnings(settings: Settings) -> list[str]:
 
 
 @signals.worker_init.connect
-def _announce(**_: Any) -> None:
+def _announce(sender: Any = None, **_: Any) -> None:
     settings = get_settings()
     log.info(
         "callpass worker: API %s, queue %s, %s token",
@@ -127,6 +169,29 @@ def _announce(**_: Any) -> None:
     )
     for warning in startup_warnings(settings):
         log.warning(warning)
+    if settings.metrics_port:
+        from worker.metrics import serve_metrics
+
+        pool = str(getattr(sender, "pool_cls", "")).lower()
+        serve_metrics(
+            settings.metrics_port,
+            settings.metrics_address,
+            redis.Redis.from_url(settings.redis_url, socket_timeout=2, socket_connect_timeout=2),
+            # Queue lengths only where the broker is this Redis (kombu keeps a list per queue).
+            (settings.queue, settings.effective_webhook_queue)
+            if settings.effective_broker_url == settings.redis_url
+            else (),
+            "prefork" if "prefork" in pool or "asynpool" in pool else pool,
+        )
+
+
+@signals.heartbeat_sent.connect
+def _touch_heartbeat(**_: Any) -> None:
+    # Celery sends a heartbeat every 2 s from the consumer's own loop: a file that stops
+    # changing means a worker that no longer takes messages (`callpass healthcheck`).
+    path = get_settings().heartbeat_file
+    if path:
+        touch_heartbeat(path)
 
 
 _sweepers: list[Any] = []
@@ -156,6 +221,10 @@ def _stop_sweeper(**_: Any) -> None:
 # and by default it listens on every interface with no login. So `celery -A worker.celery_app
 # flower` stops here, before binding, when it would be reachable beyond loopback without auth.
 if is_flower_command(sys.argv):
+    # The login from our settings, unless Flower's own variable is set: Flower reads its
+    # environment after this module is imported, and so does the guard below.
+    if _settings.flower_basic_auth.get_secret_value() and "FLOWER_BASIC_AUTH" not in os.environ:
+        os.environ["FLOWER_BASIC_AUTH"] = _settings.flower_basic_auth.get_secret_value()
     _flower_refusal: str | None = check_flower_process(sys.argv, os.environ)
     if _flower_refusal is not None:
         raise SystemExit("callpass: " + _flower_refusal)

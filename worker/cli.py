@@ -31,6 +31,10 @@ def _parser() -> argparse.ArgumentParser:
         "simulator", help="run the API simulator (options: callpass simulator -h)", add_help=False
     )
     sub.add_parser("config", help="validate the CALLPASS_* settings and print them (no secrets)")
+    health = sub.add_parser(
+        "healthcheck", help="liveness probe: exit 0 when the worker's heartbeat file is fresh"
+    )
+    health.add_argument("--max-age-s", type=float, default=60.0, metavar="SECONDS")
 
     hooks = sub.add_parser("webhooks", help="dead-lettered webhook events; new secrets")
     hooks_sub = hooks.add_subparsers(dest="webhooks_command", required=True)
@@ -107,6 +111,28 @@ def _cmd_config() -> int:
     return 0
 
 
+def _cmd_healthcheck(args: argparse.Namespace) -> int:
+    from worker.health import heartbeat_age_s
+    from worker.settings import get_settings
+
+    path = get_settings().heartbeat_file
+    if not path:
+        print("callpass healthcheck: CALLPASS_HEARTBEAT_FILE is not set", file=sys.stderr)
+        return 2
+    age = heartbeat_age_s(path)
+    if age is None:
+        print(f"callpass healthcheck: no heartbeat yet ({path} missing)", file=sys.stderr)
+        return 1
+    if age > args.max_age_s:
+        print(
+            f"callpass healthcheck: last heartbeat {age:.0f} s ago (limit {args.max_age_s:g} s)",
+            file=sys.stderr,
+        )
+        return 1
+    print(f"ok: last heartbeat {age:.1f} s ago")
+    return 0
+
+
 def _cmd_webhooks(args: argparse.Namespace) -> int:
     if args.webhooks_command == "new-secret":
         from worker.webhook_signature import generate_secret
@@ -164,6 +190,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_config()
         if args.command == "webhooks":
             return _cmd_webhooks(args)
+        if args.command == "healthcheck":
+            return _cmd_healthcheck(args)
         from worker.runner import run_stack
 
         return run_stack(

@@ -13,6 +13,7 @@ connect and read time-outs on every request, ``requests`` errors translated to
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -22,6 +23,7 @@ from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_at
 from tenacity.stop import stop_base
 from tenacity.wait import wait_random_exponential
 
+from worker import metrics
 from worker.errors import (
     CallPassError,
     MalformedResponseError,
@@ -47,6 +49,7 @@ T = TypeVar("T")
 
 START_PATH = "api/{version}/start-call-password/"
 STATUS_PATH = "api/v2.0/get-call-password-status/"
+
 
 #: Backoff between attempts: random in [0, min(cap, base * 2**n)] seconds ("full jitter").
 BACKOFF_BASE_S = 0.2
@@ -197,6 +200,13 @@ class CallPassClient:
     ) -> dict[str, Any]:
         if self._guard is not None:
             self._guard.before_request()  # may refuse: nothing is sent then
+        # The method label of callpass_api_requests_total.
+        method = (
+            "status"
+            if path == STATUS_PATH
+            else f"start_{'async' if params.get('async') == 1 else 'sync'}"
+        )
+        sent = time.monotonic()
         try:
             try:
                 response = self._session.post(
@@ -208,7 +218,9 @@ class CallPassClient:
                     verify=self._verify,
                 )
             except requests.RequestException as exc:
+                metrics.api_request(method, None, time.monotonic() - sent)
                 raise translate_transport_error(exc) from exc
+            metrics.api_request(method, response.status_code, time.monotonic() - sent)
             data = envelope_data(response.status_code, response.headers, response.content)
         except CallPassError as exc:
             if self._guard is not None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
+from worker import metrics
 from worker.breaker import CircuitBreaker
 from worker.errors import CallPassError, PermanentError, RateLimitedError
 from worker.limits import GlobalRateLimiter
@@ -27,9 +28,17 @@ class ApiGuard:
         self._limiter = limiter
 
     def before_request(self) -> None:
-        self._breaker.before_request()
+        try:
+            self._breaker.before_request()
+        except CallPassError:
+            metrics.limit_refused("breaker")
+            raise
         if self._limiter is not None:
-            self._limiter.acquire()
+            try:
+                self._limiter.acquire()
+            except RateLimitedError:
+                metrics.limit_refused("api_rate")
+                raise
 
     def after_request(self, error: CallPassError | None) -> None:
         # An answer from the API, even a refusal or a 429, means it is up.

@@ -17,6 +17,7 @@ from typing import Any, Protocol
 
 import redis
 
+from worker import metrics
 from worker.client import CallPassClient
 from worker.codes import PinVault
 from worker.document import OutcomeError, build_outcome, iso
@@ -29,6 +30,7 @@ from worker.errors import (
     RateLimitedError,
     TransientError,
 )
+from worker.logs import bind_log_context
 from worker.masking import mask_dn
 from worker.outbox import Outbox
 from worker.outcomes import Outcome
@@ -138,13 +140,16 @@ class Pipeline:
                 requested_at=requested_at or received,
             )
             self.sink.publish_outcome(task_id, doc)
+            metrics.request_settled(Outcome.INVALID)
             log.info("request %s invalid: %s", request_id, exc)
             return "invalid"
 
         request_id = request.request_id or task_id
+        bind_log_context(request_id=request_id)
         refusal: OutcomeError | None = None
         webhook_url = ""
         if self.allowed_prefixes and not request.dn.startswith(self.allowed_prefixes):
+            metrics.limit_refused("prefix")
             refusal = {
                 "field": "dn",
                 "rule": "must start with one of the allowed prefixes (CALLPASS_ALLOWED_PREFIXES)",
@@ -164,6 +169,7 @@ class Pipeline:
                 requested_at=requested_at or received,
             )
             self.sink.publish_outcome(task_id, doc)
+            metrics.request_settled(Outcome.INVALID)
             log.info("request %s invalid: %s %s", request_id, refusal["field"], refusal["rule"])
             return "invalid"
         digest = dn_digest(request.dn)
@@ -189,6 +195,7 @@ class Pipeline:
                 error={"field": "request_id", "rule": "is already used for another number"},
             )
             self.sink.publish_outcome(task_id, doc)
+            metrics.request_settled(Outcome.INVALID)
             return "invalid"
         if self.outbox is not None:
             self.outbox.claimed(task_id)
@@ -240,6 +247,7 @@ class Pipeline:
             return "expired"
         wait_s = self.admit_destination(record.get("dn_digest"), request_id)
         if wait_s > 0:
+            metrics.limit_refused("destination")
             self._settle(
                 record,
                 Outcome.RATE_LIMITED,
@@ -333,6 +341,7 @@ class Pipeline:
         return "placed"
 
     def _mark_placed(self, record: RequestRecord, meta: dict[str, Any]) -> bool:
+        bind_log_context(callid=str(meta["callid"]))
         placed_at = meta.get("placed_at")
         return self.store.compare_and_set(
             record.request_id,
@@ -360,6 +369,7 @@ class Pipeline:
 
     def poll(self, request_id: str, token: str) -> str:
         """Handle one ``callpass.poll_status`` message of the chain named by ``token``."""
+        bind_log_context(request_id=request_id)
         record = self.store.begin_poll(request_id, token)  # counts the request below, if made
         if record is None:
             log.warning("request %s has no record (expired?): poll dropped", request_id)
@@ -370,6 +380,7 @@ class Pipeline:
         if record.get("poll_token") != token:
             return "stale poll"
         callid = record.get("callid")
+        bind_log_context(callid=callid)
         timeout = int(record.get("timeout"))
         elapsed = record.seconds_since_placed()
         retry_after = 0.0
@@ -514,6 +525,10 @@ class Pipeline:
         has_webhook = self.webhooks is not None and bool(fresh.get("webhook_url"))
         recheck_at = now() + self.progress_slack_s if has_webhook else None
         standing = self.store.settle(request_id, doc, recheck_at)
+        if standing.get("completed_at") == doc["completed_at"]:  # ours stands: count it once
+            metrics.request_settled(
+                standing["outcome"], standing["status_requests"] if doc["callid"] else None
+            )
         if standing.get("callid") == doc["callid"]:
             standing = {**standing, "pin": doc["pin"]}
         log.info(

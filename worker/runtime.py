@@ -20,7 +20,7 @@ from worker.masking import masked_reprs
 from worker.outbox import Outbox
 from worker.records import RequestStore
 from worker.schedule import PollSchedule
-from worker.settings import Settings, get_settings
+from worker.settings import Settings, get_settings, is_rabbitmq
 from worker.webhook_guard import guarded_session
 from worker.webhook_store import WebhookStore
 from worker.webhooks import MAX_RETRY_AFTER_S, WebhookDeliverer, WebhookEvents
@@ -42,6 +42,14 @@ class CeleryDispatcher(Dispatcher):
     def __init__(self, app: Celery, queue: str) -> None:
         self._app = app
         self._queue = queue
+        self._whole_seconds = is_rabbitmq(str(app.conf.broker_url or ""))
+
+    def _countdown(self, seconds: float) -> float | None:
+        if seconds <= 0:
+            return None
+        # RabbitMQ's native delayed delivery routes by whole seconds, and Celery 5.7 fails
+        # ("countdown must be a positive number") on a countdown under one second.
+        return max(seconds, 1.0) if self._whole_seconds else seconds
 
     def send_poll(
         self,
@@ -53,7 +61,7 @@ class CeleryDispatcher(Dispatcher):
         self._app.send_task(
             POLL_TASK,
             kwargs={"request_id": request_id, "token": token},
-            countdown=countdown_s,
+            countdown=self._countdown(countdown_s),
             queue=self._queue,
             headers=extra_headers or {},
         )
@@ -72,7 +80,7 @@ class CeleryDispatcher(Dispatcher):
             START_TASK,
             kwargs=kwargs,
             task_id=task_id,
-            countdown=countdown_s,
+            countdown=self._countdown(countdown_s),
             queue=self._queue,
             argsrepr=argsrepr,
             kwargsrepr=kwargsrepr,

@@ -23,7 +23,14 @@ if TYPE_CHECKING:
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
-__all__ = ["SIMULATOR_DEV_TOKEN", "Settings", "SettingsError", "get_settings", "reset_settings"]
+__all__ = [
+    "SIMULATOR_DEV_TOKEN",
+    "Settings",
+    "SettingsError",
+    "get_settings",
+    "is_rabbitmq",
+    "reset_settings",
+]
 
 PREFIX = "CALLPASS_"
 
@@ -201,6 +208,17 @@ class Settings:
     webhook_dead_ttl_s: int = 7 * 86_400
     #: Queue of delivery tasks (empty: ``<queue>.webhooks``); every worker consumes it too.
     webhook_queue: str = ""
+    #: ``text`` for people, ``json`` (one object per line) for log collectors.
+    log_format: str = "text"
+    #: Port of each worker's Prometheus endpoint (0: none) and the address it binds.
+    metrics_port: int = 9808
+    metrics_address: str = "127.0.0.1"
+    #: File the worker touches with every Celery heartbeat (``callpass healthcheck``; empty: none).
+    heartbeat_file: str = ""
+    #: Seconds a stopping worker lets running tasks finish before it hands messages back.
+    soft_shutdown_s: float = 10.0
+    #: ``user:password`` that Flower (``make run``, compose) asks for; empty: no login.
+    flower_basic_auth: SecretStr = field(default_factory=lambda: SecretStr(""))
 
     @property
     def webhook_keys(self) -> tuple[bytes, ...]:
@@ -315,6 +333,10 @@ class Settings:
             )
 
 
+def is_rabbitmq(broker_url: str) -> bool:
+    return broker_url.startswith(("amqp://", "amqps://", "pyamqp://"))
+
+
 def _parse_queue(name: str, raw: str) -> str:
     if not re.fullmatch(r"[A-Za-z0-9_.:-]{1,64}", raw):
         raise SettingsError(name, "must be 1-64 characters of letters, digits, _ . : -")
@@ -389,7 +411,36 @@ _PARSERS: dict[str, Parser] = {
     "webhook_allowed_networks": lambda name, raw: _parse_networks(name, raw),
     "webhook_dead_ttl_s": _ints(3600, 365 * 86_400),
     "webhook_queue": lambda name, raw: _parse_queue(name, raw) if raw else raw,
+    "log_format": lambda name, raw: _parse_choice(name, raw, ("text", "json")),
+    "metrics_port": _ints(0, 65_535),
+    "metrics_address": lambda name, raw: _parse_address(name, raw),
+    "heartbeat_file": lambda name, raw: raw,
+    "soft_shutdown_s": _floats(0, 3600),
+    "flower_basic_auth": lambda name, raw: _parse_basic_auth(name, raw),
 }
+
+
+def _parse_choice(name: str, raw: str, choices: tuple[str, ...]) -> str:
+    value = raw.strip().lower()
+    if value not in choices:
+        raise SettingsError(name, f"must be one of {', '.join(choices)}, got {raw!r}")
+    return value
+
+
+def _parse_address(name: str, raw: str) -> str:
+    try:
+        return str(ipaddress.ip_address(raw.strip()))
+    except ValueError:
+        raise SettingsError(name, f"must be an IP address like 0.0.0.0, got {raw!r}") from None
+
+
+def _parse_basic_auth(name: str, raw: str) -> SecretStr:
+    if raw:
+        user, colon, password = raw.partition(":")
+        if not colon or not user or len(password) < 8:
+            # The rule only, never the value: it holds a password.
+            raise SettingsError(name, "must be user:password with a password of 8+ characters")
+    return SecretStr(raw)
 
 
 def _parse_webhook_secrets(name: str, raw: str) -> SecretStr:

@@ -25,6 +25,7 @@ from urllib.parse import urlsplit
 
 import requests
 
+from worker import metrics
 from worker.document import iso
 from worker.webhook_guard import DestinationPolicy, DestinationRefused, refusal_of
 from worker.webhook_signature import signature_headers
@@ -157,6 +158,11 @@ class WebhookDeliverer:
 
     def deliver(self, event_id: str, attempt: int) -> str:
         """Make attempt ``attempt`` of the event, if still due; return a word for Flower."""
+        result = self._deliver(event_id, attempt)
+        metrics.webhook_delivery(result)
+        return result
+
+    def _deliver(self, event_id: str, attempt: int) -> str:
         owner = uuid.uuid4().hex
         fields = self.store.begin(event_id, attempt, self.lock_s, owner)
         if not fields:
@@ -179,13 +185,13 @@ class WebhookDeliverer:
             )
             response.close()
         except DestinationRefused as exc:
-            return attempt_.dead(f"destination refused: {exc.rule}")
+            return _refused(attempt_.dead(f"destination refused: {exc.rule}"))
         except PERMANENT_REQUEST_ERRORS as exc:
             return attempt_.dead(f"unusable URL ({type(exc).__name__})")
         except requests.RequestException as exc:
             refusal = refusal_of(exc)
             if refusal is not None:
-                return attempt_.dead(f"destination refused: {refusal.rule}")
+                return _refused(attempt_.dead(f"destination refused: {refusal.rule}"))
             return self._retry(attempt_, f"{type(exc).__name__} to {host_of(url)}")
         except Exception as exc:  # e.g. a host IDNA cannot encode: no retry will do better
             log.exception("webhook %s: unexpected error", event_id)
@@ -208,6 +214,11 @@ class WebhookDeliverer:
         # Retry-After is honoured up to a day (a receiver cannot park an event for a year).
         delay = max(self.schedule_s[following], min(retry_after or 0.0, MAX_RETRY_AFTER_S))
         return attempt.retry(delay, error)
+
+
+def _refused(result: str) -> str:
+    """A dead letter because the destination is not allowed: "refused" for Flower and metrics."""
+    return "refused" if result == "dead" else result
 
 
 @dataclass

@@ -1,0 +1,116 @@
+"""The integration tests again, with RabbitMQ as the broker (quorum queues, native delayed
+delivery); Redis stays the store of records and results.
+
+Runs when a RabbitMQ answers at ``CALLPASS_TEST_AMQP_URL`` (default: guest on 127.0.0.1:5672,
+which this project's CI machine runs); skipped otherwise. The queues get names of their own
+and are deleted afterwards, so a shared broker keeps nothing of the run.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from collections.abc import Iterator
+from urllib.parse import urlsplit
+
+import pytest
+from celery import Celery
+
+from tests.conftest import TEST_WORKER_ENV, Simulator, start_worker
+from tests.test_pipeline import (
+    settle,
+    test_a_call_without_final_status_settles_unknown_after_the_grace,
+    test_a_redelivered_start_call_does_not_dial_again,
+    test_each_final_result_settles_with_its_outcome,
+    test_one_request_id_enqueued_twice_places_one_call_and_answers_both,
+    test_pin_is_readable_before_the_final_outcome,
+    test_task_events_show_masked_arguments,
+    unique_dn,
+)
+from worker.celery_app import celery_config
+from worker.devstack import Proc, Stack, wait_until
+from worker.producer import enqueue_call, wait_for_pin
+from worker.settings import Settings
+
+AMQP_URL = os.environ.get("CALLPASS_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672//")
+
+__all__ = [  # the imported tests run here again, against RabbitMQ
+    "test_a_call_without_final_status_settles_unknown_after_the_grace",
+    "test_a_redelivered_start_call_does_not_dial_again",
+    "test_each_final_result_settles_with_its_outcome",
+    "test_one_request_id_enqueued_twice_places_one_call_and_answers_both",
+    "test_pin_is_readable_before_the_final_outcome",
+    "test_task_events_show_masked_arguments",
+]
+
+
+def _reachable(url: str) -> bool:
+    parts = urlsplit(url)
+    try:
+        with socket.create_connection((parts.hostname or "127.0.0.1", parts.port or 5672), 1):
+            return True
+    except OSError:
+        return False
+
+
+pytestmark = [
+    pytest.mark.skipif(not _reachable(AMQP_URL), reason=f"no RabbitMQ at {AMQP_URL}"),
+    pytest.mark.usefixtures("worker"),
+]
+
+
+@pytest.fixture(scope="module")
+def worker_env(redis_url: str, sim: Simulator) -> dict[str, str]:
+    return {
+        "CALLPASS_REDIS_URL": redis_url,
+        "CALLPASS_BROKER_URL": AMQP_URL,
+        "CALLPASS_API_URL": sim.url,
+        "CALLPASS_QUEUE": f"callpass-test-{uuid.uuid4().hex[:8]}",
+        **TEST_WORKER_ENV,
+    }
+
+
+@pytest.fixture(scope="module")
+def app(worker_env: dict[str, str]) -> Iterator[Celery]:
+    producer = Celery("callpass-test-rabbitmq", set_as_current=False)
+    producer.config_from_object(celery_config(Settings.from_env(worker_env)))
+    yield producer
+    with producer.connection_for_write() as conn:  # leave nothing on the shared broker
+        channel = conn.default_channel
+        for queue in producer.amqp.queues.values():
+            queue.bind(channel).delete()
+            queue.exchange.bind(channel).delete()
+
+
+@pytest.fixture(scope="module")
+def worker(stack: Stack, app: Celery, worker_env: dict[str, str]) -> Iterator[Proc]:
+    proc = start_worker(stack, app, worker_env, "rabbit-worker")
+    yield proc
+    proc.stop()
+
+
+def _delayed_messages(app: Celery) -> int:
+    """Messages waiting in Celery's native delayed delivery queues on the broker."""
+    total = 0
+    with app.connection_for_write() as conn:
+        channel = conn.default_channel
+        for level in range(28):
+            declared = channel.queue_declare(f"celery_delayed_{level}", passive=True)
+            total += declared.message_count
+    return total
+
+
+def test_the_queues_are_quorum_queues_with_native_delayed_delivery(
+    app: Celery, worker: Proc
+) -> None:
+    """Polls wait in the broker's delay queues, not unacked in a worker's memory."""
+    queue = next(iter(app.amqp.queues.values()))
+    assert queue.queue_arguments == {"x-queue-type": "quorum"}
+    result = enqueue_call(app, unique_dn("3"), 8)
+    assert wait_for_pin(result, timeout_s=10) is not None
+    # The first poll is seconds away: its message sits in a delay queue until then.
+    wait_until(lambda: _delayed_messages(app) > 0, 5, "a poll waiting in a delay queue")
+    doc = settle(result)
+    assert doc["outcome"] == "no_answer" and doc["status_requests"] >= 1
+    assert "direct exchange" not in worker.log_path.read_text()
