@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
-.PHONY: help install run test lint format contract compose-check bench-sim bench bench-quick chaos clean
+.PHONY: help install run test lint format contract compose-check bench-sim bench bench-quick chaos flower-screenshot clean
 
 help:
 	@echo "make run       local Redis + simulator + worker + Flower, demo batch, serve until Ctrl-C"
@@ -16,6 +16,7 @@ help:
 	@echo "make bench     ours against naive workers, side by side (<= 8 min; bench-results/)"
 	@echo "make bench-quick  the same as a < 60 s smoke run"
 	@echo "make contract  the API contract suite against CALLPASS_CONTRACT_URL (real calls!)"
+	@echo "make flower-screenshot  a demo run, then Flower's tasks page in headless Chromium (docs/)"
 
 install:
 	@WITH_COMPOSE_CHECK=1 bash scripts/bootstrap.sh
@@ -23,8 +24,11 @@ install:
 run: install
 	$(PY) -m worker.cli run $(RUN_ARGS)
 
+# Two pytest processes, a file each at a time: the suite mostly waits (recoveries, calls
+# ringing), and every file's fixtures start their own Redis, simulator and workers.
+PYTEST_WORKERS ?= 2
 test: install
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 lint: install
 	$(VENV)/bin/ruff check .
@@ -52,6 +56,9 @@ bench: install
 
 bench-quick: install
 	$(PY) -m bench --size quick
+
+flower-screenshot: install
+	$(PY) scripts/flower_screenshot.py --out docs/flower-tasks.png
 
 compose-check: install
 	docker-compose config -q && echo "docker-compose.yml is valid"

@@ -48,6 +48,7 @@ EXPECTED = {
         "Settings",
         "SettingsError",
         "get_settings",
+        "is_rabbitmq",
         "reset_settings",
     ],
     "tasks": ["deliver_webhook", "poll_status", "start_call", "verify_code"],

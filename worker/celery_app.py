@@ -110,8 +110,8 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "worker_pool": "threads",
         "worker_concurrency": 32,
         "worker_cancel_long_running_tasks_on_connection_loss": False,
-        # A stopping worker (SIGTERM) lets running tasks finish this long before it hands
-        # what it holds back to the broker; Kubernetes' grace period must exceed it plus a run.
+        # A cold shutdown (SIGQUIT, a second SIGTERM) still lets running tasks finish this
+        # long; Kubernetes' grace period exceeds it plus the longest task (deploy/k8s).
         "worker_soft_shutdown_timeout": settings.soft_shutdown_s,
         "imports": ["tasks.calls", "tasks.webhooks"],
     }

@@ -13,6 +13,8 @@ import threading
 from pathlib import Path
 from types import FrameType
 
+import requests
+
 from worker.devstack import Stack, child_env, free_port, wait_until
 from worker.settings import SIMULATOR_DEV_TOKEN
 
@@ -64,6 +66,12 @@ def run_stack(run_dir: Path, exit_after_demo: bool, demo_timeout_s: int, flower_
         port = flower_port if flower_port else free_port()
         stack.start_flower(env, port)
         flower_url = f"http://127.0.0.1:{port}/"
+        # Flower opens its port before it listens to events: tasks sent before then would
+        # show in Flower without a name. Its /metrics (open without a login) counts the
+        # workers it has heard from.
+        wait_until(
+            lambda: _flower_sees_a_worker(flower_url), 30, "Flower receiving the worker's events"
+        )
         print(f"flower:    {flower_url}\n")
         run_demo(app, timeout_s=demo_timeout_s)
         print(f"\nFlower: {flower_url}  (tasks: {flower_url}tasks)")
@@ -79,3 +87,14 @@ def run_stack(run_dir: Path, exit_after_demo: bool, demo_timeout_s: int, flower_
     finally:
         print("stopping ...")
         stack.stop_all()
+
+
+def _flower_sees_a_worker(flower_url: str) -> bool:
+    try:
+        metrics = requests.get(flower_url + "metrics", timeout=2).text
+    except requests.RequestException:
+        return False
+    return any(
+        line.startswith("flower_worker_online{") and line.endswith(" 1.0")
+        for line in metrics.splitlines()
+    )

@@ -371,7 +371,8 @@ _PARSERS: dict[str, Parser] = {
     "api_url": _urls("https", "http"),
     "api_token": _parse_token,
     "redis_url": _urls(*_REDIS),
-    "broker_url": _urls(*_REDIS, "amqp", "amqps", "sentinel", optional=True),
+    # No sentinel://: kombu needs a master name we do not take, and records need one URL.
+    "broker_url": _urls(*_REDIS, "amqp", "amqps", optional=True),
     "result_backend": _urls(*_REDIS, optional=True),
     "queue": _parse_queue,
     "connect_timeout_s": _floats(0.1, 60),
