@@ -113,10 +113,10 @@ def _apt_get(*args: str) -> bool:
 
 
 def _missing_tool(message: str) -> NoReturn:
-    """Fail where the tools are required (CI: .ci/run sets CALLPASS_REQUIRE_DEPLOY_TOOLS=1),
+    """Fail where the tools are required (CI: .ci/run sets CALLPASS_TEST_REQUIRE_DEPLOY_TOOLS=1),
     skip elsewhere: Debian's own packages hold no kubectl recent enough, and a fresh machine's
     ``make test`` must not fail for want of one."""
-    if os.environ.get("CALLPASS_REQUIRE_DEPLOY_TOOLS") == "1":
+    if os.environ.get("CALLPASS_TEST_REQUIRE_DEPLOY_TOOLS") == "1":
         pytest.fail(message)
     pytest.skip(message)
 

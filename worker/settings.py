@@ -47,7 +47,13 @@ START_RETRY_MAX_DELAY_S = max(START_RETRY_DELAYS_S)
 _TOKEN_RE = re.compile(r"^(?:[0-9a-f]{32}|[0-9a-f]{64})$")
 
 # Variables of the simulator, the contract suite and the demo share the prefix but not this class.
-_OTHER_TOOLS = ("CALLPASS_SIM_", "CALLPASS_CONTRACT_", "CALLPASS_DEMO_", "CALLPASS_PROPERTY_")
+_OTHER_TOOLS = (
+    "CALLPASS_SIM_",
+    "CALLPASS_CONTRACT_",
+    "CALLPASS_DEMO_",
+    "CALLPASS_PROPERTY_",
+    "CALLPASS_TEST_",
+)
 
 
 class SettingsError(ValueError):
