@@ -107,19 +107,23 @@ class TestSchedule:
         assert offsets == sorted(offsets) and len(set(offsets)) == len(offsets)
         assert timeout + 0.25 in offsets  # the poll that catches calls ending at timeout
         assert offsets[-1] <= timeout + 15.0
-        assert offsets[0] >= 1.5
-        # A call ending after the first poll waits at most one interval for the next.
-        ringing = [o for o in offsets if o <= timeout + 0.25]
-        assert max((b - a for a, b in itertools.pairwise(ringing)), default=0) <= 2.0
-        assert ringing[0] <= 3.0 + 0.25  # nor longer than ~1.5 s for the earliest ones
+        assert offsets[0] > 1.0
+        # A call ending after 1 s waits at most one interval for the next poll, the end
+        # poll included; and the steps are even (none shorter than needed).
+        ringing = [0.0 + 1.0, *[o for o in offsets if o <= timeout + 0.25]]
+        steps = [b - a for a, b in itertools.pairwise(ringing)]
+        assert max(steps) <= 2.0
+        assert max(steps) - min(steps) < 1e-6
+        # As few ringing polls as that allows.
+        assert len(steps) == max(1, -(-(timeout + 0.25 - 1.0) // 2.0))
 
-    def test_a_ten_second_call_is_polled_at_3_5_7_9_and_just_after_10(self) -> None:
-        assert PollSchedule(grace_s=0).offsets(10) == [3.0, 5.0, 7.0, 9.0, 10.1]
+    def test_a_ten_second_call_is_polled_every_1_82_s_up_to_just_after_10(self) -> None:
+        assert PollSchedule(grace_s=0).offsets(10) == [2.82, 4.64, 6.46, 8.28, 10.1]
 
     def test_next_delay_ends_after_the_grace(self) -> None:
         schedule = PollSchedule(interval_s=1.0, end_slack_s=0.25, grace_s=3.0)
-        assert schedule.offsets(5)[:4] == [1.5, 2.5, 3.5, 4.5]
-        assert schedule.next_delay(0.0, 5) == pytest.approx(1.5)
+        assert schedule.offsets(5)[:5] == [1.85, 2.7, 3.55, 4.4, 5.25]
+        assert schedule.next_delay(0.0, 5) == pytest.approx(1.85)
         assert schedule.next_delay(4.9, 5) == pytest.approx(0.35)
         assert schedule.next_delay(8.1, 5) is None
 

@@ -6,16 +6,17 @@ may still ring, once just after ``timeout`` (``end_slack`` later, when most call
 final status), then a few times through the grace period the API may need to report a final
 status. All offsets are seconds since the call was placed.
 
-The ringing polls are anchored on the end, not on the start: the last one comes half an
-interval before ``timeout`` and the others every ``interval`` before it, down to
-``first_poll``. A call ending anywhere waits at most one interval for its outcome, and the
-first poll lands late enough to catch the earliest endings (a busy signal after a second or
-two) instead of asking while nothing can have happened yet. For a 10 s call with a 2 s
-interval that is 3, 5, 7, 9 and 10.1 s: five status requests where a one-second tick needs ten.
+The ringing polls divide the time from ``first_poll`` (calls hardly ever end sooner: a busy
+signal comes after a second or so) to the end poll into equal steps of at most ``interval``.
+A call ending anywhere waits less than one step for its outcome, and no step is wasted: for a
+10 s call with a 2 s interval that is 2.82, 4.64, 6.46, 8.28 and 10.1 s, five status requests
+where a one-second tick needs ten, each call learning its outcome within 1.82 s plus one
+request (with polls every 2 s, the API's round trip would push the slowest past 2 s).
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 __all__ = ["PollSchedule"]
@@ -31,18 +32,17 @@ class PollSchedule:
     end_slack_s: float = 0.1
     #: Seconds past ``timeout`` after which a call without final status settles as unknown.
     grace_s: float = 15.0
-    #: No ringing poll before this: hardly any call ends within its first second or so.
-    first_poll_s: float = 1.5
+    #: Hardly any call ends sooner: the ringing polls start one step after this.
+    first_poll_s: float = 1.0
 
     def offsets(self, timeout_s: float) -> list[float]:
         """Every planned poll offset, ascending."""
-        ringing: list[float] = []
-        t = timeout_s - self.interval_s / 2
-        while t >= self.first_poll_s:
-            ringing.append(round(t, 6))
-            t -= self.interval_s
         end = timeout_s + self.end_slack_s
-        points = [*reversed(ringing), end]
+        span = end - self.first_poll_s
+        steps = max(1, math.ceil(span / self.interval_s - 1e-9)) if span > 0 else 1
+        step = span / steps
+        ringing = [round(self.first_poll_s + k * step, 6) for k in range(1, steps)]
+        points = [*ringing, end]
         t = end + self.interval_s
         while t <= timeout_s + self.grace_s:
             points.append(t)

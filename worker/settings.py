@@ -169,8 +169,8 @@ class Settings:
     default_call_timeout_s: int = 20
     poll_interval_s: float = 2.0
     poll_end_slack_s: float = 0.1
-    #: No status request earlier than this after placing the call.
-    poll_first_s: float = 1.5
+    #: Calls hardly end sooner: ringing polls split the time from here to the end poll.
+    poll_first_s: float = 1.0
     poll_grace_s: float = 15.0
     place_deadline_s: float = 30.0
     result_expires_s: int = 86_400
