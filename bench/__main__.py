@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.report import write_report
-from bench.runner import Bench, Variant
+from bench.runner import MIXES, Bench, Variant
 
 
 @dataclass(frozen=True)
@@ -46,8 +46,9 @@ class Size:
 SIZES = {
     # 20 arrivals/s keeps the frontier runs below saturation on 2 cores (ours spends about
     # 40 CPU ms per call there): a saturated run measures queueing, not the poll schedule.
-    "full": Size(10, 200, 20.0, (0.5, 1.0, 2.0, 3.0), ("standard", "concentrated"),
-                 1000, 150, 1000, 96, 6, 3000, 200, 10_000),
+    # Sized to finish within 8 minutes on 2 cores: sync-v1 runs two rounds of its pool.
+    "full": Size(10, 150, 20.0, (0.5, 1.0, 2.0, 3.0), ("standard", "concentrated"),
+                 800, 150, 500, 64, 4, 2000, 200, 10_000),
     "quick": Size(3, 20, 20.0, (1.0,), ("standard",), 40, 0, 0, 8, 0, 200, 20, 200),
 }  # fmt: skip
 
@@ -152,7 +153,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rate", type=float, default=None, help="frontier arrivals per second")
     parser.add_argument("--frontier-calls", type=int, default=None, help="calls per frontier run")
     parser.add_argument("--memory-calls", type=int, default=None, help="calls held in flight")
+    parser.add_argument(
+        "--mix",
+        action="append",
+        default=[],
+        metavar="NAME=SPEC",
+        help="replace a named mix (standard, concentrated) with a simulator mix spec, e.g. "
+        "standard=NO_ANSWER@timeout:50,USER_BUSY@1-3:50 (see callpass simulator -h)",
+    )
     args = parser.parse_args(argv)
+    for item in args.mix:
+        name, _, spec = item.partition("=")
+        if name not in MIXES or not spec:
+            parser.error(f"--mix must be NAME=SPEC with NAME one of {', '.join(MIXES)}")
+        MIXES[name] = spec
     size = SIZES[args.size]
     size = dataclasses.replace(
         size,
@@ -174,6 +188,7 @@ def main(argv: list[str] | None = None) -> int:
             "latency_ms": args.latency_ms,
             "timeout_s": size.timeout_s,
             "frontier_rate": size.frontier_rate,
+            "mixes": {name: MIXES[name] for name in size.mixes},
         },
         "frontier": [],
         "saturation": [],
