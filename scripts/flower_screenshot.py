@@ -18,7 +18,6 @@ import queue
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -30,6 +29,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
+
+from worker.devstack import ensure_debian_program, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -73,32 +74,17 @@ def log(message: str) -> None:
     print(f"[flower-screenshot] {message}", flush=True)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def ensure_chromium() -> str:
     """Path of ``chromium``; installed with apt-get first where it is missing (as root)."""
     binary = shutil.which("chromium")
     if binary is not None:
         return binary
-    if os.geteuid() != 0 or shutil.which("apt-get") is None:
+    log("chromium is missing: apt-get install -y --no-install-recommends chromium (as root)")
+    binary = ensure_debian_program("chromium", "chromium")
+    if binary is None:
         raise ScreenshotError(
             "chromium is missing; install it (apt-get install chromium) or run this as root"
         )
-    log("chromium is missing: apt-get install -y --no-install-recommends chromium")
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    subprocess.run(["apt-get", "update", "-qq"], check=True, env=env)
-    subprocess.run(
-        ["apt-get", "install", "-y", "-qq", "--no-install-recommends", "chromium"],
-        check=True,
-        env=env,
-    )
-    binary = shutil.which("chromium")
-    if binary is None:
-        raise ScreenshotError("apt-get installed chromium, yet it is not on PATH")
     return binary
 
 

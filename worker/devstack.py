@@ -51,18 +51,25 @@ def wait_until(
     raise TimeoutError(f"{what} not ready within {timeout_s:g} s{detail}")
 
 
-def ensure_redis_server() -> str:
-    """Path of ``redis-server``; installed with apt-get first where it is missing (as root)."""
-    binary = shutil.which("redis-server")
+def ensure_debian_program(program: str, package: str) -> str | None:
+    """Path of ``program``; where it is missing and we are root on Debian, ``package`` is
+    installed with apt-get first. ``None`` when it is still missing."""
+    binary = shutil.which(program)
     if binary is None and os.geteuid() == 0 and shutil.which("apt-get"):
         env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
         subprocess.run(["apt-get", "update", "-qq"], check=True, env=env)
         subprocess.run(
-            ["apt-get", "install", "-y", "-qq", "--no-install-recommends", "redis-server"],
+            ["apt-get", "install", "-y", "-qq", "--no-install-recommends", package],
             check=True,
             env=env,
         )
-        binary = shutil.which("redis-server")
+        binary = shutil.which(program)
+    return binary
+
+
+def ensure_redis_server() -> str:
+    """Path of ``redis-server``; installed with apt-get first where it is missing (as root)."""
+    binary = ensure_debian_program("redis-server", "redis-server")
     if binary is None:
         raise RuntimeError("redis-server is missing; install it (apt-get install redis-server)")
     return binary
