@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 from chaos.harness import HEADER, Row
-from chaos.scenarios import SCENARIOS, Size
+from chaos.scenarios import SCENARIOS, Size, worker_killed
 
 
 def main() -> int:
@@ -17,6 +17,12 @@ def main() -> int:
     parser.add_argument("--size", choices=["full", "small"], default="full")
     parser.add_argument("--only", action="append", choices=sorted(SCENARIOS), default=None)
     parser.add_argument("--keep", action="store_true", help="keep the run folder (logs)")
+    parser.add_argument(
+        "--amqp-url",
+        default="",
+        help="also kill workers with this RabbitMQ as the broker (e.g. "
+        "amqp://guest:guest@127.0.0.1:5672//)",
+    )
     args = parser.parse_args()
     size = Size.get(args.size)
     rows: list[Row] = []
@@ -28,6 +34,12 @@ def main() -> int:
         rows.append(row)
         print(row.render(), flush=True)
         for problem in row.problems:
+            print(f"   problem: {problem}", flush=True)
+    if args.amqp_url:
+        print("== worker-killed on RabbitMQ ...", flush=True)
+        rows.append(worker_killed(base / "worker-killed-rabbitmq", size, args.amqp_url))
+        print(rows[-1].render(), flush=True)
+        for problem in rows[-1].problems:
             print(f"   problem: {problem}", flush=True)
     print(f"\n{HEADER}")
     for row in rows:

@@ -25,7 +25,7 @@ from worker.producer import enqueue_call
 from worker.settings import Settings
 from worker.webhooks import event_id_for
 
-__all__ = ["Harness", "Request", "Row"]
+__all__ = ["Harness", "Request", "Row", "delete_queues"]
 
 #: Short calls keep a scenario bounded: most end at their 3 s timeout.
 CALL_TIMEOUT_S = 3
@@ -81,6 +81,15 @@ HEADER = (
     "| scenario | requests | settled | lost | double dials | unknown | notes |\n"
     "|---|---|---|---|---|---|---|"
 )
+
+
+def delete_queues(app: Celery) -> None:
+    """Delete ``app``'s queues and their exchanges from its broker (a shared RabbitMQ)."""
+    with app.connection_for_write() as conn:
+        channel = conn.default_channel
+        for queue in app.amqp.queues.values():
+            queue.bind(channel).delete()
+            queue.exchange.bind(channel).delete()
 
 
 class Harness:
@@ -163,6 +172,9 @@ class Harness:
 
     def close(self) -> None:
         self.stack.stop_all()
+
+    def delete_queues(self) -> None:
+        delete_queues(self.app)
 
     # -- traffic ---------------------------------------------------------------------------
 

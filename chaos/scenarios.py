@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,10 +55,18 @@ SIZES = {
 SETTLE_S = 120.0
 
 
-def worker_killed(run_dir: Path, size: Size) -> Row:
-    """SIGKILL workers at random moments (during starts and polls) and restart them."""
+def worker_killed(run_dir: Path, size: Size, broker_url: str = "") -> Row:
+    """SIGKILL workers at random moments (during starts and polls) and restart them.
+
+    With ``broker_url`` (RabbitMQ), the broker carries the messages on queues of this run's
+    own, deleted afterwards; Redis still holds the records and results."""
     began = time.monotonic()
-    h = Harness(run_dir, workers=3, sim_args=("--latency-ms", "150"))
+    on_broker = (
+        {"CALLPASS_BROKER_URL": broker_url, "CALLPASS_QUEUE": f"chaos-{uuid.uuid4().hex[:8]}"}
+        if broker_url
+        else {}
+    )
+    h = Harness(run_dir, workers=3, sim_args=("--latency-ms", "150"), worker_env=on_broker)
     try:
         duration = max(10.0, size.killed_requests / 25)
         moments = sorted(h.rng.uniform(1.0, duration + 3.0) for _ in range(size.kills))
@@ -76,9 +85,12 @@ def worker_killed(run_dir: Path, size: Size) -> Row:
             time.sleep(max(0.0, moments[0] - (time.monotonic() - began)))
             during(float("inf"))
         notes = f"{len(killed)} SIGKILLs + restarts"
-        return h.verdict("worker killed", SETTLE_S, notes, began)
+        name = "worker killed (RabbitMQ)" if broker_url else "worker killed"
+        return h.verdict(name, SETTLE_S, notes, began)
     finally:
         h.close()
+        if broker_url:
+            h.delete_queues()
 
 
 def redis_restarted(run_dir: Path, size: Size) -> Row:

@@ -12,11 +12,14 @@ import os
 import socket
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
 from celery import Celery
 
+from chaos.harness import delete_queues
+from chaos.scenarios import Size, worker_killed
 from tests.conftest import TEST_WORKER_ENV, Simulator, start_worker
 from tests.test_pipeline import (
     settle,
@@ -76,11 +79,7 @@ def app(worker_env: dict[str, str]) -> Iterator[Celery]:
     producer = Celery("callpass-test-rabbitmq", set_as_current=False)
     producer.config_from_object(celery_config(Settings.from_env(worker_env)))
     yield producer
-    with producer.connection_for_write() as conn:  # leave nothing on the shared broker
-        channel = conn.default_channel
-        for queue in producer.amqp.queues.values():
-            queue.bind(channel).delete()
-            queue.exchange.bind(channel).delete()
+    delete_queues(producer)  # leave nothing on the shared broker
 
 
 @pytest.fixture(scope="module")
@@ -114,3 +113,14 @@ def test_the_queues_are_quorum_queues_with_native_delayed_delivery(
     doc = settle(result)
     assert doc["outcome"] == "no_answer" and doc["status_requests"] >= 1
     assert "direct exchange" not in worker.log_path.read_text()
+
+
+def test_workers_killed_mid_call_lose_nothing_and_call_nobody_twice(tmp_path: Path) -> None:
+    """The chaos suite's worker-killed scenario (small size) with RabbitMQ as the broker: a
+    killed worker's unacked messages go back to the queue at once, and the request records
+    keep a redelivered start from dialing again."""
+    size = Size.get("small")
+    row = worker_killed(tmp_path, size, broker_url=AMQP_URL)
+    assert row.notes.startswith(f"{size.kills} SIGKILLs")
+    assert (row.lost, row.double_dials, row.problems) == (0, 0, [])
+    assert row.settled == row.requests > 0
