@@ -99,6 +99,7 @@ class Bench:
         pool = ["--pool", variant.pool, "--concurrency", str(variant.concurrency)]
         if variant.kind == "ours":
             env = self._ours_env(sim_url, queue, dict(variant.env))
+            env["CALLPASS_WORKER_POOL"] = variant.pool  # `--pool prefork` alone would not do
             app = Celery("bench-producer", set_as_current=False)
             app.config_from_object(celery_config(Settings.from_env(env)))
             proc = self.stack.start_worker(child_env(env), name, *pool)

@@ -166,3 +166,42 @@ def test_healthcheck_reads_the_heartbeat(observed: dict[str, Any]) -> None:
     assert observed["health"].returncode == 0, observed["health"].stderr
     assert observed["stale"].returncode == 1
     assert "last heartbeat" in observed["stale"].stderr
+
+
+def test_prefork_pool_counts_its_children_with_the_multiprocess_directory(
+    tmp_path: Path, stack: Stack, app: Celery, worker_env: dict[str, str]
+) -> None:
+    """Under prefork the pool's children do the work: the worker serves their counters from
+    prometheus-client's multiprocess directory."""
+    port, queue = free_port(), "observed-prefork"
+    multiproc = tmp_path / "prometheus"
+    multiproc.mkdir()
+    env = {
+        **worker_env,
+        "CALLPASS_QUEUE": queue,
+        "CALLPASS_METRICS_PORT": str(port),
+        "PROMETHEUS_MULTIPROC_DIR": str(multiproc),
+        "CALLPASS_WORKER_POOL": "prefork",
+    }
+    proc = start_worker(stack, app, env, queue, "--concurrency", "2")
+    try:
+        docs = [settle(enqueue_call(app, unique_dn(d), 3, queue=queue)) for d in ("1", "2", "2")]
+        expected = Counter(doc["outcome"] for doc in docs)
+
+        def counted() -> dict[str, float]:
+            return {
+                dict(labels)["outcome"]: value
+                for (name, labels), value in scrape(port).items()
+                if name == "callpass_calls_total"
+            }
+
+        wait_until(lambda: counted() == expected, 10, "the children's counts served")
+        samples = scrape(port)
+        assert (
+            sample(samples, "callpass_api_requests_total", method="start_async", status="200") == 3
+        )
+        log = proc.log_path.read_text()
+        assert "(prefork)" in log  # the banner: the pool really is prefork
+        assert "prefork pool counts in its child processes" not in log
+    finally:
+        proc.stop()

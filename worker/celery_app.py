@@ -107,7 +107,9 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_queues": _queues(settings),
         "broker_connection_retry_on_startup": True,
         # The threads pool ignores time limits; the HTTP client's own time-outs bound a task.
-        "worker_pool": "threads",
+        # A setting, not only `--pool`: Celery takes `--pool prefork` for its default and
+        # lets this configured pool win over it.
+        "worker_pool": settings.worker_pool,
         "worker_concurrency": 32,
         "worker_cancel_long_running_tasks_on_connection_loss": False,
         # A cold shutdown (SIGQUIT, a second SIGTERM) still lets running tasks finish this

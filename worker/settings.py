@@ -214,6 +214,8 @@ class Settings:
     webhook_dead_ttl_s: int = 7 * 86_400
     #: Queue of delivery tasks (empty: ``<queue>.webhooks``); every worker consumes it too.
     webhook_queue: str = ""
+    #: Celery pool: threads (the work waits on HTTP), gevent, prefork or solo.
+    worker_pool: str = "threads"
     #: ``text`` for people, ``json`` (one object per line) for log collectors.
     log_format: str = "text"
     #: Port of each worker's Prometheus endpoint (0: none) and the address it binds.
@@ -418,6 +420,9 @@ _PARSERS: dict[str, Parser] = {
     "webhook_allowed_networks": lambda name, raw: _parse_networks(name, raw),
     "webhook_dead_ttl_s": _ints(3600, 365 * 86_400),
     "webhook_queue": lambda name, raw: _parse_queue(name, raw) if raw else raw,
+    "worker_pool": lambda name, raw: _parse_choice(
+        name, raw, ("threads", "gevent", "prefork", "solo")
+    ),
     "log_format": lambda name, raw: _parse_choice(name, raw, ("text", "json")),
     "metrics_port": _ints(0, 65_535),
     "metrics_address": lambda name, raw: _parse_address(name, raw),
