@@ -302,9 +302,10 @@ class Bench:
 
     def memory_in_flight(self, calls: int) -> dict[str, Any]:
         """RSS growth of one worker holding ``calls`` placed calls, each waiting for its poll."""
-        # Calls that never end (the simulator's magic numbers ending in 5) and no poll before
-        # timeout + 60 s: every call stays in flight while it is measured, and what the worker
-        # holds for each is one countdown message and its bookkeeping.
+        # Calls that never end (the simulator's magic numbers ending in 5) of 99 s, with no
+        # ringing poll and the first poll at timeout + 10 s: every call stays in flight while
+        # it is measured, and what the worker holds for each is one countdown message and its
+        # bookkeeping (the earliest calls get their first poll if placing takes over 109 s).
         variant = Variant(
             "ours",
             "ours",

@@ -173,9 +173,6 @@ class Harness:
     def close(self) -> None:
         self.stack.stop_all()
 
-    def delete_queues(self) -> None:
-        delete_queues(self.app)
-
     # -- traffic ---------------------------------------------------------------------------
 
     def enqueue(

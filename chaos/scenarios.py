@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from chaos.harness import Harness, Row
+from chaos.harness import Harness, Row, delete_queues
 from chaos.receiver import Receiver
 from worker.devstack import child_env, wait_until
 
@@ -90,7 +90,7 @@ def worker_killed(run_dir: Path, size: Size, broker_url: str = "") -> Row:
     finally:
         h.close()
         if broker_url:
-            h.delete_queues()
+            delete_queues(h.app)
 
 
 def redis_restarted(run_dir: Path, size: Size) -> Row:

@@ -161,7 +161,7 @@ def startup_warnings(settings: Settings) -> list[str]:
 
 
 @signals.worker_init.connect
-def _announce(sender: Any = None, **_: Any) -> None:
+def _announce(**_: Any) -> None:
     settings = get_settings()
     log.info(
         "callpass worker: API %s, queue %s, %s token",
@@ -174,7 +174,6 @@ def _announce(sender: Any = None, **_: Any) -> None:
     if settings.metrics_port:
         from worker.metrics import serve_metrics
 
-        pool = str(getattr(sender, "pool_cls", "")).lower()
         serve_metrics(
             settings.metrics_port,
             settings.metrics_address,
@@ -183,7 +182,8 @@ def _announce(sender: Any = None, **_: Any) -> None:
             (settings.queue, settings.effective_webhook_queue)
             if settings.effective_broker_url == settings.redis_url
             else (),
-            "prefork" if "prefork" in pool or "asynpool" in pool else pool,
+            # The configured pool is the pool: Celery keeps it over `--pool prefork`.
+            settings.worker_pool,
         )
 
 

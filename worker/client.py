@@ -50,7 +50,6 @@ T = TypeVar("T")
 START_PATH = "api/{version}/start-call-password/"
 STATUS_PATH = "api/v2.0/get-call-password-status/"
 
-
 #: Backoff between attempts: random in [0, min(cap, base * 2**n)] seconds ("full jitter").
 BACKOFF_BASE_S = 0.2
 BACKOFF_CAP_S = 2.0

@@ -25,10 +25,10 @@ def touch_heartbeat(path: str) -> None:
         log.warning("cannot touch heartbeat file %s: %s", path, exc.strerror or exc)
 
 
-def heartbeat_age_s(path: str, now: float | None = None) -> float | None:
+def heartbeat_age_s(path: str) -> float | None:
     """Seconds since the worker last touched ``path``; ``None`` when there is no such file."""
     try:
         modified = os.stat(path).st_mtime
     except FileNotFoundError:
         return None
-    return max(0.0, (time.time() if now is None else now) - modified)
+    return max(0.0, time.time() - modified)

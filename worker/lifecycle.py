@@ -131,18 +131,14 @@ class Pipeline:
         except InvalidRequestError as exc:
             raw_id = kwargs.get("request_id") if isinstance(kwargs, dict) else None
             request_id = raw_id if _valid_request_id(raw_id) else task_id
-            doc = build_outcome(
-                Outcome.INVALID,
-                completed_at=now(),
+            log.info("request %s invalid: %s", request_id, exc)
+            return self._settle_invalid(
+                task_id,
+                {"field": exc.field, "rule": exc.rule},
                 request_id=request_id,
                 api_message=None,
-                error={"field": exc.field, "rule": exc.rule},
                 requested_at=requested_at or received,
             )
-            self.sink.publish_outcome(task_id, doc)
-            metrics.request_settled(Outcome.INVALID)
-            log.info("request %s invalid: %s", request_id, exc)
-            return "invalid"
 
         request_id = request.request_id or task_id
         bind_log_context(request_id=request_id)
@@ -160,18 +156,14 @@ class Pipeline:
             except DestinationRefused as exc:
                 refusal = {"field": "webhook_url", "rule": exc.rule}
         if refusal is not None:
-            doc = build_outcome(
-                Outcome.INVALID,
-                completed_at=now(),
+            log.info("request %s invalid: %s %s", request_id, refusal["field"], refusal["rule"])
+            return self._settle_invalid(
+                task_id,
+                refusal,
                 request_id=request_id,
                 dn_masked=mask_dn(request.dn),
-                error=refusal,
                 requested_at=requested_at or received,
             )
-            self.sink.publish_outcome(task_id, doc)
-            metrics.request_settled(Outcome.INVALID)
-            log.info("request %s invalid: %s %s", request_id, refusal["field"], refusal["rule"])
-            return "invalid"
         digest = dn_digest(request.dn)
         claim, record = self.store.claim(
             request_id,
@@ -188,15 +180,11 @@ class Pipeline:
             },
         )
         if claim < 0:
-            doc = build_outcome(
-                Outcome.INVALID,
-                completed_at=now(),
+            return self._settle_invalid(
+                task_id,
+                {"field": "request_id", "rule": "is already used for another number"},
                 request_id=request_id,
-                error={"field": "request_id", "rule": "is already used for another number"},
             )
-            self.sink.publish_outcome(task_id, doc)
-            metrics.request_settled(Outcome.INVALID)
-            return "invalid"
         if self.outbox is not None:
             self.outbox.claimed(task_id)
         if claim == 1:
@@ -206,6 +194,13 @@ class Pipeline:
         if claim == 0:
             log.info("request %s seen again (state %s): resuming", request_id, record.state)
         return self._advance(record, task_id, request.dn, kwargs, attempt)
+
+    def _settle_invalid(self, task_id: str, error: OutcomeError, **fields: Any) -> str:
+        """Answer a request that places no call: ``invalid``, naming the field and the rule."""
+        doc = build_outcome(Outcome.INVALID, completed_at=now(), error=error, **fields)
+        self.sink.publish_outcome(task_id, doc)
+        metrics.request_settled(Outcome.INVALID)
+        return "invalid"
 
     def _webhook_url(self, requested: str | None) -> str:
         if self.webhooks is None:

@@ -39,7 +39,7 @@ class PollSchedule:
         """Every planned poll offset, ascending."""
         end = timeout_s + self.end_slack_s
         span = end - self.first_poll_s
-        steps = max(1, math.ceil(span / self.interval_s - 1e-9)) if span > 0 else 1
+        steps = max(1, math.ceil(span / self.interval_s - 1e-9))
         step = span / steps
         ringing = [round(self.first_poll_s + k * step, 6) for k in range(1, steps)]
         points = [*ringing, end]
