@@ -106,7 +106,10 @@ def _cmd_config() -> int:
 
     settings = get_settings()
     for name, value in sorted(vars(settings).items()):
-        shown = redact_url(value) if name == "webhook_url" and value else value
+        shown = value
+        if isinstance(value, str) and "://" in value:
+            # Every URL without its credentials; a webhook receiver's path may be its secret.
+            shown = redact_url(value, keep_path=name != "webhook_url")
         print(f"CALLPASS_{name.upper()}={shown}")
     return 0
 
