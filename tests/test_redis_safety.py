@@ -51,6 +51,13 @@ def test_callpass_config_prints_no_password_of_any_url() -> None:
     assert "CALLPASS_RESULT_BACKEND=rediss://***@127.0.0.1:6391/2" in out.stdout.splitlines()
 
 
+def test_settings_show_no_url_password_in_their_repr() -> None:
+    # Tracebacks and debug lines may show a Settings object.
+    settings = Settings.from_env({"CALLPASS_REDIS_URL": f"redis://u:{PASSWORD}@127.0.0.1:6390/0"})
+    assert PASSWORD not in repr(settings) and PASSWORD not in str(settings)
+    assert "redis_url='redis://***@127.0.0.1:6390/0'" in repr(settings)
+
+
 def test_a_password_in_a_redis_query_string_is_refused_by_name_not_echoed() -> None:
     # kombu cannot read ?password= (the worker would die in a traceback) and Celery's own
     # masking only knows user:password@: such a URL is refused, the value never shown.

@@ -101,16 +101,12 @@ def _cmd_result(args: argparse.Namespace) -> int:
 
 
 def _cmd_config() -> int:
-    from worker.masking import redact_url
+    from worker.masking import redact_setting
     from worker.settings import get_settings
 
     settings = get_settings()
     for name, value in sorted(vars(settings).items()):
-        shown = value
-        if isinstance(value, str) and "://" in value:
-            # Every URL without its credentials; a webhook receiver's path may be its secret.
-            shown = redact_url(value, keep_path=name != "webhook_url")
-        print(f"CALLPASS_{name.upper()}={shown}")
+        print(f"CALLPASS_{name.upper()}={redact_setting(name, value)}")
     return 0
 
 

@@ -25,6 +25,7 @@ __all__ = [
     "mask_dn",
     "mask_text",
     "masked_reprs",
+    "redact_setting",
     "redact_url",
     "secret_query_names",
 ]
@@ -85,6 +86,14 @@ def redact_url(url: str, *, keep_path: bool = False) -> str:
     query = "&".join(_redacted_query_pair(pair) for pair in parts.query.split("&"))
     shown = f"{parts.scheme}://{userinfo}{netloc}{parts.path}" + (f"?{query}" if query else "")
     return mask_text(shown)
+
+
+def redact_setting(name: str, value: object) -> object:
+    """A setting's value fit to print: every URL without its credentials, and a webhook
+    receiver's URL host only."""
+    if isinstance(value, str) and "://" in value:
+        return redact_url(value, keep_path=name != "webhook_url")
+    return value
 
 
 def _redacted_query_pair(pair: str) -> str:

@@ -120,7 +120,11 @@ def _parse_bool(name: str, raw: str) -> bool:
 
 
 def _parse_url(name: str, raw: str, schemes: tuple[str, ...]) -> str:
-    parts = urlsplit(raw)
+    try:
+        parts = urlsplit(raw)
+        parts.port  # noqa: B018 - raises on a port that is not a number
+    except ValueError:
+        parts = urlsplit("")
     if parts.scheme not in schemes or not parts.netloc:
         raise SettingsError(name, f"must be a URL with scheme {' or '.join(schemes)} and a host")
     return raw
@@ -229,6 +233,15 @@ class Settings:
     flower_basic_auth: SecretStr = field(default_factory=lambda: SecretStr(""))
     #: A Redis whose ``maxmemory-policy`` is not ``noeviction``: ``refuse`` to start, or ``warn``.
     redis_eviction_policy_check: str = "refuse"
+
+    def __repr__(self) -> str:
+        # A traceback or a debug line may show settings: never a URL's password.
+        from worker.masking import redact_setting
+
+        shown = (
+            f"{f.name}={redact_setting(f.name, getattr(self, f.name))!r}" for f in fields(self)
+        )
+        return f"Settings({', '.join(shown)})"
 
     @property
     def webhook_keys(self) -> tuple[bytes, ...]:
