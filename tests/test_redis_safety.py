@@ -3,8 +3,10 @@ that may evict request records (an evicted record lets a redelivered request dia
 
 from __future__ import annotations
 
+import json
 import logging
 import secrets
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -12,11 +14,12 @@ from contextlib import contextmanager
 
 import pytest
 import redis
+import requests
 from celery import Celery
 
 from tests.conftest import Simulator
 from worker.celery_app import celery_config
-from worker.devstack import Proc, Stack, child_env, wait_for_worker, wait_until
+from worker.devstack import Proc, Stack, child_env, free_port, wait_for_worker, wait_until
 from worker.masking import MaskingFilter, hide_url_credentials, redact_url
 from worker.settings import Settings, SettingsError
 
@@ -129,8 +132,9 @@ def test_the_suites_redis_runs_with_noeviction(redis_url: str) -> None:
 @contextmanager
 def worker_on_own_redis(
     stack: Stack, sim: Simulator, name: str, redis_args: list[str], **env: str
-) -> Iterator[tuple[Proc, Celery]]:
-    """A redis-server with ``redis_args`` and a password, and a worker started against it."""
+) -> Iterator[tuple[Proc, Celery, dict[str, str]]]:
+    """A redis-server with ``redis_args`` and a password, and a worker started against it:
+    the worker, a producer app on that Redis, and the worker's environment."""
     redis_proc, plain_url = stack.start_redis(extra_args=[*redis_args, "--requirepass", PASSWORD])
     url = plain_url.replace("redis://", f"redis://:{PASSWORD}@")
     worker_env = {
@@ -144,17 +148,15 @@ def worker_on_own_redis(
     app.config_from_object(celery_config(Settings.from_env(worker_env)))
     proc = stack.start_worker(child_env(worker_env), name)
     try:
-        yield proc, app
+        yield proc, app, worker_env
     finally:
         proc.stop()
         redis_proc.stop()
 
 
 def test_a_worker_refuses_a_redis_that_may_evict_records(stack: Stack, sim: Simulator) -> None:
-    with worker_on_own_redis(stack, sim, "evict-refuse", ["--maxmemory-policy", "allkeys-lru"]) as (
-        proc,
-        _,
-    ):
+    lru = ["--maxmemory-policy", "allkeys-lru"]
+    with worker_on_own_redis(stack, sim, "evict-refuse", lru) as (proc, _, _):
         wait_until(lambda: not proc.alive(), 60, "the worker refusing to start")
         log = proc.log_path.read_text(errors="replace")
     assert proc.popen.returncode != 0
@@ -173,7 +175,7 @@ def test_warn_mode_starts_and_says_so_loudly(stack: Stack, sim: Simulator) -> No
         name,
         ["--maxmemory-policy", "volatile-ttl"],
         CALLPASS_REDIS_EVICTION_POLICY_CHECK="warn",
-    ) as (proc, app):
+    ) as (proc, app, _):
         wait_for_worker(app, proc, name)
         log = proc.log_path.read_text(errors="replace")
     warnings = [line for line in log.splitlines() if "WARNING" in line and "!!!" in line]
@@ -188,11 +190,43 @@ def test_a_redis_that_refuses_config_is_warned_about_not_refused(
 ) -> None:
     # Managed Redis often renames or forbids CONFIG: the policy cannot be read, only warned of.
     name = "evict-unknown"
-    with worker_on_own_redis(stack, sim, name, ["--rename-command", "CONFIG", '""']) as (
-        proc,
-        app,
-    ):
+    no_config = ["--rename-command", "CONFIG", '""']
+    with worker_on_own_redis(stack, sim, name, no_config) as (proc, app, _):
         wait_for_worker(app, proc, name)
         log = proc.log_path.read_text(errors="replace")
     assert "maxmemory-policy could not be checked (ResponseError: unknown command" in log
     assert PASSWORD not in log
+
+
+def test_banner_flower_and_inspect_show_no_redis_password(stack: Stack, sim: Simulator) -> None:
+    name = "pw-shown"
+    with worker_on_own_redis(stack, sim, name, []) as (proc, app, env):
+        wait_for_worker(app, proc, name)
+        node = f"{name}@{socket.gethostname()}"
+        conf = app.control.inspect(destination=[node], timeout=5).conf() or {}
+        assert conf, "the worker did not answer inspect conf"
+        port = free_port()
+        flower_env = {k: v for k, v in child_env(env).items() if not k.startswith("FLOWER_")}
+        flower = stack.start_flower(flower_env, port)
+        try:
+            base = f"http://127.0.0.1:{port}"
+            pages = {
+                path: requests.get(base + path, timeout=10).text
+                for path in (
+                    "/",
+                    "/broker",
+                    "/workers",
+                    "/api/workers?refresh=1",
+                    f"/worker/{node}",
+                )
+            }
+        finally:
+            flower.stop()
+        texts = {
+            "worker log": proc.log_path.read_text(errors="replace"),
+            "flower log": flower.log_path.read_text(errors="replace"),
+            "inspect conf": json.dumps(conf),
+            **pages,
+        }
+    assert "callpass worker: API" in texts["worker log"]  # the start-up line is logged
+    assert [where for where, text in texts.items() if PASSWORD in text] == []
