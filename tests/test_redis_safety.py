@@ -121,6 +121,21 @@ def test_the_eviction_check_setting_names_its_choices() -> None:
         Settings.from_env({"CALLPASS_REDIS_EVICTION_POLICY_CHECK": "ignore"})
 
 
+def test_every_redis_in_use_is_checked_once_with_what_it_holds() -> None:
+    from worker.redis_policy import redis_roles
+
+    same = Settings.from_env({"CALLPASS_REDIS_URL": "redis://r:6379/0"})
+    assert redis_roles(same) == {"redis://r:6379/0": ["records", "broker", "results"]}
+    split = Settings.from_env(
+        {
+            "CALLPASS_REDIS_URL": "redis://r:6379/0",
+            "CALLPASS_BROKER_URL": "amqp://u:p@mq:5672//",  # RabbitMQ: no maxmemory-policy
+            "CALLPASS_RESULT_BACKEND": "redis://r:6379/1",
+        }
+    )
+    assert redis_roles(split) == {"redis://r:6379/0": ["records"], "redis://r:6379/1": ["results"]}
+
+
 # --- the eviction policy, against real redis-servers ------------------------------------------
 
 
