@@ -78,3 +78,19 @@ def test_closing_removes_the_namespace_and_its_links(partitions_allowed: None) -
         name not in subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
     )
     assert f"{name}r0" not in links
+
+
+def _break_inside(partition: Partition) -> None:
+    with partition:
+        partition.cut(1)
+        raise RuntimeError("the row broke")
+
+
+def test_a_failing_run_still_removes_the_namespace(partitions_allowed: None) -> None:
+    partition = Partition(links=2)
+    with pytest.raises(RuntimeError, match="the row broke"):
+        _break_inside(partition)
+    namespaces = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout
+    assert partition.name not in namespaces
+    assert f"{partition.name}r0" not in links and f"{partition.name}r1" not in links
