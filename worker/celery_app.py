@@ -16,7 +16,8 @@ import redis
 from celery import Celery, signals
 from kombu import Exchange, Queue
 
-from worker.flower_guard import check_flower_process, is_flower_command
+from worker.flower_guard import check_flower_process
+from worker.flower_options import is_flower_command
 from worker.health import touch_heartbeat
 from worker.logs import bind_log_context, clear_log_context, configure_logging
 from worker.settings import Settings, SettingsError, get_settings, is_rabbitmq

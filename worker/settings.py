@@ -447,11 +447,17 @@ def _parse_address(name: str, raw: str) -> str:
 
 
 def _parse_basic_auth(name: str, raw: str) -> SecretStr:
-    if raw:
-        user, colon, password = raw.partition(":")
-        if not colon or not user or len(password) < 8:
-            # The rule only, never the value: it holds a password.
-            raise SettingsError(name, "must be user:password with a password of 8+ characters")
+    # Every entry, split as Flower splits FLOWER_BASIC_AUTH (each comma, nothing stripped):
+    # Flower lets in a login equal to any one of them, so "admin:pw," admits an empty one.
+    for index, entry in enumerate(raw.split(",") if raw else [], start=1):
+        user, colon, password = entry.partition(":")
+        if not entry.isascii() or not colon or not user.strip() or len(password.strip()) < 8:
+            # The rule and the position only, never the value: it holds a password.
+            raise SettingsError(
+                name,
+                f"entry #{index} must be user:password (ASCII, user not blank, a password of "
+                "8+ characters); an empty entry (a trailing or doubled comma) lets anyone in",
+            )
     return SecretStr(raw)
 
 
