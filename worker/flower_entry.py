@@ -26,13 +26,27 @@ from typing import Any
 
 from worker.flower_guard import check_flower_args
 
-__all__ = ["CELERY_FLOWER", "guard_flower_command", "refuse_unsafe_flower", "run_flower"]
+__all__ = [
+    "CELERY_FLOWER",
+    "guard_flower_command",
+    "login_variables",
+    "refuse_unsafe_flower",
+    "run_flower",
+]
 
 #: What ``callpass flower`` runs, followed by Flower's options.
 CELERY_FLOWER = ("celery", "-A", "worker.celery_app", "flower")
 #: The entry point's attribute (``worker.flower_entry:guarded_flower``).
 _ENTRY_POINT_ATTRIBUTE = "guarded_flower"
 _GUARDED = "_callpass_guarded"
+
+
+def login_variables(environ: Mapping[str, str], login: str) -> dict[str, str]:
+    """The variables that hand Flower the login from our settings (``CALLPASS_FLOWER_BASIC_AUTH``,
+    already validated): none when it is empty or Flower's own ``FLOWER_BASIC_AUTH`` is set."""
+    if not login or "FLOWER_BASIC_AUTH" in environ:
+        return {}
+    return {"FLOWER_BASIC_AUTH": login}
 
 
 def refuse_unsafe_flower(args: Sequence[str], environ: Mapping[str, str]) -> None:
@@ -78,8 +92,7 @@ def run_flower(args: Sequence[str]) -> int:
     except SettingsError as exc:
         print(f"callpass: configuration error: {exc}", file=sys.stderr)
         return 2
-    if login and "FLOWER_BASIC_AUTH" not in os.environ:
-        os.environ["FLOWER_BASIC_AUTH"] = login  # Flower reads it when it starts, below
+    os.environ.update(login_variables(os.environ, login))  # Flower reads it when it starts
     if "--help" not in args:  # Click prints Flower's help and exits before Flower starts
         refuse_unsafe_flower(args, os.environ)
     # Celery's CLI reads sys.argv; worker.celery_app (imported by -A) sees a Flower process.
