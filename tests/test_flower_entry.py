@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import http.client
 import socket
+import subprocess
 import sys
 from importlib.metadata import entry_points
 from pathlib import Path
@@ -145,3 +146,29 @@ def test_callpass_flower_serves_with_a_sound_login(
     finally:
         proc.stop()
     assert "callpass:" not in proc.log_path.read_text()
+
+
+def test_the_hook_wraps_flowers_command_once() -> None:
+    import worker.flower_entry as entry
+
+    command = entry.guarded_flower  # what Celery's CLI loads through our entry point
+    from flower.command import flower
+
+    assert command is flower
+    wrapped = command.callback
+    assert entry.guard_flower_command(command).callback is wrapped  # not wrapped twice
+    with pytest.raises(AttributeError):
+        _ = entry.no_such_attribute
+
+
+def test_callpass_flower_help_is_flowers_own(empty_conf: Path) -> None:
+    out = subprocess.run(
+        [sys.executable, *LAUNCHERS["callpass-flower"], "--help"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=_flower_env("redis://127.0.0.1:1/0", {}),
+        cwd=empty_conf.parent,
+    )
+    assert out.returncode == 0, out.stderr
+    assert "flower [OPTIONS] [TORNADO_ARGV]" in out.stdout and "callpass:" not in out.stderr

@@ -94,3 +94,32 @@ def test_a_worker_with_a_malformed_setting_does_not_start() -> None:
     output = proc.stdout + proc.stderr
     assert "CALLPASS_API_TOKEN" in output and "lower-case hex" in output
     assert SECRET not in output
+
+
+@pytest.mark.parametrize(
+    ("value", "entry"),
+    [
+        ("admin:long-enough,", 2),  # a trailing comma: Flower would admit an empty login
+        (",admin:long-enough", 1),
+        ("admin:long-enough,,ops:also-long-enough", 2),
+        ("admin:long-enough,ops:", 2),
+        ("admin:long-enough,ops:        ", 2),  # blank
+        ("admin:short", 1),
+        (":long-enough", 1),
+        ("  :long-enough", 1),
+        ("admin", 1),
+        ("admin:long-enough,ops:l\u00f6ng-enough", 2),  # Flower cannot compare non-ASCII
+    ],
+)
+def test_every_flower_login_entry_is_checked(value: str, entry: int) -> None:
+    with pytest.raises(SettingsError) as info:
+        Settings.from_env({"CALLPASS_FLOWER_BASIC_AUTH": value})
+    assert info.value.variable == "CALLPASS_FLOWER_BASIC_AUTH"
+    assert f"entry #{entry} must be user:password" in info.value.rule
+    assert "long-enough" not in str(info.value)  # the rule, never the password
+
+
+def test_flower_logins_that_need_a_password_are_accepted() -> None:
+    for value in ("", "admin:long-enough", "admin:long-enough,ops:an0ther-one:with-colon"):
+        login = Settings.from_env({"CALLPASS_FLOWER_BASIC_AUTH": value}).flower_basic_auth
+        assert login.get_secret_value() == value

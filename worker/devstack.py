@@ -205,11 +205,8 @@ class Stack:
         return self.spawn(name, argv, env)
 
     def start_flower(self, env: Mapping[str, str], port: int) -> Proc:
-        argv = [
-            *self._celery("flower"),
-            "--address=127.0.0.1",
-            f"--port={port}",
-        ]
+        # The supported entry point: the guard runs before Flower starts (worker/flower_entry.py).
+        argv = [self.python, "-m", "worker.cli", "flower", "--address=127.0.0.1", f"--port={port}"]
         proc = self.spawn("flower", argv, env)
 
         def up() -> bool:

@@ -225,7 +225,8 @@ class Settings:
     heartbeat_file: str = ""
     #: Seconds a stopping worker lets running tasks finish before it hands messages back.
     soft_shutdown_s: float = 10.0
-    #: ``user:password`` that Flower (``make run``, compose) asks for; empty: no login.
+    #: ``user:password`` (comma-separated, each checked) that Flower (``make run``, compose)
+    #: asks for; empty: no login.
     flower_basic_auth: SecretStr = field(default_factory=lambda: SecretStr(""))
 
     @property
