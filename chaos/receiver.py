@@ -8,6 +8,10 @@ What it answers depends on the path, so one receiver serves many cases at once:
   a query ``?retry_after=<s>`` adds that ``Retry-After`` header to the failures.
 * ``/redirect``: 302 to ``/ok/redirected``.
 * ``/switch/<name>``: 503 while the switch is off, 200 once :meth:`Receiver.switch_on` is called.
+* ``/trickle/<n>``: to the first ``n`` attempts of each ``webhook-id``, a 200 whose status line
+  and headers come one byte every ``TRICKLE_EVERY_S`` (a receiver no per-read time-out cuts
+  off; it gives up after ``TRICKLE_MAX_S``), then a prompt 200. The attempt is recorded when
+  the sender hangs up, with ``ended_at`` and status 0 if the answer was not finished.
 
 Every request is recorded with its verification result (:func:`verify_delivery`).
 """
@@ -24,7 +28,11 @@ from urllib.parse import parse_qs, urlsplit
 
 from worker.webhook_signature import WebhookVerificationError, verify_delivery
 
-__all__ = ["Delivery", "Receiver"]
+__all__ = ["TRICKLE_EVERY_S", "Delivery", "Receiver"]
+
+#: A trickling answer's pace, and how long it goes on at most if the sender never hangs up.
+TRICKLE_EVERY_S = 0.6
+TRICKLE_MAX_S = 90.0
 
 
 @dataclass(frozen=True)
@@ -38,6 +46,8 @@ class Delivery:
     #: The parsed body when the signature verified, else None.
     event: dict[str, Any] | None
     error: str
+    #: When the exchange ended (the answer sent, or the sender gone); 0 if not recorded.
+    ended_at: float = 0.0
 
 
 class Receiver:
@@ -48,6 +58,9 @@ class Receiver:
         self._attempts: Counter[tuple[str, str]] = Counter()
         self._switches: set[str] = set()
         self._server: ThreadingHTTPServer | None = None
+        #: Trickling answers under way now, and the most there were at once.
+        self.trickling = 0
+        self.most_trickling = 0
         self._thread: threading.Thread | None = None
         self.port = port
         self.start()
@@ -105,11 +118,26 @@ class Receiver:
             return 302, {"Location": "/ok/redirected"}
         if kind == "switch" and not switched_on:
             return 503, {}
+        if kind == "trickle" and len(segments) > 1 and attempt <= int(segments[1]):
+            return 200, {TRICKLE: "1"}
         return 200, {}
+
+    def trickle_began(self) -> None:
+        with self._lock:
+            self.trickling += 1
+            self.most_trickling = max(self.most_trickling, self.trickling)
+
+    def trickle_ended(self) -> None:
+        with self._lock:
+            self.trickling -= 1
 
     def record(self, delivery: Delivery) -> None:
         with self._lock:
             self.deliveries.append(delivery)
+
+
+#: Marks an answer to be trickled (never sent as a header itself).
+TRICKLE = "x-callpass-trickle"
 
 
 class _Server(ThreadingHTTPServer):
@@ -130,14 +158,39 @@ def _handler(receiver: Receiver) -> type[BaseHTTPRequestHandler]:
                 error = ""
             except (WebhookVerificationError, ValueError) as exc:
                 event, error = None, str(exc)
+            received_at = time.time()
+            trickle = bool(extra.pop(TRICKLE, None))
+            if trickle:  # recorded once the sender hangs up or the answer is out
+                status = self._trickle(status)
             receiver.record(
-                Delivery(self.path, webhook_id, headers, body, time.time(), status, event, error)
-            )
+                Delivery(
+                    self.path, webhook_id, headers, body, received_at, status, event, error,
+                    ended_at=time.time(),
+                )
+            )  # fmt: skip
+            if trickle:
+                return
             self.send_response(status)
             for name, value in extra.items():
                 self.send_header(name, value)
             self.send_header("content-length", "0")
             self.end_headers()
+
+        def _trickle(self, status: int) -> int:
+            """Send the answer a byte at a time; ``status``, or 0 if the sender hung up."""
+            pad = "x" * int(TRICKLE_MAX_S / TRICKLE_EVERY_S)
+            answer = f"HTTP/1.1 {status} OK\r\nx-pad: {pad}\r\ncontent-length: 0\r\n\r\n"
+            receiver.trickle_began()
+            try:
+                for byte in answer.encode():
+                    self.wfile.write(bytes([byte]))
+                    self.wfile.flush()
+                    time.sleep(TRICKLE_EVERY_S)
+            except OSError:  # the sender gave up: what it must do at its deadline
+                return 0
+            finally:
+                receiver.trickle_ended()
+            return status
 
         def log_message(self, format: str, *args: Any) -> None:
             return
