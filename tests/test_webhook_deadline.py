@@ -3,12 +3,16 @@ has a total deadline, and only a few deliveries run at once, so calls are still 
 
 from __future__ import annotations
 
+import ipaddress
+import threading
 import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
+import redis
+import requests
 from celery import Celery
 
 from chaos.receiver import Delivery, Receiver
@@ -16,7 +20,11 @@ from tests.conftest import TEST_WORKER_ENV, WEBHOOK_SECRETS, Simulator, start_wo
 from tests.test_pipeline import settle, unique_dn
 from worker.devstack import Stack, wait_until
 from worker.producer import enqueue_call
-from worker.webhooks import event_id_for
+from worker.webhook_deadline import attempt_deadline
+from worker.webhook_guard import DestinationPolicy, guarded_session
+from worker.webhook_signature import parse_secret
+from worker.webhook_store import DUE_KEY, WebhookStore
+from worker.webhooks import WebhookDeliverer, event_id_for
 
 #: The suite's workers derive their deadline from CALLPASS_WEBHOOK_TIMEOUT_S (twice it).
 SUITE_DEADLINE_S = 2 * float(TEST_WORKER_ENV["CALLPASS_WEBHOOK_TIMEOUT_S"])
@@ -29,6 +37,73 @@ def receiver() -> Iterator[Receiver]:
     r = Receiver(WEBHOOK_SECRETS)
     yield r
     r.stop()
+
+
+LOOPBACK = DestinationPolicy(
+    http_hosts=("127.0.0.1",), allowed_networks=(ipaddress.ip_network("127.0.0.0/8"),)
+)
+
+
+@pytest.fixture
+def store_client(redis_url: str) -> Iterator[redis.Redis]:
+    """A database of its own: the suite's workers move due events in database 0."""
+    client = redis.Redis.from_url(redis_url.rsplit("/", 1)[0] + "/4")
+    yield client
+    client.close()
+
+
+def test_a_guarded_post_ends_by_the_deadline_while_the_receiver_trickles(
+    receiver: Receiver,
+) -> None:
+    session = guarded_session(LOOPBACK)
+    began = time.monotonic()
+    # Each read gets a byte within 0.6 s, so a 1 s read time-out alone would never end it.
+    with attempt_deadline(2.0) as deadline, pytest.raises(requests.RequestException):
+        session.post(receiver.url + "/trickle/1", data=b"{}", timeout=(1.0, 1.0), stream=True)
+    assert deadline.fired
+    assert time.monotonic() - began < 2.0 + 1.0
+    # Outside a deadline the same session works as before.
+    assert session.post(receiver.url + "/ok/after", data=b"{}", timeout=2).status_code == 200
+
+
+def deliverer(
+    store: WebhookStore, slots: threading.BoundedSemaphore, deferred: list[Any]
+) -> WebhookDeliverer:
+    return WebhookDeliverer(
+        store=store,
+        keys=[parse_secret(WEBHOOK_SECRETS[0])],
+        schedule_s=[0, 1],
+        timeout_s=1.0,
+        policy=LOOPBACK,
+        session=lambda: guarded_session(LOOPBACK),
+        lock_s=30.0,
+        deadline_s=2.0,
+        slots=slots,
+        defer=lambda *args: deferred.append(args),
+    )
+
+
+def test_a_delivery_beyond_the_concurrency_is_deferred_not_counted(
+    store_client: redis.Redis, receiver: Receiver
+) -> None:
+    store = WebhookStore(store_client, pending_ttl_s=3600, delivered_ttl_s=600, dead_ttl_s=600)
+    event_id = f"msg_{uuid.uuid4().hex}"
+    fields = {"type": "call.completed", "request_id": "r", "url": receiver.url + "/ok/defer"}
+    store.add(event_id, {**fields, "body": "{}"}, time.time())
+    store.take_due(lease_s=1)
+    slots = threading.BoundedSemaphore(1)
+    deferred: list[Any] = []
+    hooks = deliverer(store, slots, deferred)
+    slots.acquire()  # the one slot is busy
+    assert hooks.deliver(event_id, 0) == "deferred"
+    assert [(e, a) for e, a, _ in deferred] == [(event_id, 0)]
+    assert 1.0 <= deferred[0][2] <= 2.0  # a short countdown
+    assert store.load(event_id)["attempt"] == "0"  # not counted as an attempt
+    assert float(store_client.zscore(DUE_KEY, event_id) or 0) > time.time() + 20  # lease renewed
+    assert receiver.received("/ok/defer") == []
+    slots.release()
+    assert hooks.deliver(event_id, 0) == "delivered"
+    assert hooks.deliver(event_id, 0) == "stale"  # the deferred copy finds it made
 
 
 def attempts_of(

@@ -235,6 +235,8 @@ class WebhookDeliverer:
             stream=True,  # the receiver's body is not read: only its status counts
         )
         response.close()
+        if deadline.fired:  # cut off mid-answer: the status line or headers may be truncated
+            raise requests.exceptions.ReadTimeout("the attempt's deadline passed")
         return response.status_code, retry_after_s(response.headers.get("Retry-After"))
 
     def _failed(
