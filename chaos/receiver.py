@@ -18,6 +18,7 @@ Every request is recorded with its verification result (:func:`verify_delivery`)
 
 from __future__ import annotations
 
+import select
 import threading
 import time
 from collections import Counter
@@ -184,8 +185,10 @@ def _handler(receiver: Receiver) -> type[BaseHTTPRequestHandler]:
             try:
                 for byte in answer.encode():
                     self.wfile.write(bytes([byte]))
-                    self.wfile.flush()
-                    time.sleep(TRICKLE_EVERY_S)
+                    # The sender sends nothing more: readable means it hung up (at once,
+                    # rather than at the next write).
+                    if select.select([self.connection], [], [], TRICKLE_EVERY_S)[0]:
+                        return 0
             except OSError:  # the sender gave up: what it must do at its deadline
                 return 0
             finally:

@@ -368,7 +368,7 @@ def _check_trickles(h: Harness, receiver: Receiver, row: Row) -> None:
     got = receiver.received()
     cut = sum(1 for d in got if d.status == 0)  # the worker hung up mid-answer
     longest = max((d.ended_at - d.received_at for d in got), default=0.0)
-    # The receiver notices a hang-up at its next byte or the one after.
+    # Generous: a loaded machine records the hang-up a little late.
     over = [d for d in got if d.ended_at - d.received_at > TRICKLE_DEADLINE_S + 3.0]
     row.problems += [
         f"an attempt of {d.webhook_id} lasted {d.ended_at - d.received_at:.1f} s" for d in over[:5]

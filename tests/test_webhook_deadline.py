@@ -28,7 +28,7 @@ from worker.webhooks import WebhookDeliverer, event_id_for
 
 #: The suite's workers derive their deadline from CALLPASS_WEBHOOK_TIMEOUT_S (twice it).
 SUITE_DEADLINE_S = 2 * float(TEST_WORKER_ENV["CALLPASS_WEBHOOK_TIMEOUT_S"])
-#: Past the deadline: the receiver notices a hang-up only at its next byte (0.6 s), twice.
+#: Past the deadline, generous: a loaded machine records the hang-up a little late.
 SLACK_S = 3.0
 
 
