@@ -59,8 +59,8 @@ class Receiver:
         self._attempts: Counter[tuple[str, str]] = Counter()
         self._switches: set[str] = set()
         self._server: ThreadingHTTPServer | None = None
-        #: Trickling answers under way now, and the most there were at once.
-        self.trickling = 0
+        #: When each trickling answer under way began (by a token), and the most at once.
+        self._trickles: dict[object, float] = {}
         self.most_trickling = 0
         self._thread: threading.Thread | None = None
         self.port = port
@@ -123,14 +123,25 @@ class Receiver:
             return 200, {TRICKLE: "1"}
         return 200, {}
 
-    def trickle_began(self) -> None:
+    @property
+    def trickling(self) -> int:
+        """Trickling answers under way now."""
         with self._lock:
-            self.trickling += 1
-            self.most_trickling = max(self.most_trickling, self.trickling)
+            return len(self._trickles)
 
-    def trickle_ended(self) -> None:
+    def trickling_since(self) -> list[float]:
+        """When each trickling answer still under way began (not yet in :meth:`received`)."""
         with self._lock:
-            self.trickling -= 1
+            return list(self._trickles.values())
+
+    def trickle_began(self, token: object, at: float) -> None:
+        with self._lock:
+            self._trickles[token] = at
+            self.most_trickling = max(self.most_trickling, len(self._trickles))
+
+    def trickle_ended(self, token: object) -> None:
+        with self._lock:
+            self._trickles.pop(token, None)
 
     def record(self, delivery: Delivery) -> None:
         with self._lock:
@@ -162,7 +173,7 @@ def _handler(receiver: Receiver) -> type[BaseHTTPRequestHandler]:
             received_at = time.time()
             trickle = bool(extra.pop(TRICKLE, None))
             if trickle:  # recorded once the sender hangs up or the answer is out
-                status = self._trickle(status)
+                status = self._trickle(status, received_at)
             receiver.record(
                 Delivery(
                     self.path, webhook_id, headers, body, received_at, status, event, error,
@@ -177,11 +188,11 @@ def _handler(receiver: Receiver) -> type[BaseHTTPRequestHandler]:
             self.send_header("content-length", "0")
             self.end_headers()
 
-        def _trickle(self, status: int) -> int:
+        def _trickle(self, status: int, began: float) -> int:
             """Send the answer a byte at a time; ``status``, or 0 if the sender hung up."""
             pad = "x" * int(TRICKLE_MAX_S / TRICKLE_EVERY_S)
             answer = f"HTTP/1.1 {status} OK\r\nx-pad: {pad}\r\ncontent-length: 0\r\n\r\n"
-            receiver.trickle_began()
+            receiver.trickle_began(self, began)
             try:
                 for byte in answer.encode():
                     self.wfile.write(bytes([byte]))
@@ -192,7 +203,7 @@ def _handler(receiver: Receiver) -> type[BaseHTTPRequestHandler]:
             except OSError:  # the sender gave up: what it must do at its deadline
                 return 0
             finally:
-                receiver.trickle_ended()
+                receiver.trickle_ended(self)
             return status
 
         def log_message(self, format: str, *args: Any) -> None:
