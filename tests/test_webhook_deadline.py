@@ -3,11 +3,16 @@ has a total deadline, and only a few deliveries run at once, so calls are still 
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
+import socket
+import ssl
+import subprocess
 import threading
 import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,7 +20,7 @@ import redis
 import requests
 from celery import Celery
 
-from chaos.receiver import Delivery, Receiver
+from chaos.receiver import TRICKLE_EVERY_S, Delivery, Receiver
 from tests.conftest import TEST_WORKER_ENV, WEBHOOK_SECRETS, Simulator, start_worker
 from tests.test_pipeline import settle, unique_dn
 from worker.devstack import Stack, wait_until
@@ -64,6 +69,41 @@ def test_a_guarded_post_ends_by_the_deadline_while_the_receiver_trickles(
     assert time.monotonic() - began < 2.0 + 1.0
     # Outside a deadline the same session works as before.
     assert session.post(receiver.url + "/ok/after", data=b"{}", timeout=2).status_code == 200
+
+
+def test_a_tls_receiver_that_trickles_is_cut_off_too(tmp_path: Path) -> None:
+    # TLS reads happen inside the ssl module: the socket under it is what gets shut.
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+         "-keyout", str(key), "-out", str(cert), "-subj", "/CN=127.0.0.1",
+         "-addext", "subjectAltName=IP:127.0.0.1"],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+
+    def trickle() -> None:
+        conn, _ = listener.accept()
+        with context.wrap_socket(conn, server_side=True) as tls:
+            tls.recv(65536)
+            with contextlib.suppress(OSError):
+                for byte in b"HTTP/1.1 200 OK\r\nx-pad: " + b"x" * 150:
+                    tls.sendall(bytes([byte]))
+                    time.sleep(TRICKLE_EVERY_S)
+
+    threading.Thread(target=trickle, daemon=True).start()
+    session = guarded_session(LOOPBACK)
+    began = time.monotonic()
+    try:
+        with attempt_deadline(2.0) as deadline, pytest.raises(requests.RequestException):
+            session.post(f"https://127.0.0.1:{port}/", data=b"{}", timeout=1.0, verify=str(cert))
+    finally:
+        listener.close()
+    assert deadline.fired
+    assert time.monotonic() - began < 2.0 + 1.0
 
 
 def deliverer(
