@@ -333,7 +333,15 @@ class Settings:
             raise SettingsError(
                 PREFIX + "WEBHOOK_URL", "needs CALLPASS_WEBHOOK_SECRETS to sign deliveries"
             )
-        self._check_webhooks()
+        if self.webhook_url:
+            # Otherwise every request without a webhook_url of its own would settle invalid.
+            from worker.webhook_guard import DestinationRefused
+
+            try:
+                self.webhook_policy.check_url(self.webhook_url)
+            except DestinationRefused as exc:
+                raise SettingsError(PREFIX + "WEBHOOK_URL", exc.rule) from None
+        self._check_webhook_lease()
         # A message not yet due (a countdown) or still running must never be handed to a
         # second worker: the visibility time-out exceeds the longest countdown plus a run.
         longest_countdown = max(
@@ -350,15 +358,7 @@ class Settings:
                 "these time-outs and attempts)",
             )
 
-    def _check_webhooks(self) -> None:
-        if self.webhook_url:
-            # Otherwise every request without a webhook_url of its own would settle invalid.
-            from worker.webhook_guard import DestinationRefused
-
-            try:
-                self.webhook_policy.check_url(self.webhook_url)
-            except DestinationRefused as exc:
-                raise SettingsError(PREFIX + "WEBHOOK_URL", exc.rule) from None
+    def _check_webhook_lease(self) -> None:
         # A lease that ends while its attempt still runs sends the attempt again.
         lease, deadline = self.effective_webhook_lease_s, self.effective_webhook_deadline_s
         if lease < deadline + WEBHOOK_LEASE_MARGIN_S:
