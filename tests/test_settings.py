@@ -96,6 +96,47 @@ def test_a_worker_with_a_malformed_setting_does_not_start() -> None:
     assert SECRET not in output
 
 
+def test_webhook_deadline_and_lease_default_from_the_timeout() -> None:
+    settings = Settings.from_env({"CALLPASS_WEBHOOK_TIMEOUT_S": "20"})
+    assert settings.effective_webhook_deadline_s == 40
+    assert settings.effective_webhook_lease_s == 120
+    assert Settings.from_env({}).webhook_concurrency == 4
+
+
+@pytest.mark.parametrize(
+    "env",
+    [
+        {"CALLPASS_WEBHOOK_DEADLINE_S": "55"},  # the default lease is 60 s
+        {"CALLPASS_WEBHOOK_LEASE_S": "30", "CALLPASS_WEBHOOK_DEADLINE_S": "25"},
+        {"CALLPASS_WEBHOOK_LEASE_S": "15"},  # the default deadline is 10 s
+    ],
+)
+def test_a_webhook_lease_must_outlast_the_attempt_deadline(env: dict[str, str]) -> None:
+    with pytest.raises(SettingsError) as caught:
+        Settings.from_env(env)
+    assert caught.value.variable == "CALLPASS_WEBHOOK_LEASE_S"
+    assert "CALLPASS_WEBHOOK_DEADLINE_S" in caught.value.rule
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "rule_part"),
+    [
+        ("CALLPASS_WEBHOOK_CONCURRENCY", "0", "between 1 and 1000"),
+        ("CALLPASS_WEBHOOK_CONCURRENCY", "two", "whole number"),
+        ("CALLPASS_WEBHOOK_DEADLINE_S", "0.1", "0 (the default) or between 0.5"),
+        ("CALLPASS_WEBHOOK_DEADLINE_S", "-1", "between 0 and 600"),
+        ("CALLPASS_WEBHOOK_LEASE_S", "5", "0 (the default) or between 10"),
+    ],
+)
+def test_malformed_webhook_limits_name_the_variable_and_the_rule(
+    variable: str, value: str, rule_part: str
+) -> None:
+    with pytest.raises(SettingsError) as caught:
+        Settings.from_env({variable: value})
+    assert caught.value.variable == variable
+    assert rule_part in caught.value.rule
+
+
 @pytest.mark.parametrize(
     ("value", "entry"),
     [
