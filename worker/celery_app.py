@@ -235,7 +235,8 @@ def _stop_sweeper(**_: Any) -> None:
 
 # Flower shows every task's arguments and results and can revoke tasks and shut workers down,
 # and by default it listens on every interface with no login. So `celery -A worker.celery_app
-# flower` stops here, before binding, when it would be reachable beyond loopback without auth.
+# flower` stops here, before binding, when a login could get in without a password (the same
+# guard also runs in `callpass flower` and on Flower's own command: worker/flower_entry.py).
 if is_flower_command(sys.argv):
     # The login from our settings, unless Flower's own variable is set: Flower reads its
     # environment after this module is imported, and so does the guard below.
