@@ -272,7 +272,9 @@ class Pipeline:
         request_id = record.request_id
         timeout = int(record.get("timeout"))
         try:
-            started = self.client().start_call_async(dn, timeout, request_id=request_id)
+            started = self.client().start_call_async(
+                dn, timeout, request_id=request_id, send_by=requested_at + self.place_deadline_s
+            )
         except OutcomeUnknownError as exc:
             self._settle(record, Outcome.UNKNOWN, api_message=exc.message, call_placed=None)
             return "unknown"

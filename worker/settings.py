@@ -227,6 +227,8 @@ class Settings:
     soft_shutdown_s: float = 10.0
     #: ``user:password`` that Flower (``make run``, compose) asks for; empty: no login.
     flower_basic_auth: SecretStr = field(default_factory=lambda: SecretStr(""))
+    #: Largest API answer body read; a longer one is malformed (the envelope is tiny).
+    api_max_body_bytes: int = 65_536
 
     @property
     def webhook_keys(self) -> tuple[bytes, ...]:
@@ -429,6 +431,7 @@ _PARSERS: dict[str, Parser] = {
     "heartbeat_file": lambda name, raw: raw,
     "soft_shutdown_s": _floats(0, 3600),
     "flower_basic_auth": lambda name, raw: _parse_basic_auth(name, raw),
+    "api_max_body_bytes": _ints(1024, 16 * 1024 * 1024),
 }
 
 
