@@ -12,12 +12,14 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from chaos.harness import Harness, Row, delete_queues
+from chaos.partitions import one_worker_cut_from_redis, workers_cut_from_redis
 from chaos.receiver import Receiver
 from worker.devstack import child_env, wait_until
 
-__all__ = ["SCENARIOS", "Size"]
+__all__ = ["PARTITION_ROWS", "SCENARIOS", "Size"]
 
 WEBHOOK_SECRET = "whsec_Y2hhb3Mtd2ViaG9vay1zZWNyZXQtMDEyMzQ1Njc4OWFi"  # noqa: S105 - test only
 
@@ -39,16 +41,28 @@ class Size:
     webhook_requests: int
     receiver_down_s: float
     webhook_kills: int
+    # Silent partitions (chaos/partitions.py): appended with defaults, full size.
+    partition_requests: int = 160
+    redis_cut_s: float = 60.0
+    one_worker_cut_s: float = 90.0
 
     @classmethod
     def get(cls, name: str) -> Size:
         return SIZES[name]
 
 
+# A 30 s cut: long enough that an unbounded socket waits ~20 s past the heal for TCP's next
+# retransmission (backed off to 25.6 s by then), short enough for make test.
+SMALL_PARTITIONS: dict[str, Any] = {
+    "partition_requests": 60,
+    "redis_cut_s": 30.0,
+    "one_worker_cut_s": 30.0,
+}
+
 SIZES = {
     "full": Size("full", 500, 6, 200, 300, 120, 60.0, 150, 200, 10_000, 200, 120.0, 3),
     # make test runs the 2,000-payload property test itself; this row only checks the wiring.
-    "small": Size("small", 60, 2, 40, 60, 30, 12.0, 30, 50, 100, 30, 8.0, 1),
+    "small": Size("small", 60, 2, 40, 60, 30, 12.0, 30, 50, 100, 30, 8.0, 1, **SMALL_PARTITIONS),
 }
 
 #: Seconds past the last disruption within which every request must have settled.
@@ -338,4 +352,9 @@ SCENARIOS: dict[str, Callable[[Path, Size], Row]] = {
     "bad-input": bad_input,
     "webhook-receiver-down": webhook_receiver_down,
     "webhook-worker-killed": webhook_worker_killed,
+    "workers-cut-from-redis": workers_cut_from_redis,
+    "one-worker-cut-from-redis": one_worker_cut_from_redis,
 }
+
+#: Rows that build network namespaces (chaos/netns.py): they skip where the machine cannot.
+PARTITION_ROWS = {"workers-cut-from-redis", "one-worker-cut-from-redis"}

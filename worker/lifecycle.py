@@ -316,7 +316,10 @@ class Pipeline:
         # callid and pin exist only in this process until stored: insist a while. The pin goes
         # to the producer's result first; the record then says "placed" without it.
         self._retry_infra(lambda: self._publish_meta(request_id, meta))
-        stored = self._retry_infra(lambda: self._mark_placed(record, meta))
+        # One token for every try: a try whose reply was lost after it landed is not taken
+        # for "settled meanwhile" by the next one.
+        writer = uuid.uuid4().hex
+        stored = self._retry_infra(lambda: self._mark_placed(record, meta, writer))
         if not stored:
             # Settled meanwhile (a duplicate judged this start lost): the outcome stands.
             log.warning(
@@ -337,7 +340,7 @@ class Pipeline:
         self._start_poll_chain(placed, elapsed_s=0.0)
         return "placed"
 
-    def _mark_placed(self, record: RequestRecord, meta: dict[str, Any]) -> bool:
+    def _mark_placed(self, record: RequestRecord, meta: dict[str, Any], writer: str = "") -> bool:
         bind_log_context(callid=str(meta["callid"]))
         placed_at = meta.get("placed_at")
         return self.store.compare_and_set(
@@ -345,6 +348,7 @@ class Pipeline:
             "state",
             "dialing",
             "placed",
+            writer_token=writer,
             callid=str(meta["callid"]),
             placed_at=repr(_epoch(placed_at) if isinstance(placed_at, str) else now()),
         )
