@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from chaos.api_partitions import api_cut_long, api_cut_short
 from chaos.harness import Harness, Row, delete_queues
 from chaos.partitions import one_worker_cut_from_redis, workers_cut_from_redis
 from chaos.receiver import Receiver
@@ -45,6 +46,10 @@ class Size:
     partition_requests: int = 160
     redis_cut_s: float = 60.0
     one_worker_cut_s: float = 90.0
+    # The API behind a silent cut (chaos/api_partitions.py): shorter and longer than the
+    # 30 s placement deadline.
+    api_cut_short_s: float = 25.0
+    api_cut_long_s: float = 45.0
 
     @classmethod
     def get(cls, name: str) -> Size:
@@ -57,6 +62,8 @@ SMALL_PARTITIONS: dict[str, Any] = {
     "partition_requests": 60,
     "redis_cut_s": 30.0,
     "one_worker_cut_s": 30.0,
+    "api_cut_short_s": 10.0,
+    "api_cut_long_s": 35.0,
 }
 
 SIZES = {
@@ -354,7 +361,10 @@ SCENARIOS: dict[str, Callable[[Path, Size], Row]] = {
     "webhook-worker-killed": webhook_worker_killed,
     "workers-cut-from-redis": workers_cut_from_redis,
     "one-worker-cut-from-redis": one_worker_cut_from_redis,
+    "workers-cut-from-api": api_cut_short,
+    "workers-cut-from-api-long": api_cut_long,
 }
 
 #: Rows that build network namespaces (chaos/netns.py): they skip where the machine cannot.
 PARTITION_ROWS = {"workers-cut-from-redis", "one-worker-cut-from-redis"}
+PARTITION_ROWS |= {"workers-cut-from-api", "workers-cut-from-api-long"}
