@@ -21,27 +21,21 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import requests
-from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt, stop_any
-from tenacity.stop import stop_base
-from tenacity.wait import wait_random_exponential
 
 from worker import metrics
 from worker.api_http import ApiAdapter, api_socket_options, read_capped
+from worker.api_retry import retrying
 from worker.errors import (
     CallPassError,
     DeadlinePassedError,
     MalformedResponseError,
     OutcomeUnknownError,
-    RateLimitedError,
     TransientError,
 )
 from worker.guard import RequestGuard
 from worker.masking import mask_dn
 from worker.outcomes import Outcome, classify_result
-
-# Longer Retry-After waits go back to the caller: a task re-schedules itself instead of
-# holding a worker slot.
-from worker.settings import MAX_INLINE_WAIT_S, SecretStr, Settings
+from worker.settings import SecretStr, Settings
 from worker.transport import envelope_data, translate_transport_error
 from worker.validation import validate_callid, validate_dn, validate_timeout
 
@@ -53,10 +47,6 @@ T = TypeVar("T")
 
 START_PATH = "api/{version}/start-call-password/"
 STATUS_PATH = "api/v2.0/get-call-password-status/"
-
-#: Backoff between attempts: random in [0, min(cap, base * 2**n)] seconds ("full jitter").
-BACKOFF_BASE_S = 0.2
-BACKOFF_CAP_S = 2.0
 
 
 @dataclass(frozen=True)
@@ -269,36 +259,7 @@ class CallPassClient:
         return data
 
     def _retrying(self, fn: Callable[[], T], retry_if: Callable[[BaseException], bool]) -> T:
-        retryer = Retrying(
-            stop=stop_any(stop_after_attempt(self._attempts), _StopOnLongRetryAfter()),
-            wait=_wait_retry_after_or_backoff,
-            retry=retry_if_exception(retry_if),
-            reraise=True,
-        )
-        return retryer(fn)
-
-
-_backoff = wait_random_exponential(multiplier=BACKOFF_BASE_S, max=BACKOFF_CAP_S)
-
-
-def _retry_after(state: RetryCallState) -> float | None:
-    outcome = state.outcome
-    exc = outcome.exception() if outcome is not None else None
-    return exc.retry_after if isinstance(exc, RateLimitedError) else None
-
-
-def _wait_retry_after_or_backoff(state: RetryCallState) -> float:
-    """The API's Retry-After when it gave one, else jittered exponential backoff."""
-    retry_after = _retry_after(state)
-    return retry_after if retry_after is not None else _backoff(state)
-
-
-class _StopOnLongRetryAfter(stop_base):
-    """Stop when the API asks for a longer pause than a worker slot should sleep."""
-
-    def __call__(self, retry_state: RetryCallState) -> bool:
-        retry_after = _retry_after(retry_state)
-        return retry_after is not None and retry_after > MAX_INLINE_WAIT_S
+        return retrying(self._attempts, retry_if)(fn)
 
 
 def _classify(raw: object) -> Outcome | None:
