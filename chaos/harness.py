@@ -161,7 +161,7 @@ class Harness:
         argv = [
             "redis-server", "--bind", *binds, "--port", str(self.redis_port),
             "--dir", str(data), "--save", "", "--appendonly", "yes",
-            "--appendfsync", self.redis_fsync,
+            "--appendfsync", self.redis_fsync, "--maxmemory-policy", "noeviction",
         ]  # fmt: skip
         if netns:  # reachable only over the partition's own links: no password needed
             argv = netns.command([*argv, "--protected-mode", "no"])

@@ -19,6 +19,7 @@ from kombu import Exchange, Queue
 from worker.flower_guard import check_flower_process, is_flower_command
 from worker.health import touch_heartbeat
 from worker.logs import bind_log_context, clear_log_context, configure_logging
+from worker.masking import redact_url
 from worker.redis_sockets import backend_socket_settings, broker_socket_options
 from worker.settings import Settings, SettingsError, get_settings, is_rabbitmq
 
@@ -168,14 +169,26 @@ def startup_warnings(settings: Settings) -> list[str]:
 
 @signals.worker_init.connect
 def _announce(**_: Any) -> None:
+    from worker.redis_policy import EvictionPolicyRefused, check_eviction_policies
+
     settings = get_settings()
+    # Celery sets up logging only after worker_init: without this, these lines would reach
+    # stderr unformatted and unmasked (WARNING and up) or not at all (INFO).
+    configure_logging(settings.log_level, settings.log_format)
     log.info(
         "callpass worker: API %s, queue %s, %s token",
-        settings.api_url,
+        redact_url(settings.api_url, keep_path=True),
         settings.queue,
         "simulator" if settings.uses_simulator_token else "configured",
     )
     for warning in startup_warnings(settings):
+        log.warning(warning)
+    try:  # before the first message: a Redis that may evict records could let a call repeat
+        eviction_warnings = check_eviction_policies(settings)
+    except EvictionPolicyRefused as exc:
+        log.critical("callpass worker does not start: %s", exc)
+        raise SystemExit(1) from None
+    for warning in eviction_warnings:
         log.warning(warning)
     if settings.metrics_port:
         from worker.metrics import serve_metrics

@@ -101,13 +101,12 @@ def _cmd_result(args: argparse.Namespace) -> int:
 
 
 def _cmd_config() -> int:
-    from worker.masking import redact_url
+    from worker.masking import redact_setting
     from worker.settings import get_settings
 
     settings = get_settings()
     for name, value in sorted(vars(settings).items()):
-        shown = redact_url(value) if name == "webhook_url" and value else value
-        print(f"CALLPASS_{name.upper()}={shown}")
+        print(f"CALLPASS_{name.upper()}={redact_setting(name, value)}")
     return 0
 
 

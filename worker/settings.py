@@ -120,7 +120,11 @@ def _parse_bool(name: str, raw: str) -> bool:
 
 
 def _parse_url(name: str, raw: str, schemes: tuple[str, ...]) -> str:
-    parts = urlsplit(raw)
+    try:
+        parts = urlsplit(raw)
+        parts.port  # noqa: B018 - raises on a port that is not a number
+    except ValueError:
+        parts = urlsplit("")
     if parts.scheme not in schemes or not parts.netloc:
         raise SettingsError(name, f"must be a URL with scheme {' or '.join(schemes)} and a host")
     return raw
@@ -229,6 +233,17 @@ class Settings:
     flower_basic_auth: SecretStr = field(default_factory=lambda: SecretStr(""))
     #: Largest API answer body read; a longer one is malformed (the envelope is tiny).
     api_max_body_bytes: int = 65_536
+    #: A Redis whose ``maxmemory-policy`` is not ``noeviction``: ``refuse`` to start, or ``warn``.
+    redis_eviction_policy_check: str = "refuse"
+
+    def __repr__(self) -> str:
+        # A traceback or a debug line may show settings: never a URL's password.
+        from worker.masking import redact_setting
+
+        shown = (
+            f"{f.name}={redact_setting(f.name, getattr(self, f.name))!r}" for f in fields(self)
+        )
+        return f"Settings({', '.join(shown)})"
 
     @property
     def webhook_keys(self) -> tuple[bytes, ...]:
@@ -374,16 +389,35 @@ def _urls(*schemes: str, optional: bool = False) -> Parser:
     return lambda name, raw: raw if optional and not raw else _parse_url(name, raw, schemes)
 
 
+def _service_urls(*schemes: str, optional: bool = False) -> Parser:
+    """A Redis or broker URL: credentials only before the host, where every log masks them."""
+
+    def parse(name: str, raw: str) -> str:
+        from worker.masking import secret_query_names
+
+        url: str = _urls(*schemes, optional=optional)(name, raw)
+        names = secret_query_names(url)
+        if names:  # the names only, never the values
+            raise SettingsError(
+                name,
+                f"must not carry credentials in its query string ({names[0]}=…): put them "
+                "before the host, as in redis://:PASSWORD@host:6379/0 (kombu reads only those)",
+            )
+        return url
+
+    return parse
+
+
 _REDIS = ("redis", "rediss", "unix")
 
 #: How each variable is read; the dataclass above holds the defaults.
 _PARSERS: dict[str, Parser] = {
     "api_url": _urls("https", "http"),
     "api_token": _parse_token,
-    "redis_url": _urls(*_REDIS),
+    "redis_url": _service_urls(*_REDIS),
     # No sentinel://: kombu needs a master name we do not take, and records need one URL.
-    "broker_url": _urls(*_REDIS, "amqp", "amqps", optional=True),
-    "result_backend": _urls(*_REDIS, optional=True),
+    "broker_url": _service_urls(*_REDIS, "amqp", "amqps", optional=True),
+    "result_backend": _service_urls(*_REDIS, optional=True),
     "queue": _parse_queue,
     "connect_timeout_s": _floats(0.1, 60),
     "read_timeout_s": _floats(0.1, 120),
@@ -432,6 +466,7 @@ _PARSERS: dict[str, Parser] = {
     "soft_shutdown_s": _floats(0, 3600),
     "flower_basic_auth": lambda name, raw: _parse_basic_auth(name, raw),
     "api_max_body_bytes": _ints(1024, 16 * 1024 * 1024),
+    "redis_eviction_policy_check": lambda name, raw: _parse_choice(name, raw, ("refuse", "warn")),
 }
 
 
