@@ -107,6 +107,7 @@ class Harness:
         worker_env: dict[str, str] | None = None,
         seed: int = 1,
         redis_netns: Partition | None = None,
+        sim_netns: Partition | None = None,
     ) -> None:
         self.stack = Stack(run_dir)
         self.rng = random.Random(seed)
@@ -119,10 +120,19 @@ class Harness:
         self.redis_url = self.redis_url_on(0)
         self.sim_port = free_port()
         self.sim_args = ("--seed", str(seed), "--mix", CHAOS_MIX, *sim_args)
-        self.sim_proc, self.sim_url = self.stack.start_simulator(*self.sim_args, port=self.sim_port)
+        # Inside a partition the simulator listens on the namespace's end of link 0 only.
+        at = ("--host", sim_netns.address(0)) if sim_netns else ()
+        self.sim_proc, self.sim_url = self.stack.start_simulator(
+            *self.sim_args,
+            *at,
+            port=self.sim_port,
+            prefix=sim_netns.command([]) if sim_netns else (),
+        )
         self.env = {
             "CALLPASS_REDIS_URL": self.redis_url,
             "CALLPASS_API_URL": self.sim_url,
+            # Plain http to an address of the test's own namespace (not loopback).
+            **({"CALLPASS_INSECURE_ALLOW_HTTP": "true"} if sim_netns else {}),
             **CHAOS_WORKER_ENV,
             **(worker_env or {}),
         }

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import logging
-import secrets
 import socket
 import subprocess
 import sys
@@ -23,7 +22,8 @@ from worker.devstack import Proc, Stack, child_env, free_port, wait_for_worker, 
 from worker.masking import MaskingFilter, hide_url_credentials, redact_url
 from worker.settings import Settings, SettingsError
 
-PASSWORD = "Redis-pw-" + secrets.token_hex(8)
+#: Fixed, not random: it appears in test ids, which both pytest-xdist processes must agree on.
+PASSWORD = "Redis-pw-5e3d1c0a9b8f7e6d"
 
 
 def callpass_config(env: dict[str, str]) -> subprocess.CompletedProcess[str]:

@@ -16,7 +16,8 @@ import redis
 from celery import Celery, signals
 from kombu import Exchange, Queue
 
-from worker.flower_guard import check_flower_process, is_flower_command
+from worker.flower_guard import check_flower_process
+from worker.flower_options import is_flower_command
 from worker.health import touch_heartbeat
 from worker.logs import bind_log_context, clear_log_context, configure_logging
 from worker.masking import redact_url
@@ -240,7 +241,8 @@ def _stop_sweeper(**_: Any) -> None:
 
 # Flower shows every task's arguments and results and can revoke tasks and shut workers down,
 # and by default it listens on every interface with no login. So `celery -A worker.celery_app
-# flower` stops here, before binding, when it would be reachable beyond loopback without auth.
+# flower` stops here, before binding, when a login could get in without a password (the same
+# guard also runs in `callpass flower` and on Flower's own command: worker/flower_entry.py).
 if is_flower_command(sys.argv):
     # The login from our settings, unless Flower's own variable is set: Flower reads its
     # environment after this module is imported, and so does the guard below.

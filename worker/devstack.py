@@ -176,9 +176,14 @@ class Stack:
         wait_until(up, 15, f"redis-server on port {port}")
         return proc, f"redis://127.0.0.1:{port}/0"
 
-    def start_simulator(self, *extra: str, port: int | None = None) -> tuple[Proc, str]:
+    def start_simulator(
+        self, *extra: str, port: int | None = None, prefix: Sequence[str] = ()
+    ) -> tuple[Proc, str]:
+        """Start the simulator; ``prefix`` runs it through another command (a namespace's
+        ``ip netns exec NAME``)."""
         ready = self.run_dir / f"simulator-{time.monotonic_ns()}.url"
         argv = [
+            *prefix,
             self.python,
             "-m",
             "simulator",
@@ -212,11 +217,8 @@ class Stack:
         return self.spawn(name, argv, env)
 
     def start_flower(self, env: Mapping[str, str], port: int) -> Proc:
-        argv = [
-            *self._celery("flower"),
-            "--address=127.0.0.1",
-            f"--port={port}",
-        ]
+        # The supported entry point: the guard runs before Flower starts (worker/flower_entry.py).
+        argv = [self.python, "-m", "worker.cli", "flower", "--address=127.0.0.1", f"--port={port}"]
         proc = self.spawn("flower", argv, env)
 
         def up() -> bool:

@@ -274,7 +274,9 @@ class Pipeline:
         request_id = record.request_id
         timeout = record.integer("timeout", self.default_timeout_s)
         try:
-            started = self.client().start_call_async(dn, timeout, request_id=request_id)
+            started = self.client().start_call_async(
+                dn, timeout, request_id=request_id, send_by=requested_at + self.place_deadline_s
+            )
         except OutcomeUnknownError as exc:
             self._settle(record, Outcome.UNKNOWN, api_message=exc.message, call_placed=None)
             return "unknown"
