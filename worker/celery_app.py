@@ -116,6 +116,9 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         # long; Kubernetes' grace period exceeds it plus the longest task (deploy/k8s).
         "worker_soft_shutdown_timeout": settings.soft_shutdown_s,
         "imports": ["tasks.calls", "tasks.webhooks"],
+        # Answers (and never prints) messages Celery cannot read: pickle, YAML, raw bytes,
+        # a body that is not [args, kwargs, embed] (see worker/foreign_messages.py).
+        "worker_consumer": "worker.foreign_messages:ForeignMessageConsumer",
     }
 
 
