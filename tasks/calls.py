@@ -25,6 +25,7 @@ from worker.celery_app import app
 from worker.codes import CodeCheck
 from worker.masking import MaskedRequest
 from worker.runtime import get_pipeline
+from worker.sane_values import sane_count, sane_time
 
 __all__ = ["poll_status", "start_call", "verify_code"]
 
@@ -35,6 +36,8 @@ INFRA_ERRORS = (redis.RedisError, OperationalError, ConnectionError)
 #: Backoff for re-sending a task after an infrastructure failure, in seconds.
 INFRA_RETRY_BASE_S = 1.0
 INFRA_RETRY_CAP_S = 30.0
+#: Headers count attempts; a value above these is not one of ours and counts as 0.
+MAX_ATTEMPT_HEADER = 1_000
 
 
 class CallpassTask(Task):  # type: ignore[type-arg]
@@ -61,9 +64,9 @@ _COMMON: dict[str, Any] = {
 
 
 def _infra_delay(task: Task[Any, str]) -> tuple[int, float]:
-    attempt = task.request.get("callpass_infra_attempt")
-    attempt = attempt if isinstance(attempt, int) else 0
-    return attempt + 1, min(INFRA_RETRY_CAP_S, INFRA_RETRY_BASE_S * 2**attempt)
+    attempt = sane_count(task.request.get("callpass_infra_attempt"), MAX_ATTEMPT_HEADER)
+    # The exponent is capped before the power: 2**1000 would overflow the float product.
+    return attempt + 1, min(INFRA_RETRY_CAP_S, INFRA_RETRY_BASE_S * 2 ** min(attempt, 16))
 
 
 def _guarded(
@@ -93,12 +96,16 @@ def start_call(self: Task[Any, str], /, *args: Any, **kwargs: Any) -> str:
     Keyword arguments: ``dn`` (str), ``timeout`` (int seconds, 2-99), ``webhook_url`` and
     ``request_id`` (both optional). Anything else settles as ``invalid``.
     """
-    raw_requested_at = self.request.get("callpass_requested_at")
-    requested_at = raw_requested_at if isinstance(raw_requested_at, int | float) else None
-    raw_attempt = self.request.get("callpass_attempt")
-    attempt = raw_attempt if isinstance(raw_attempt, int) else 0
-    task_id = str(self.request.id)
     pipeline = get_pipeline(app)
+    # Headers are a producer's word: a time that is not sane (NaN, ahead of our clock, before
+    # the epoch) would move or switch off the placement deadline, so it counts as absent.
+    requested_at = sane_time(
+        self.request.get("callpass_requested_at"),
+        pipeline.now(),
+        source="header callpass_requested_at",
+    )
+    attempt = sane_count(self.request.get("callpass_attempt"), MAX_ATTEMPT_HEADER)
+    task_id = str(self.request.id)
 
     def resend(infra_attempt: int, delay: float) -> None:
         pipeline.dispatcher.resend_start(

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import json
+import math
 import socket
 import time
 import uuid
+from datetime import datetime
 
+import pytest
 from celery import Celery
 
 from tests.conftest import OwnWorker, Simulator
 from tests.test_pipeline import settle, unique_dn
-from worker.devstack import Stack, free_port, wait_until
+from worker.devstack import Proc, Stack, free_port, wait_until
 from worker.producer import enqueue_call
 
 
@@ -59,3 +62,51 @@ def test_a_start_that_never_reached_the_api_is_sent_again_once_it_is_back(
         finally:
             if sim_proc is not None:
                 sim_proc.stop()
+
+
+@pytest.mark.parametrize(
+    "header",
+    [math.nan, math.inf, -1.0, 1e308, "soon", {"at": 1}, True],
+    ids=["nan", "inf", "negative", "huge", "text", "object", "bool"],
+)
+def test_a_hostile_requested_at_header_is_ignored_and_the_request_settles(
+    app: Celery, sim: Simulator, worker: Proc, header: object
+) -> None:
+    """A header that is not a sane time counts as absent: the deadline runs from receipt, the
+    request settles once (no settle can raise), requested_at is never after placed_at."""
+    dn = unique_dn("1")
+    result = app.send_task(
+        "callpass.start_call",
+        kwargs={"dn": dn, "timeout": 2},
+        queue="callpass",
+        headers={"callpass_requested_at": header, "callpass_attempt": header},
+    )
+    doc = settle(result)
+    assert doc["outcome"] == "answered"
+    assert doc["requested_at"] is not None and doc["requested_at"] <= doc["placed_at"]
+    assert sim.starts_to(dn) == 1
+    wait_until(
+        lambda: (
+            f"header callpass_requested_at ignored: {type(header).__name__}"
+            in worker.log_path.read_text(errors="replace")
+        ),
+        10,
+        "the log line for the ignored header",
+    )
+
+
+def test_a_producer_clock_minutes_ahead_neither_delays_the_deadline_nor_inverts_times(
+    app: Celery, sim: Simulator, worker: Proc
+) -> None:
+    """Two minutes ahead is no time of ours: the message counts from receipt."""
+    dn = unique_dn("1")
+    result = app.send_task(
+        "callpass.start_call",
+        kwargs={"dn": dn, "timeout": 2},
+        queue="callpass",
+        headers={"callpass_requested_at": time.time() + 120},
+    )
+    doc = settle(result)
+    assert doc["requested_at"] <= doc["placed_at"]
+    requested = datetime.fromisoformat(doc["requested_at"].replace("Z", "+00:00")).timestamp()
+    assert requested < time.time() + 1

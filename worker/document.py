@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 from typing import Any, TypedDict
 
 from worker.outcomes import Outcome
+from worker.sane_values import formattable_time
 
 __all__ = ["OUTCOME_VERSION", "OutcomeDocument", "build_outcome", "iso"]
 
@@ -37,7 +38,11 @@ class OutcomeDocument(TypedDict):
 
 
 def iso(ts: float | None) -> str | None:
-    """Epoch seconds → ISO-8601 UTC with milliseconds."""
+    """Epoch seconds → ISO-8601 UTC with milliseconds; ``None`` for a time it cannot show.
+
+    Never raises: a settle must not fail on a time that came from outside (NaN, ``inf``).
+    """
+    ts = formattable_time(ts)
     if ts is None:
         return None
     return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")

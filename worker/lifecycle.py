@@ -199,6 +199,8 @@ class Pipeline:
         """Answer a request that places no call: ``invalid``, naming the field and the rule."""
         doc = build_outcome(Outcome.INVALID, completed_at=now(), error=error, **fields)
         self.sink.publish_outcome(task_id, doc)
+        if self.outbox is not None:  # answered: the note must not send it again
+            self.outbox.claimed(task_id)
         metrics.request_settled(Outcome.INVALID)
         return "invalid"
 
@@ -270,7 +272,7 @@ class Pipeline:
         requested_at: float,
     ) -> str:
         request_id = record.request_id
-        timeout = int(record.get("timeout"))
+        timeout = record.integer("timeout", self.default_timeout_s)
         try:
             started = self.client().start_call_async(dn, timeout, request_id=request_id)
         except OutcomeUnknownError as exc:
@@ -316,12 +318,14 @@ class Pipeline:
         self._retry_infra(lambda: self._publish_meta(request_id, meta))
         stored = self._retry_infra(lambda: self._mark_placed(record, meta))
         if not stored:
-            # Settled meanwhile (a duplicate judged this start lost): the outcome stands.
+            # Settled meanwhile (a duplicate judged this start lost): the outcome stands, and
+            # goes out again over the PLACED info just published on top of it.
             log.warning(
                 "call %s for request %s was placed after the request settled",
                 started.callid,
                 request_id,
             )
+            self._check_settled_after_placed(request_id)
             return "placed late"
         placed = self.store.load(request_id) or record
         self._emit(placed, PLACED_EVENT, meta)
@@ -376,7 +380,7 @@ class Pipeline:
             return "stale poll"
         callid = record.get("callid")
         bind_log_context(callid=callid)
-        timeout = int(record.get("timeout"))
+        timeout = record.integer("timeout", self.default_timeout_s)
         elapsed = record.seconds_since_placed()
         retry_after = 0.0
         try:
@@ -409,7 +413,9 @@ class Pipeline:
         return "polling"
 
     def _start_poll_chain(self, record: RequestRecord, elapsed_s: float) -> None:
-        delay = self.schedule.next_delay(elapsed_s, int(record.get("timeout")))
+        delay = self.schedule.next_delay(
+            elapsed_s, record.integer("timeout", self.default_timeout_s)
+        )
         self._next_poll(record, "", 0.0 if delay is None else delay)
 
     def _next_poll(self, record: RequestRecord, token: str, delay_s: float) -> None:
@@ -508,10 +514,10 @@ class Pipeline:
             raw_result=raw_result,
             api_message=api_message,
             error=error,
-            timeout=int(fresh.get("timeout")) if fresh.get("timeout") else None,
+            timeout=fresh.integer("timeout", 0) or None,
             requested_at=fresh.number("requested_at"),
             placed_at=fresh.number("placed_at"),
-            status_requests=int(fresh.get("status_requests", "0")),
+            status_requests=fresh.integer("status_requests", 0),
             call_placed=call_placed,
             retry_at=retry_at,
         )
@@ -592,4 +598,8 @@ def _valid_request_id(value: object) -> bool:
 
 
 def _epoch(iso_text: str) -> float:
-    return datetime.fromisoformat(iso_text.replace("Z", "+00:00")).timestamp()
+    """An ISO-8601 time as epoch seconds; now for text that is not one (never raises)."""
+    try:
+        return datetime.fromisoformat(iso_text.replace("Z", "+00:00")).timestamp()
+    except (ValueError, OverflowError):
+        return now()

@@ -29,6 +29,8 @@ from typing import Any, cast
 
 import redis
 
+from worker.sane_values import sane_float
+
 __all__ = ["RequestRecord", "RequestStore"]
 
 KEY_PREFIX = "callpass:req:"
@@ -115,8 +117,13 @@ class RequestRecord:
         return self.fields.get(name, default)
 
     def number(self, name: str) -> float | None:
-        value = self.fields.get(name)
-        return float(value) if value else None
+        """The field as a finite number (``None``: missing or not one; never raises)."""
+        return sane_float(self.fields.get(name)) if self.fields.get(name) else None
+
+    def integer(self, name: str, default: int) -> int:
+        """The field as an int (``default``: missing or not one; never raises)."""
+        value = self.number(name)
+        return int(value) if value is not None and value.is_integer() else default
 
     def seconds_since_placed(self) -> float:
         """Seconds since the call was placed (0 for a record without a placement time)."""
