@@ -28,14 +28,17 @@ __all__ = [
     "redact_url",
 ]
 
-# A run of 10+ digits (optionally after "+") standing alone is taken for a phone number;
-# the look-arounds keep UUID groups (task ids, callids) and hex or base64 tokens intact.
-_DIGITS_RE = re.compile(r"(?<![0-9A-Za-z-])\+?\d{10,}(?![0-9A-Za-z-])")
-# An escape in a repr or JSON text (b'\x0b79161234567', '\n7916…', '\u00a07916…', '\\'):
-# its letters are not part of the digits that follow, so it bounds a number like a space.
-# (A backslash before a digit is no escape here: octal would eat the number's first digits.)
+# A run of 10+ digits (optionally after "+") not glued to a token before it is taken for a
+# phone number: the look-behinds keep hex or base64 tokens and UUID groups (task ids,
+# callids: "…-89ab-123456789012") intact. What follows does not matter: pickle writes
+# "79161234567q\x02".
+_DIGITS_RE = re.compile(r"(?<![0-9A-Za-z])(?<![0-9A-Fa-f]{4}-)\+?\d{10,}")
+# An escape in a repr or JSON text (b'\x0b79161234567', '\n7916…', '\u00a07916…', '\\'),
+# also escaped again (a repr inside a repr: '\\x0b'): its letters are not part of the digits
+# that follow, so it bounds a number like a space. (A backslash before a digit is no escape
+# here: octal would eat the number's first digits.)
 _ESCAPE_RE = re.compile(
-    r"(\\(?:x[0-9a-fA-F]{2}|u[0-9a-fA-F]{4}|U[0-9a-fA-F]{8}|N\{[^}]*\}|[^0-9]))"
+    r"(\\+(?:x[0-9a-fA-F]{2}|u[0-9a-fA-F]{4}|U[0-9a-fA-F]{8}|N\{[^}]*\}|[^0-9\\]))"
 )
 # urllib3's DEBUG line for a request ('"POST /cb/T0/B0/secret HTTP/1.1" 200'): a webhook
 # receiver's path or query may hold its secret. The API's own paths (/api/...) stay readable.
