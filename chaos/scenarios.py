@@ -10,10 +10,11 @@ import sys
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from chaos.harness import Harness, Row, delete_queues
+from chaos.hostile_row import hostile_messages
 from chaos.receiver import Receiver
 from worker.devstack import child_env, wait_until
 
@@ -39,6 +40,8 @@ class Size:
     webhook_requests: int
     receiver_down_s: float
     webhook_kills: int
+    # Hostile messages (chaos/hostile_row.py): appended with a default, full size.
+    hostile_requests: int = 300
 
     @classmethod
     def get(cls, name: str) -> Size:
@@ -50,6 +53,9 @@ SIZES = {
     # make test runs the 2,000-payload property test itself; this row only checks the wiring.
     "small": Size("small", 60, 2, 40, 60, 30, 12.0, 30, 50, 100, 30, 8.0, 1),
 }
+
+# Small sizes of appended fields, one line each so rows added together merge cleanly.
+SIZES["small"] = replace(SIZES["small"], hostile_requests=60)
 
 #: Seconds past the last disruption within which every request must have settled.
 SETTLE_S = 120.0
@@ -338,4 +344,5 @@ SCENARIOS: dict[str, Callable[[Path, Size], Row]] = {
     "bad-input": bad_input,
     "webhook-receiver-down": webhook_receiver_down,
     "webhook-worker-killed": webhook_worker_killed,
+    "hostile-messages": hostile_messages,
 }
