@@ -96,6 +96,16 @@ def test_headers_celery_cannot_read_are_answered_under_the_correlation_id(
             envelope = raw_message(task_id, body, "application/json", "utf-8", queue, headers)
             publish_raw(client, queue, envelope)
             sent[task_id] = name.removesuffix("-null")
+        # No task header at all (protocol 1): Celery decodes the body itself, fails, and
+        # used to log it whole in its "Can't decode message body" line.
+        task_id = str(uuid.uuid4())
+        pickled = foreign_body("pickle", {"dn": "79161230002", "timeout": 3})
+        envelope = json.loads(
+            raw_message(task_id, pickled.body, pickled.content_type, pickled.encoding, queue)
+        )
+        del envelope["headers"]["task"]
+        publish_raw(client, queue, json.dumps(envelope))
+        sent[task_id] = "content_type"
         wait_until(lambda: all(_meta(client, t) for t in sent), 30, "every answer")
         for task_id, field in sent.items():
             meta = _meta(client, task_id)
@@ -103,3 +113,5 @@ def test_headers_celery_cannot_read_are_answered_under_the_correlation_id(
             assert meta["result"]["error"]["field"] == field, meta
         assert proc.alive(), proc.log_tail()
         assert _meta(client, "5") is None and _meta(client, "None") is None
+        log_text = proc.log_path.read_text(errors="replace")
+    assert "79161230002" not in log_text and "79161230001" not in log_text

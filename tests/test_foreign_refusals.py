@@ -150,7 +150,7 @@ def _consumer(backend: _Backend) -> Any:
     later: list[tuple[float, Any, tuple[Any, ...]]] = []
     timer = SimpleNamespace(call_after=lambda s, fun, args: later.append((s, fun, args)))
     fake = SimpleNamespace(app=SimpleNamespace(backend=backend), timer=timer, later=later)
-    fake.connection_errors = ()
+    fake.connection_errors = fake.channel_errors = ()
     fake._store_once = lambda t, a: ForeignMessageConsumer._store_once(fake, t, a)
     fake._answer_then_ack = lambda m, r, n: ForeignMessageConsumer._answer_then_ack(fake, m, r, n)
     return fake

@@ -207,7 +207,7 @@ class ForeignMessageConsumer(Consumer):
                 return
             if "outcome" in answer:
                 metrics.request_settled(Outcome.INVALID)
-        message.ack_log_error(log, self.connection_errors)
+        message.ack_log_error(log, (*self.connection_errors, *self.channel_errors))
 
     def _store_once(self, task_id: str, answer: dict[str, Any]) -> None:
         # A task id that already has a result (a real request, or this message's answer
