@@ -106,6 +106,16 @@ def test_headers_celery_cannot_read_are_answered_under_the_correlation_id(
         del envelope["headers"]["task"]
         publish_raw(client, queue, json.dumps(envelope))
         sent[task_id] = "content_type"
+        # An unregistered task name: Celery's own answer (FAILURE NotRegistered) and its own
+        # log line, which printed the body; a protocol-0 pickle writes "V79161230003".
+        unregistered = str(uuid.uuid4())
+        pickled = foreign_body("pickle0", {"dn": "79161230003", "timeout": 3})
+        envelope = json.loads(
+            raw_message(unregistered, pickled.body, pickled.content_type, pickled.encoding, queue)
+        )
+        envelope["headers"]["task"] = "callpass.no_such_task"
+        publish_raw(client, queue, json.dumps(envelope))
+        wait_until(lambda: _meta(client, unregistered), 30, "Celery's NotRegistered answer")
         wait_until(lambda: all(_meta(client, t) for t in sent), 30, "every answer")
         for task_id, field in sent.items():
             meta = _meta(client, task_id)
@@ -114,4 +124,6 @@ def test_headers_celery_cannot_read_are_answered_under_the_correlation_id(
         assert proc.alive(), proc.log_tail()
         assert _meta(client, "5") is None and _meta(client, "None") is None
         log_text = proc.log_path.read_text(errors="replace")
-    assert "79161230002" not in log_text and "79161230001" not in log_text
+    for dn in ("79161230001", "79161230002", "79161230003"):
+        assert dn not in log_text, dn
+    assert "Received unregistered task" in log_text  # Celery's line is there, without the body
