@@ -15,7 +15,7 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from worker.logs import configure_logging
+from worker.logs import bind_log_context, clear_log_context, configure_logging
 from worker.masking import mask_text
 
 DN = "79161234567"
@@ -126,6 +126,11 @@ def _log_everything(log: logging.Logger, dn: str) -> None:
     except KeyError:
         log.error("lookup failed", exc_info=True)
     log.info("where: %s", dn, stack_info=True)  # the stack shows this very line
+    bind_log_context(task_id=dn, request_id=dn)  # a producer's ids may be the number itself
+    try:
+        log.info("settled")
+    finally:
+        clear_log_context()
 
 
 @pytest.mark.parametrize("fmt", ["text", "json"])
@@ -140,7 +145,8 @@ def test_every_line_of_a_real_logger_is_masked(
     assert "7916*****67" in text
     if fmt == "json":
         lines = [json.loads(line) for line in text.splitlines()]
-        assert len(lines) == 4 and "exception" in lines[1] and "stack" in lines[3]
+        assert len(lines) == 5 and "exception" in lines[1] and "stack" in lines[3]
+        assert lines[4]["request_id"] == "7916*****67"
 
 
 @settings(max_examples=50, deadline=None)

@@ -64,7 +64,8 @@ class JsonFormatter(logging.Formatter):
         for name in CONTEXT_FIELDS:
             value = getattr(record, name, None)
             if value:
-                line[name] = value
+                # A producer may use the number as its request id (or task id).
+                line[name] = mask_log_text(str(value))
         # The masking filter has formatted and masked the traceback; masked again in case a
         # record reaches this formatter some other way.
         if record.exc_info or record.exc_text:
