@@ -16,8 +16,10 @@ from typing import Any
 
 import jsonschema
 import pytest
+from celery.exceptions import InvalidTaskError
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from kombu.exceptions import ContentDisallowed, DecodeError
 from kombu.message import Message
 
 from worker.foreign_messages import (
@@ -26,6 +28,7 @@ from worker.foreign_messages import (
     answer_for,
     read_task_id,
     refusal_for,
+    refusal_from_error,
 )
 
 SCHEMA = json.loads(
@@ -168,3 +171,11 @@ def test_the_ack_waits_until_the_answer_is_stored() -> None:
     assert delay >= 1
     fun(*args)
     assert backend.stored["t-1"][0] == "SUCCESS" and msg.acked == 1
+
+
+def test_errors_celery_raises_name_the_field() -> None:
+    assert refusal_from_error(ContentDisallowed("pickle")).field == "content_type"
+    assert refusal_from_error(DecodeError("bad")).field == "body"
+    assert refusal_from_error(InvalidTaskError("invalid ETA value 'x': …")).field == "eta"
+    assert refusal_from_error(InvalidTaskError("invalid expires value 'x'")).field == "expires"
+    assert refusal_from_error(ValueError("?")).field == "message"

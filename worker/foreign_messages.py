@@ -20,7 +20,7 @@ from typing import Any
 from celery.utils.saferepr import saferepr
 from celery.worker.consumer import Consumer
 from celery.worker.consumer import consumer as celery_consumer
-from kombu.exceptions import ContentDisallowed
+from kombu.exceptions import ContentDisallowed, DecodeError
 from kombu.message import Message
 from vine import promise
 
@@ -110,6 +110,8 @@ def refusal_from_error(exc: BaseException) -> Refusal:
     """A refusal for what Celery raised on reading a message."""
     if isinstance(exc, ContentDisallowed):
         return Refusal("content_type", f"must be JSON ({JSON_CONTENT_TYPE})", type(exc).__name__)
+    if isinstance(exc, DecodeError):
+        return Refusal("body", "must be JSON text in its content encoding", type(exc).__name__)
     text = str(exc)
     for header in ("ETA", "expires"):
         if f"invalid {header} value" in text:
@@ -208,7 +210,7 @@ class ForeignMessageConsumer(Consumer):
             try:
                 self._store_once(task_id, answer)
             except Exception as exc:  # the backend is down: try again later, keep the message
-                delay = min(STORE_RETRY_CAP_S, STORE_RETRY_BASE_S * 2**attempt)
+                delay = min(STORE_RETRY_CAP_S, STORE_RETRY_BASE_S * 2 ** min(attempt, 8))
                 log.warning(
                     "cannot store the answer for %s (%s); again in %.0f s",
                     task_id,
