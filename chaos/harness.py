@@ -137,7 +137,7 @@ class Harness:
         argv = [
             "redis-server", "--bind", "127.0.0.1", "--port", str(self.redis_port),
             "--dir", str(data), "--save", "", "--appendonly", "yes",
-            "--appendfsync", self.redis_fsync,
+            "--appendfsync", self.redis_fsync, "--maxmemory-policy", "noeviction",
         ]  # fmt: skip
         proc = self.stack.spawn(f"redis-{len(self.stack.procs)}", argv)
 

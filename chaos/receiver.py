@@ -8,12 +8,17 @@ What it answers depends on the path, so one receiver serves many cases at once:
   a query ``?retry_after=<s>`` adds that ``Retry-After`` header to the failures.
 * ``/redirect``: 302 to ``/ok/redirected``.
 * ``/switch/<name>``: 503 while the switch is off, 200 once :meth:`Receiver.switch_on` is called.
+* ``/trickle/<n>``: to the first ``n`` attempts of each ``webhook-id``, a 200 whose status line
+  and headers come one byte every ``TRICKLE_EVERY_S`` (a receiver no per-read time-out cuts
+  off; it gives up after ``TRICKLE_MAX_S``), then a prompt 200. The attempt is recorded when
+  the sender hangs up, with ``ended_at`` and status 0 if the answer was not finished.
 
 Every request is recorded with its verification result (:func:`verify_delivery`).
 """
 
 from __future__ import annotations
 
+import select
 import threading
 import time
 from collections import Counter
@@ -24,7 +29,11 @@ from urllib.parse import parse_qs, urlsplit
 
 from worker.webhook_signature import WebhookVerificationError, verify_delivery
 
-__all__ = ["Delivery", "Receiver"]
+__all__ = ["TRICKLE_EVERY_S", "Delivery", "Receiver"]
+
+#: A trickling answer's pace, and how long it goes on at most if the sender never hangs up.
+TRICKLE_EVERY_S = 0.6
+TRICKLE_MAX_S = 90.0
 
 
 @dataclass(frozen=True)
@@ -38,6 +47,8 @@ class Delivery:
     #: The parsed body when the signature verified, else None.
     event: dict[str, Any] | None
     error: str
+    #: When the exchange ended (the answer sent, or the sender gone); 0 if not recorded.
+    ended_at: float = 0.0
 
 
 class Receiver:
@@ -48,6 +59,9 @@ class Receiver:
         self._attempts: Counter[tuple[str, str]] = Counter()
         self._switches: set[str] = set()
         self._server: ThreadingHTTPServer | None = None
+        #: When each trickling answer under way began (by a token), and the most at once.
+        self._trickles: dict[object, float] = {}
+        self.most_trickling = 0
         self._thread: threading.Thread | None = None
         self.port = port
         self.start()
@@ -105,11 +119,37 @@ class Receiver:
             return 302, {"Location": "/ok/redirected"}
         if kind == "switch" and not switched_on:
             return 503, {}
+        if kind == "trickle" and len(segments) > 1 and attempt <= int(segments[1]):
+            return 200, {TRICKLE: "1"}
         return 200, {}
+
+    @property
+    def trickling(self) -> int:
+        """Trickling answers under way now."""
+        with self._lock:
+            return len(self._trickles)
+
+    def trickling_since(self) -> list[float]:
+        """When each trickling answer still under way began (not yet in :meth:`received`)."""
+        with self._lock:
+            return list(self._trickles.values())
+
+    def trickle_began(self, token: object, at: float) -> None:
+        with self._lock:
+            self._trickles[token] = at
+            self.most_trickling = max(self.most_trickling, len(self._trickles))
+
+    def trickle_ended(self, token: object) -> None:
+        with self._lock:
+            self._trickles.pop(token, None)
 
     def record(self, delivery: Delivery) -> None:
         with self._lock:
             self.deliveries.append(delivery)
+
+
+#: Marks an answer to be trickled (never sent as a header itself).
+TRICKLE = "x-callpass-trickle"
 
 
 class _Server(ThreadingHTTPServer):
@@ -130,14 +170,41 @@ def _handler(receiver: Receiver) -> type[BaseHTTPRequestHandler]:
                 error = ""
             except (WebhookVerificationError, ValueError) as exc:
                 event, error = None, str(exc)
+            received_at = time.time()
+            trickle = bool(extra.pop(TRICKLE, None))
+            if trickle:  # recorded once the sender hangs up or the answer is out
+                status = self._trickle(status, received_at)
             receiver.record(
-                Delivery(self.path, webhook_id, headers, body, time.time(), status, event, error)
-            )
+                Delivery(
+                    self.path, webhook_id, headers, body, received_at, status, event, error,
+                    ended_at=time.time(),
+                )
+            )  # fmt: skip
+            if trickle:
+                return
             self.send_response(status)
             for name, value in extra.items():
                 self.send_header(name, value)
             self.send_header("content-length", "0")
             self.end_headers()
+
+        def _trickle(self, status: int, began: float) -> int:
+            """Send the answer a byte at a time; ``status``, or 0 if the sender hung up."""
+            pad = "x" * int(TRICKLE_MAX_S / TRICKLE_EVERY_S)
+            answer = f"HTTP/1.1 {status} OK\r\nx-pad: {pad}\r\ncontent-length: 0\r\n\r\n"
+            receiver.trickle_began(self, began)
+            try:
+                for byte in answer.encode():
+                    self.wfile.write(bytes([byte]))
+                    # The sender sends nothing more: readable means it hung up (at once,
+                    # rather than at the next write).
+                    if select.select([self.connection], [], [], TRICKLE_EVERY_S)[0]:
+                        return 0
+            except OSError:  # the sender gave up: what it must do at its deadline
+                return 0
+            finally:
+                receiver.trickle_ended(self)
+            return status
 
         def log_message(self, format: str, *args: Any) -> None:
             return

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from chaos.harness import Harness, Row, delete_queues
 from chaos.hostile_row import hostile_messages
-from chaos.receiver import Receiver
+from chaos.receiver import TRICKLE_EVERY_S, Receiver
 from worker.devstack import child_env, wait_until
 
 __all__ = ["SCENARIOS", "Size"]
@@ -40,6 +40,7 @@ class Size:
     webhook_requests: int
     receiver_down_s: float
     webhook_kills: int
+    trickle_requests: int = 150  # full size (the default)
     # Hostile messages (chaos/hostile_row.py): appended with a default, full size.
     hostile_requests: int = 300
 
@@ -51,7 +52,7 @@ class Size:
 SIZES = {
     "full": Size("full", 500, 6, 200, 300, 120, 60.0, 150, 200, 10_000, 200, 120.0, 3),
     # make test runs the 2,000-payload property test itself; this row only checks the wiring.
-    "small": Size("small", 60, 2, 40, 60, 30, 12.0, 30, 50, 100, 30, 8.0, 1),
+    "small": Size("small", 60, 2, 40, 60, 30, 12.0, 30, 50, 100, 30, 8.0, 1, trickle_requests=20),
 }
 
 # Small sizes of appended fields, one line each so rows added together merge cleanly.
@@ -334,6 +335,73 @@ def webhook_worker_killed(run_dir: Path, size: Size) -> Row:
         h.close()
 
 
+#: The trickling row's attempt deadline and placement deadline, in seconds.
+TRICKLE_DEADLINE_S = 2.0
+TRICKLE_PLACE_DEADLINE_S = 10.0
+
+
+def webhook_receiver_trickles(run_dir: Path, size: Size) -> Row:
+    """The receiver trickles its answer to the first attempt of every event (a byte every
+    0.6 s, against a 1 s time-out) while calls run: each attempt ends by its deadline, the
+    next one delivers the event, and no call waits past its placement deadline."""
+    began = time.monotonic()
+    env = {
+        **_webhook_env("0,1,2,5,10,10,10,10"),
+        "CALLPASS_WEBHOOK_TIMEOUT_S": "1",
+        "CALLPASS_WEBHOOK_DEADLINE_S": f"{TRICKLE_DEADLINE_S:g}",
+        "CALLPASS_PLACE_DEADLINE_S": f"{TRICKLE_PLACE_DEADLINE_S:g}",
+    }
+    h = Harness(run_dir, workers=2, worker_env=env)
+    receiver = Receiver([WEBHOOK_SECRET])
+    try:
+        url = receiver.url + "/trickle/1"
+        h.enqueue_over(size.trickle_requests, max(8.0, size.trickle_requests / 10), webhook_url=url)
+        notes = (
+            f"first attempt of each event trickled (a byte every {TRICKLE_EVERY_S:g} s), "
+            f"deadline {TRICKLE_DEADLINE_S:g} s, 4 deliveries per worker"
+        )
+        row = _webhook_row(h, receiver, "trickling webhook receiver", notes, began, 180.0)
+        _check_trickles(h, receiver, row)
+        return row
+    finally:
+        receiver.stop()
+        h.close()
+
+
+def _check_trickles(h: Harness, receiver: Receiver, row: Row) -> None:
+    """Every attempt ended by its deadline (as the receiver saw the worker hang up), and no
+    call expired or was placed after its placement deadline."""
+    got = receiver.received()
+    cut = sum(1 for d in got if d.status == 0)  # the worker hung up mid-answer
+    now = time.time()
+    # Ended attempts, and those the receiver still trickles to (a worker waiting on).
+    lasted = [d.ended_at - d.received_at for d in got]
+    lasted += [now - began for began in receiver.trickling_since()]
+    longest = max(lasted, default=0.0)
+    # Generous: a loaded machine records the hang-up a little late.
+    over = [s for s in lasted if s > TRICKLE_DEADLINE_S + 3.0]
+    if over:
+        row.problems.append(
+            f"{len(over)} attempts lasted past the {TRICKLE_DEADLINE_S:g} s deadline "
+            f"(longest {longest:.1f} s)"
+        )
+    expired = sum(1 for d in h.documents().values() if d["outcome"] == "expired")
+    if expired:
+        row.problems.append(f"{expired} calls expired while deliveries trickled")
+    enqueued = {r.request_id: r.enqueued_at for r in h.requests}
+    late = [
+        c
+        for c in h.calls()
+        if c["started_at"] > enqueued[c["request_id"]] + TRICKLE_PLACE_DEADLINE_S
+    ]
+    if late:
+        row.problems.append(f"{len(late)} calls placed after their placement deadline")
+    row.notes += (
+        f"; attempts cut off {cut}, longest {longest:.1f} s, at most {receiver.most_trickling} "
+        f"trickling at once; expired {expired}, placed late {len(late)}"
+    )
+
+
 SCENARIOS: dict[str, Callable[[Path, Size], Row]] = {
     "worker-killed": worker_killed,
     "redis-restarted": redis_restarted,
@@ -344,5 +412,6 @@ SCENARIOS: dict[str, Callable[[Path, Size], Row]] = {
     "bad-input": bad_input,
     "webhook-receiver-down": webhook_receiver_down,
     "webhook-worker-killed": webhook_worker_killed,
+    "webhook-receiver-trickles": webhook_receiver_trickles,
     "hostile-messages": hostile_messages,
 }

@@ -46,6 +46,7 @@ def test_flower_is_published_on_loopback_with_auth(compose: dict[str, object]) -
     # The login comes from the settings; without it, the guard refuses to listen on 0.0.0.0.
     assert "CALLPASS_FLOWER_BASIC_AUTH" in flower["environment"]
     assert not any("--basic-auth" in part for part in flower["command"])
+    assert flower["command"][:2] == ["callpass", "flower"]  # the always-guarded entry point
     published = json.dumps(flower["ports"])
     assert "127.0.0.1" in published
 

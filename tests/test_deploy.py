@@ -42,14 +42,7 @@ WORKER_COMMAND = [
     "--hostname",
     "worker@$(POD_NAME)",
 ]
-FLOWER_COMMAND = [
-    "celery",
-    "-A",
-    "worker.celery_app",
-    "flower",
-    "--address=0.0.0.0",
-    "--port=5555",
-]
+FLOWER_COMMAND = ["callpass", "flower", "--address=0.0.0.0", "--port=5555"]
 SIMULATOR_COMMAND = ["callpass", "simulator", "--host", "0.0.0.0", "--port", "8099"]
 
 #: What the worker exports (worker/metrics.py); histograms also as _bucket, _sum, _count.

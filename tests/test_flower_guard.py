@@ -1,4 +1,5 @@
-"""Flower refuses to listen beyond loopback without authentication (worker/flower_guard.py).
+"""Flower refuses to listen beyond loopback without authentication (worker/flower_guard.py,
+worker/flower_options.py; the login rules: tests/test_flower_login.py).
 
 The rule is a pure function of the command line, the environment and the config file's
 namespace; a comparison with the installed Flower's own option parsing keeps our reading of
@@ -18,15 +19,13 @@ from typing import Any
 import pytest
 
 from worker.devstack import Stack, child_env, free_port, wait_until
-from worker.flower_guard import (
+from worker.flower_guard import check_flower_binding, check_flower_process, is_loopback
+from worker.flower_options import (
     FLOWER_OPTION_NAMES,
     FlowerOptions,
-    check_flower_binding,
-    check_flower_process,
     effective_options,
     flower_arguments,
     is_flower_command,
-    is_loopback,
     read_flower_config,
 )
 
@@ -158,7 +157,6 @@ def test_allowed_command_lines(args: list[str]) -> None:
         ["--address=127.0.0.1", "--address=0.0.0.0"],
         ["--address", "127.0.0.1"],  # Tornado reads no value from the next argument
         ["--ADDRESS=127.0.0.1"],  # option names are case-sensitive; Flower ignores this
-        ["--address=0.0.0.0", "--basic-auth="],
         ["--address=0.0.0.0", "--auth="],
         # OAuth settings without --auth protect nothing (Flower lets everyone in).
         ["--address=0.0.0.0", "--auth_provider=flower.views.auth.GithubLoginHandler"],
@@ -193,22 +191,28 @@ def test_not_a_flower_process_is_never_refused() -> None:
     ("entries", "complaint"),
     [
         ("admin:", "lets user 'admin' in without a password"),
-        ("admin:s3cret,guest:", "lets user 'guest' in without a password"),
+        ("admin:s3cret,guest:", "entry #2 that lets user 'guest' in without a password"),
         ("justapassword", "entry #1 not in the form user:password"),
         ("admin:s3cret,hunter2", "entry #2 not in the form user:password"),
-        (",", "without authentication"),
+        ("", "entry #1 empty"),  # Flower's list is [''], not none
+        (",", "entry #1 empty"),
+        ("admin:s3cret,", "entry #2 empty"),  # a trailing comma: Flower admits an empty login
+        (",admin:s3cret", "entry #1 empty"),
+        ("admin:s3cret,,ops:other", "entry #2 empty"),
+        ("admin: ", "lets user 'admin' in without a password"),
+        (":s3cret", "entry #1 with a blank user name"),
+        (" \t:s3cret", "entry #1 with a blank user name"),
+        ("admin:s3cr\u00e9t", "entry #1 with characters other than ASCII"),
     ],
 )
 def test_basic_auth_without_a_password_does_not_count(entries: str, complaint: str) -> None:
-    message = check_flower_binding(flower("--address=0.0.0.0", f"--basic-auth={entries}"), {})
-    assert message is not None and complaint in message
-    for secret in ("s3cret", "justapassword", "hunter2"):
-        assert secret not in message  # the refusal never quotes a password
-
-
-def test_empty_basic_auth_entries_are_ignored_next_to_real_ones() -> None:
-    argv = flower("--address=0.0.0.0", "--basic-auth=admin:s3cret,")
-    assert check_flower_binding(argv, {}) is None
+    for address in ("0.0.0.0", "127.0.0.1"):  # a login that admits anyone is refused anywhere
+        message = check_flower_binding(
+            flower(f"--address={address}", f"--basic-auth={entries}"), {}
+        )
+        assert message is not None and complaint in message
+        for secret in ("s3cret", "justapassword", "hunter2"):
+            assert secret not in message  # the refusal never quotes a password
 
 
 # --- environment, config file and command line -----------------------------------------------
@@ -225,6 +229,9 @@ def test_empty_basic_auth_entries_are_ignored_next_to_real_ones() -> None:
         ({"FLOWER_BASIC_AUTH": "admin:s3cret,ops:other"}, True),
         ({"FLOWER_BASIC_AUTH": ""}, False),
         ({"FLOWER_BASIC_AUTH": "admin:"}, False),
+        ({"FLOWER_BASIC_AUTH": "admin:s3cret,"}, False),
+        ({"FLOWER_BASIC_AUTH": "admin:s3cret", "FLOWER_ADDRESS": "127.0.0.1"}, True),
+        ({"FLOWER_BASIC_AUTH": "admin:s3cret,", "FLOWER_ADDRESS": "127.0.0.1"}, False),
         ({"FLOWER_AUTH": ".*@example.com"}, True),
         ({"FLOWER_UNIX_SOCKET": "/run/flower.sock"}, True),
         ({"FLOWER_OAUTH2_KEY": "k", "FLOWER_OAUTH2_SECRET": "s"}, False),
@@ -263,6 +270,10 @@ def test_the_config_file_beats_the_environment_and_loses_to_the_command_line() -
         ({"basic_auth": "admin:s3cret,ops:other"}, True),
         ({"basic_auth": []}, False),
         ({"basic_auth": ["admin:"]}, False),
+        ({"basic_auth": ["admin:s3cret", ""]}, False),
+        ({"basic_auth": ["admin:s3cret", None]}, False),  # Tornado keeps None in a list
+        ({"basic_auth": "admin:s3cret,"}, False),
+        ({"basic_auth": "admin:s3cret,", "address": "127.0.0.1"}, False),
         ({"auth": ".*@example.com"}, True),
         ({"unix_socket": "/run/flower.sock"}, True),
         ({"port": 5555, "__file__": "/etc/flowerconfig.py"}, False),
@@ -389,6 +400,11 @@ _CASES: list[tuple[list[str], dict[str, str], str | None]] = [
     (["--debug", "--address=::1"], {}, None),
     (["--basic_auth=a:b,c:d"], {}, None),
     (["--basic-auth="], {}, None),
+    (["--basic-auth=a:b,"], {}, None),  # a trailing comma is an empty entry, kept
+    (["--basic-auth=,a:b,,c: "], {}, None),
+    ([], {"FLOWER_BASIC_AUTH": "a:b,"}, None),
+    ([], {}, "basic_auth = 'a:b,'\n"),
+    ([], {}, "basic_auth = ['a:b', '', None]\n"),
     (["--unix-socket=/tmp/f.sock", "--auth=x@example.com"], {}, None),
     ([], {"FLOWER_ADDRESS": "127.0.0.1"}, None),
     ([], {"FLOWER_address": "127.0.0.1"}, None),

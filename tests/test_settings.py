@@ -94,3 +94,73 @@ def test_a_worker_with_a_malformed_setting_does_not_start() -> None:
     output = proc.stdout + proc.stderr
     assert "CALLPASS_API_TOKEN" in output and "lower-case hex" in output
     assert SECRET not in output
+
+
+def test_webhook_deadline_and_lease_default_from_the_timeout() -> None:
+    settings = Settings.from_env({"CALLPASS_WEBHOOK_TIMEOUT_S": "20"})
+    assert settings.effective_webhook_deadline_s == 40
+    assert settings.effective_webhook_lease_s == 120
+    assert Settings.from_env({}).webhook_concurrency == 4
+
+
+@pytest.mark.parametrize(
+    "env",
+    [
+        {"CALLPASS_WEBHOOK_DEADLINE_S": "55"},  # the default lease is 60 s
+        {"CALLPASS_WEBHOOK_LEASE_S": "30", "CALLPASS_WEBHOOK_DEADLINE_S": "25"},
+        {"CALLPASS_WEBHOOK_LEASE_S": "15"},  # the default deadline is 10 s
+    ],
+)
+def test_a_webhook_lease_must_outlast_the_attempt_deadline(env: dict[str, str]) -> None:
+    with pytest.raises(SettingsError) as caught:
+        Settings.from_env(env)
+    assert caught.value.variable == "CALLPASS_WEBHOOK_LEASE_S"
+    assert "CALLPASS_WEBHOOK_DEADLINE_S" in caught.value.rule
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "rule_part"),
+    [
+        ("CALLPASS_WEBHOOK_CONCURRENCY", "0", "between 1 and 1000"),
+        ("CALLPASS_WEBHOOK_CONCURRENCY", "two", "whole number"),
+        ("CALLPASS_WEBHOOK_DEADLINE_S", "0.1", "0 (the default) or between 0.5"),
+        ("CALLPASS_WEBHOOK_DEADLINE_S", "-1", "between 0 and 600"),
+        ("CALLPASS_WEBHOOK_LEASE_S", "5", "0 (the default) or between 10"),
+    ],
+)
+def test_malformed_webhook_limits_name_the_variable_and_the_rule(
+    variable: str, value: str, rule_part: str
+) -> None:
+    with pytest.raises(SettingsError) as caught:
+        Settings.from_env({variable: value})
+    assert caught.value.variable == variable
+    assert rule_part in caught.value.rule
+
+
+@pytest.mark.parametrize(
+    ("value", "entry"),
+    [
+        ("admin:long-enough,", 2),  # a trailing comma: Flower would admit an empty login
+        (",admin:long-enough", 1),
+        ("admin:long-enough,,ops:also-long-enough", 2),
+        ("admin:long-enough,ops:", 2),
+        ("admin:long-enough,ops:        ", 2),  # blank
+        ("admin:short", 1),
+        (":long-enough", 1),
+        ("  :long-enough", 1),
+        ("admin", 1),
+        ("admin:long-enough,ops:l\u00f6ng-enough", 2),  # Flower cannot compare non-ASCII
+    ],
+)
+def test_every_flower_login_entry_is_checked(value: str, entry: int) -> None:
+    with pytest.raises(SettingsError) as info:
+        Settings.from_env({"CALLPASS_FLOWER_BASIC_AUTH": value})
+    assert info.value.variable == "CALLPASS_FLOWER_BASIC_AUTH"
+    assert f"entry #{entry} must be user:password" in info.value.rule
+    assert "long-enough" not in str(info.value)  # the rule, never the password
+
+
+def test_flower_logins_that_need_a_password_are_accepted() -> None:
+    for value in ("", "admin:long-enough", "admin:long-enough,ops:an0ther-one:with-colon"):
+        login = Settings.from_env({"CALLPASS_FLOWER_BASIC_AUTH": value}).flower_basic_auth
+        assert login.get_secret_value() == value

@@ -83,3 +83,30 @@ def test_taking_an_event_refreshes_its_ttl(store: WebhookStore, store_url: str) 
     assert int(client.ttl(EVENT_PREFIX + event_id)) > 3000
     assert client.zscore(DUE_KEY, event_id) is not None
     client.close()
+
+
+def test_beginning_an_attempt_renews_its_lease(store: WebhookStore, store_url: str) -> None:
+    client = redis.Redis.from_url(store_url)
+    event_id = new_event(store)
+    store.take_due(lease_s=1)  # a message that waited in the queue almost as long
+    assert store.begin(event_id, 0, lock_s=60, owner="a")
+    # The mover's lease now counts from the attempt's start, not from the send.
+    assert float(client.zscore(DUE_KEY, event_id) or 0) > time.time() + 50
+    assert event_id not in dict(store.take_due(lease_s=60))
+    client.close()
+
+
+def test_a_deferred_delivery_renews_its_lease_only_while_nobody_makes_it(
+    store: WebhookStore, store_url: str
+) -> None:
+    client = redis.Redis.from_url(store_url)
+    event_id = new_event(store)
+    store.take_due(lease_s=1)
+    assert store.extend_lease(event_id, 0, lease_s=60)
+    assert float(client.zscore(DUE_KEY, event_id) or 0) > time.time() + 50
+    assert not store.extend_lease(event_id, 1, lease_s=60)  # not the attempt that is due
+    assert store.begin(event_id, 0, lock_s=60, owner="a")
+    assert not store.extend_lease(event_id, 0, lease_s=60)  # being made elsewhere
+    assert store.delivered(event_id, 0, "a", 200)
+    assert not store.extend_lease(event_id, 0, lease_s=60)  # made
+    client.close()

@@ -16,9 +16,11 @@ import redis
 from celery import Celery, signals
 from kombu import Exchange, Queue
 
-from worker.flower_guard import check_flower_process, is_flower_command
+from worker.flower_guard import check_flower_process
+from worker.flower_options import is_flower_command
 from worker.health import touch_heartbeat
 from worker.logs import bind_log_context, clear_log_context, configure_logging
+from worker.masking import redact_url
 from worker.settings import Settings, SettingsError, get_settings, is_rabbitmq
 
 __all__ = ["app", "celery_config", "startup_warnings"]
@@ -165,14 +167,26 @@ def startup_warnings(settings: Settings) -> list[str]:
 
 @signals.worker_init.connect
 def _announce(**_: Any) -> None:
+    from worker.redis_policy import EvictionPolicyRefused, check_eviction_policies
+
     settings = get_settings()
+    # Celery sets up logging only after worker_init: without this, these lines would reach
+    # stderr unformatted and unmasked (WARNING and up) or not at all (INFO).
+    configure_logging(settings.log_level, settings.log_format)
     log.info(
         "callpass worker: API %s, queue %s, %s token",
-        settings.api_url,
+        redact_url(settings.api_url, keep_path=True),
         settings.queue,
         "simulator" if settings.uses_simulator_token else "configured",
     )
     for warning in startup_warnings(settings):
+        log.warning(warning)
+    try:  # before the first message: a Redis that may evict records could let a call repeat
+        eviction_warnings = check_eviction_policies(settings)
+    except EvictionPolicyRefused as exc:
+        log.critical("callpass worker does not start: %s", exc)
+        raise SystemExit(1) from None
+    for warning in eviction_warnings:
         log.warning(warning)
     if settings.metrics_port:
         from worker.metrics import serve_metrics
@@ -224,7 +238,8 @@ def _stop_sweeper(**_: Any) -> None:
 
 # Flower shows every task's arguments and results and can revoke tasks and shut workers down,
 # and by default it listens on every interface with no login. So `celery -A worker.celery_app
-# flower` stops here, before binding, when it would be reachable beyond loopback without auth.
+# flower` stops here, before binding, when a login could get in without a password (the same
+# guard also runs in `callpass flower` and on Flower's own command: worker/flower_entry.py).
 if is_flower_command(sys.argv):
     # The login from our settings, unless Flower's own variable is set: Flower reads its
     # environment after this module is imported, and so does the guard below.

@@ -30,6 +30,12 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser(
         "simulator", help="run the API simulator (options: callpass simulator -h)", add_help=False
     )
+    sub.add_parser(
+        "flower",
+        help="Flower with our app, refused when anyone could get in without a password "
+        "(Flower's options: callpass flower --help)",
+        add_help=False,
+    )
     sub.add_parser("config", help="validate the CALLPASS_* settings and print them (no secrets)")
     health = sub.add_parser(
         "healthcheck", help="liveness probe: exit 0 when the worker's heartbeat file is fresh"
@@ -101,13 +107,12 @@ def _cmd_result(args: argparse.Namespace) -> int:
 
 
 def _cmd_config() -> int:
-    from worker.masking import redact_url
+    from worker.masking import redact_setting
     from worker.settings import get_settings
 
     settings = get_settings()
     for name, value in sorted(vars(settings).items()):
-        shown = redact_url(value) if name == "webhook_url" and value else value
-        print(f"CALLPASS_{name.upper()}={shown}")
+        print(f"CALLPASS_{name.upper()}={redact_setting(name, value)}")
     return 0
 
 
@@ -178,6 +183,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from simulator.__main__ import main as simulator_main
 
         return simulator_main(argv[1:])
+    if argv[:1] == ["flower"]:
+        from worker.flower_entry import run_flower
+
+        return run_flower(argv[1:])
     args = _parser().parse_args(argv)
     from worker.settings import SettingsError
 

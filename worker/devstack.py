@@ -13,7 +13,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
@@ -138,7 +138,10 @@ class Stack:
         if not proc.alive():
             raise RuntimeError(f"{proc.name} exited ({proc.popen.returncode}):\n{proc.log_tail()}")
 
-    def start_redis(self, port: int | None = None, appendonly: bool = False) -> tuple[Proc, str]:
+    def start_redis(
+        self, port: int | None = None, appendonly: bool = False, extra_args: Sequence[str] = ()
+    ) -> tuple[Proc, str]:
+        """A redis-server of our own; ``extra_args`` (``--name value`` pairs) come last and win."""
         binary = ensure_redis_server()
         port = port or free_port()
         data = self.run_dir / f"redis-{port}"
@@ -155,10 +158,14 @@ class Stack:
             "",
             "--appendonly",
             "yes" if appendonly else "no",
+            # Redis' default, said out loud: the worker refuses a Redis that may evict records.
+            "--maxmemory-policy",
+            "noeviction",
             "--protected-mode",
             "yes",
             "--daemonize",
             "no",
+            *extra_args,
         ]
         proc = self.spawn(f"redis-{port}", argv)
 
@@ -205,11 +212,8 @@ class Stack:
         return self.spawn(name, argv, env)
 
     def start_flower(self, env: Mapping[str, str], port: int) -> Proc:
-        argv = [
-            *self._celery("flower"),
-            "--address=127.0.0.1",
-            f"--port={port}",
-        ]
+        # The supported entry point: the guard runs before Flower starts (worker/flower_entry.py).
+        argv = [self.python, "-m", "worker.cli", "flower", "--address=127.0.0.1", f"--port={port}"]
         proc = self.spawn("flower", argv, env)
 
         def up() -> bool:

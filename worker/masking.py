@@ -21,11 +21,14 @@ if TYPE_CHECKING:
 __all__ = [
     "MaskedRequest",
     "MaskingFilter",
+    "hide_url_credentials",
     "mask_dn",
     "mask_log_text",
     "mask_text",
     "masked_reprs",
+    "redact_setting",
     "redact_url",
+    "secret_query_names",
 ]
 
 # A run of 10+ digits (optionally after "+") not glued to a token before it is taken for a
@@ -43,6 +46,17 @@ _ESCAPE_RE = re.compile(
 # urllib3's DEBUG line for a request ('"POST /cb/T0/B0/secret HTTP/1.1" 200'): a webhook
 # receiver's path or query may hold its secret. The API's own paths (/api/...) stay readable.
 _REQUEST_LINE_PATH_RE = re.compile(r'("[A-Z]+ )(?!/api/)/[^"\s]*( HTTP/)')
+# Query parameters whose values may be credentials (redis-py reads ?password=; services put
+# tokens and signatures there). Not ``key`` alone: ``ssl_keyfile`` names a path.
+_SECRET_QUERY_NAME_RE = re.compile(r"pass|secret|token|auth|sig|cred|api_?key|access_?key", re.I)
+# The same two things inside free text (a log line, an exception): ``scheme://user:pw@`` and
+# ``?password=…``/``&token=…``.
+_TEXT_USERINFO_RE = re.compile(r"(\b[A-Za-z][A-Za-z0-9+.\-]*://)[^\s/?#@'\"]+@")
+_TEXT_SECRET_QUERY_RE = re.compile(
+    r"([?&][A-Za-z0-9_.\-]*(?:pass|secret|token|auth|sig|cred|api_?key|access_?key)"
+    r"[A-Za-z0-9_.\-]*=)[^&\s'\"#]+",
+    re.I,
+)
 _KEEP_HEAD = 4
 _KEEP_TAIL = 2
 
@@ -69,17 +83,57 @@ def mask_text(text: str) -> str:
     return "".join(p if i % 2 else _mask_digits(p) for i, p in enumerate(pieces))
 
 
-def redact_url(url: str) -> str:
-    """A URL without what may be a receiver's secret (userinfo, path, query: Slack-style
-    URLs carry the token in the path): ``https://hooks.example.com/…``."""
+def redact_url(url: str, *, keep_path: bool = False) -> str:
+    """A URL fit to print or log; credentials (``user:password@``) never show.
+
+    By default (webhook receivers) only scheme, host and port remain, since Slack-style URLs
+    carry the token in the path: ``https://hooks.example.com/…``. ``keep_path`` is for the
+    services we connect to (Redis, broker, API), whose path says which database or vhost:
+    ``redis://***@redis.internal:6379/0``, with secret-looking query values as ``***``.
+    """
     try:
         parts = urlsplit(url)
         host = parts.hostname or ""
         port = f":{parts.port}" if parts.port else ""
     except ValueError:
         return "<unparsable URL>"
-    rest = "/…" if parts.path.strip("/") or parts.query else "/"
-    return mask_text(f"{parts.scheme}://{host}{port}{rest}")
+    netloc = f"[{host}]{port}" if ":" in host else f"{host}{port}"
+    if not keep_path:
+        rest = "/…" if parts.path.strip("/") or parts.query else "/"
+        return mask_text(f"{parts.scheme}://{netloc}{rest}")
+    userinfo = "***@" if "@" in parts.netloc else ""
+    query = "&".join(_redacted_query_pair(pair) for pair in parts.query.split("&"))
+    shown = f"{parts.scheme}://{userinfo}{netloc}{parts.path}" + (f"?{query}" if query else "")
+    return mask_text(shown)
+
+
+def redact_setting(name: str, value: object) -> object:
+    """A setting's value fit to print: every URL without its credentials, and a webhook
+    receiver's URL host only."""
+    if isinstance(value, str) and "://" in value:
+        return redact_url(value, keep_path=name != "webhook_url")
+    return value
+
+
+def _redacted_query_pair(pair: str) -> str:
+    name, equals, value = pair.partition("=")
+    return f"{name}=***" if equals and value and _SECRET_QUERY_NAME_RE.search(name) else pair
+
+
+def secret_query_names(url: str) -> list[str]:
+    """Names of the query parameters of ``url`` whose values :func:`redact_url` hides."""
+    query = urlsplit(url).query
+    return [
+        n
+        for n, _, _ in (p.partition("=") for p in query.split("&"))
+        if n and _SECRET_QUERY_NAME_RE.search(n)
+    ]
+
+
+def hide_url_credentials(text: str) -> str:
+    """``scheme://user:password@host`` → ``scheme://***@host`` and ``?password=x`` →
+    ``?password=***`` wherever they appear in ``text``."""
+    return _TEXT_SECRET_QUERY_RE.sub(r"\1***", _TEXT_USERINFO_RE.sub(r"\1***@", text))
 
 
 def _mask_value(value: Any) -> Any:
@@ -119,8 +173,9 @@ class MaskedRequest(Request):
 
 
 class MaskingFilter(logging.Filter):
-    """Mask phone numbers and webhook request paths in every log record, whatever the format:
-    the message with its arguments, the traceback and the stack (a last line of defence)."""
+    """Mask phone numbers, webhook request paths and URL credentials in every log record,
+    whatever the format: the message with its arguments, the traceback and the stack (a last
+    line of defence)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
@@ -141,5 +196,5 @@ _TRACEBACKS = logging.Formatter()
 
 
 def mask_log_text(text: str) -> str:
-    """:func:`mask_text`, and a webhook receiver's request path hidden."""
-    return _REQUEST_LINE_PATH_RE.sub(r"\1/…\2", mask_text(text))
+    """:func:`mask_text`, a webhook receiver's request path and URL credentials hidden."""
+    return hide_url_credentials(_REQUEST_LINE_PATH_RE.sub(r"\1/…\2", mask_text(text)))

@@ -16,6 +16,7 @@ from types import FrameType
 import requests
 
 from worker.devstack import Stack, child_env, free_port, wait_until
+from worker.masking import redact_url
 from worker.settings import SIMULATOR_DEV_TOKEN
 
 __all__ = ["run_stack"]
@@ -37,12 +38,14 @@ def run_stack(run_dir: Path, exit_after_demo: bool, demo_timeout_s: int, flower_
         if not (os.environ.get("CALLPASS_REDIS_URL") or os.environ.get("CALLPASS_BROKER_URL")):
             _, redis_url = stack.start_redis()
             overrides["CALLPASS_REDIS_URL"] = redis_url
-            print(f"redis:     {redis_url} (started for this run)")
+            print(f"redis:     {redact_url(redis_url, keep_path=True)} (started for this run)")
         token = os.environ.get("CALLPASS_API_TOKEN", SIMULATOR_DEV_TOKEN)
         if token == SIMULATOR_DEV_TOKEN:
             _, sim_url = stack.start_simulator()
             overrides["CALLPASS_API_URL"] = sim_url
-            print(f"simulator: {sim_url} (no real API token configured)")
+            print(
+                f"simulator: {redact_url(sim_url, keep_path=True)} (no real API token configured)"
+            )
         else:
             print("API:       the real CallPassword service (CALLPASS_API_TOKEN is set)")
         env = child_env(overrides)

@@ -166,8 +166,8 @@ def webhook_events(app: Celery, settings: Settings, client: redis.Redis) -> Webh
         dispatch=dispatch,
         policy=settings.webhook_policy,
         first_delay_s=settings.webhook_retry_schedule_s[0],
-        # Past a queue wait and one attempt's time-outs, a sent delivery counts as lost.
-        lease_s=max(60.0, 6 * settings.webhook_timeout_s),
+        # Past a queue wait and one attempt's deadline, a sent delivery counts as lost.
+        lease_s=settings.effective_webhook_lease_s,
         default_url=settings.webhook_url,
         enabled=bool(settings.webhook_keys),
     )
@@ -187,6 +187,14 @@ def get_webhook_deliverer(app: Celery) -> WebhookDeliverer:
             _local.webhook_session = current
         return current
 
+    def defer(event_id: str, attempt: int, countdown_s: float) -> None:
+        app.send_task(
+            WEBHOOK_TASK,
+            args=[event_id, attempt],
+            queue=settings.effective_webhook_queue,
+            countdown=max(1.0, countdown_s),  # RabbitMQ's delayed delivery: whole seconds
+        )
+
     return WebhookDeliverer(
         store=events.store,
         keys=settings.webhook_keys,
@@ -195,6 +203,10 @@ def get_webhook_deliverer(app: Celery) -> WebhookDeliverer:
         policy=events.policy,
         session=session,
         lock_s=events.lease_s,
+        deadline_s=settings.effective_webhook_deadline_s,
+        # Per process: the threads and gevent pools are one process; see the README.
+        slots=threading.BoundedSemaphore(settings.webhook_concurrency),
+        defer=defer,
     )
 
 

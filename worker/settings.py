@@ -42,6 +42,8 @@ MAX_INLINE_WAIT_S = 5.0
 #: Backoff before re-sending a start that never reached the API, in seconds.
 START_RETRY_DELAYS_S = (1.0, 2.0, 4.0, 8.0)
 START_RETRY_MAX_DELAY_S = max(START_RETRY_DELAYS_S)
+#: A webhook lease outlasts an attempt's deadline by this much: time to record the attempt.
+WEBHOOK_LEASE_MARGIN_S = 10.0
 
 # The contract's reading: lower-case hex, 32 or 64 characters.
 _TOKEN_RE = re.compile(r"^(?:[0-9a-f]{32}|[0-9a-f]{64})$")
@@ -120,7 +122,11 @@ def _parse_bool(name: str, raw: str) -> bool:
 
 
 def _parse_url(name: str, raw: str, schemes: tuple[str, ...]) -> str:
-    parts = urlsplit(raw)
+    try:
+        parts = urlsplit(raw)
+        parts.port  # noqa: B018 - raises on a port that is not a number
+    except ValueError:
+        parts = urlsplit("")
     if parts.scheme not in schemes or not parts.netloc:
         raise SettingsError(name, f"must be a URL with scheme {' or '.join(schemes)} and a host")
     return raw
@@ -204,6 +210,13 @@ class Settings:
     webhook_retry_schedule_s: tuple[float, ...] = (0, 5, 300, 1800, 7200, 18_000, 36_000)
     #: Connect and read time-out of one delivery, each, in seconds.
     webhook_timeout_s: float = 5.0
+    #: Longest one delivery attempt takes, all told (0: twice ``webhook_timeout_s``).
+    webhook_deadline_s: float = 0.0
+    #: How long a sent delivery holds its event before it is sent again (0: a minute, or six
+    #: times ``webhook_timeout_s`` if longer); above the deadline, checked at start-up.
+    webhook_lease_s: float = 0.0
+    #: Deliveries one worker process makes at once; more wait, so calls keep their threads.
+    webhook_concurrency: int = 4
     #: Hosts deliveries may go to (``*.example.com`` for subdomains); empty: any public host.
     webhook_allowed_hosts: tuple[str, ...] = ()
     #: Hosts plain http may go to; everything else needs https.
@@ -225,8 +238,20 @@ class Settings:
     heartbeat_file: str = ""
     #: Seconds a stopping worker lets running tasks finish before it hands messages back.
     soft_shutdown_s: float = 10.0
-    #: ``user:password`` that Flower (``make run``, compose) asks for; empty: no login.
+    #: ``user:password`` (comma-separated, each checked) that Flower (``make run``, compose)
+    #: asks for; empty: no login.
     flower_basic_auth: SecretStr = field(default_factory=lambda: SecretStr(""))
+    #: A Redis whose ``maxmemory-policy`` is not ``noeviction``: ``refuse`` to start, or ``warn``.
+    redis_eviction_policy_check: str = "refuse"
+
+    def __repr__(self) -> str:
+        # A traceback or a debug line may show settings: never a URL's password.
+        from worker.masking import redact_setting
+
+        shown = (
+            f"{f.name}={redact_setting(f.name, getattr(self, f.name))!r}" for f in fields(self)
+        )
+        return f"Settings({', '.join(shown)})"
 
     @property
     def webhook_keys(self) -> tuple[bytes, ...]:
@@ -243,6 +268,14 @@ class Settings:
             http_hosts=self.webhook_http_hosts,
             allowed_networks=self.webhook_allowed_networks,
         )
+
+    @property
+    def effective_webhook_deadline_s(self) -> float:
+        return self.webhook_deadline_s or 2 * self.webhook_timeout_s
+
+    @property
+    def effective_webhook_lease_s(self) -> float:
+        return self.webhook_lease_s or max(60.0, 6 * self.webhook_timeout_s)
 
     @property
     def effective_webhook_queue(self) -> str:
@@ -324,6 +357,7 @@ class Settings:
                 self.webhook_policy.check_url(self.webhook_url)
             except DestinationRefused as exc:
                 raise SettingsError(PREFIX + "WEBHOOK_URL", exc.rule) from None
+        self._check_webhook_lease()
         # A message not yet due (a countdown) or still running must never be handed to a
         # second worker: the visibility time-out exceeds the longest countdown plus a run.
         longest_countdown = max(
@@ -338,6 +372,17 @@ class Settings:
                 PREFIX + "VISIBILITY_TIMEOUT_S",
                 f"must exceed the longest countdown plus the longest run ({needed:g} s with "
                 "these time-outs and attempts)",
+            )
+
+    def _check_webhook_lease(self) -> None:
+        # A lease that ends while its attempt still runs sends the attempt again.
+        lease, deadline = self.effective_webhook_lease_s, self.effective_webhook_deadline_s
+        if lease < deadline + WEBHOOK_LEASE_MARGIN_S:
+            raise SettingsError(
+                PREFIX + "WEBHOOK_LEASE_S",
+                f"must exceed CALLPASS_WEBHOOK_DEADLINE_S by at least "
+                f"{WEBHOOK_LEASE_MARGIN_S:g} s (lease {lease:g} s, deadline {deadline:g} s): "
+                "a delivery still in flight would be sent again",
             )
 
 
@@ -372,16 +417,35 @@ def _urls(*schemes: str, optional: bool = False) -> Parser:
     return lambda name, raw: raw if optional and not raw else _parse_url(name, raw, schemes)
 
 
+def _service_urls(*schemes: str, optional: bool = False) -> Parser:
+    """A Redis or broker URL: credentials only before the host, where every log masks them."""
+
+    def parse(name: str, raw: str) -> str:
+        from worker.masking import secret_query_names
+
+        url: str = _urls(*schemes, optional=optional)(name, raw)
+        names = secret_query_names(url)
+        if names:  # the names only, never the values
+            raise SettingsError(
+                name,
+                f"must not carry credentials in its query string ({names[0]}=…): put them "
+                "before the host, as in redis://:PASSWORD@host:6379/0 (kombu reads only those)",
+            )
+        return url
+
+    return parse
+
+
 _REDIS = ("redis", "rediss", "unix")
 
 #: How each variable is read; the dataclass above holds the defaults.
 _PARSERS: dict[str, Parser] = {
     "api_url": _urls("https", "http"),
     "api_token": _parse_token,
-    "redis_url": _urls(*_REDIS),
+    "redis_url": _service_urls(*_REDIS),
     # No sentinel://: kombu needs a master name we do not take, and records need one URL.
-    "broker_url": _urls(*_REDIS, "amqp", "amqps", optional=True),
-    "result_backend": _urls(*_REDIS, optional=True),
+    "broker_url": _service_urls(*_REDIS, "amqp", "amqps", optional=True),
+    "result_backend": _service_urls(*_REDIS, optional=True),
     "queue": _parse_queue,
     "connect_timeout_s": _floats(0.1, 60),
     "read_timeout_s": _floats(0.1, 120),
@@ -415,6 +479,9 @@ _PARSERS: dict[str, Parser] = {
     "webhook_secrets": lambda name, raw: _parse_webhook_secrets(name, raw),
     "webhook_retry_schedule_s": lambda name, raw: _parse_schedule(name, raw),
     "webhook_timeout_s": _floats(0.1, 60),
+    "webhook_deadline_s": lambda name, raw: _parse_zero_or_float(name, raw, 0.5, 600),
+    "webhook_lease_s": lambda name, raw: _parse_zero_or_float(name, raw, 10, 86_400),
+    "webhook_concurrency": _ints(1, 1000),
     "webhook_allowed_hosts": lambda name, raw: _parse_hosts(name, raw),
     "webhook_http_hosts": lambda name, raw: _parse_hosts(name, raw),
     "webhook_allowed_networks": lambda name, raw: _parse_networks(name, raw),
@@ -429,7 +496,16 @@ _PARSERS: dict[str, Parser] = {
     "heartbeat_file": lambda name, raw: raw,
     "soft_shutdown_s": _floats(0, 3600),
     "flower_basic_auth": lambda name, raw: _parse_basic_auth(name, raw),
+    "redis_eviction_policy_check": lambda name, raw: _parse_choice(name, raw, ("refuse", "warn")),
 }
+
+
+def _parse_zero_or_float(name: str, raw: str, lo: float, hi: float) -> float:
+    """0 (the derived default) or a number between ``lo`` and ``hi``."""
+    value = _parse_float(name, raw, 0, hi)
+    if 0 < value < lo:
+        raise SettingsError(name, f"must be 0 (the default) or between {lo:g} and {hi:g}")
+    return value
 
 
 def _parse_choice(name: str, raw: str, choices: tuple[str, ...]) -> str:
@@ -447,11 +523,17 @@ def _parse_address(name: str, raw: str) -> str:
 
 
 def _parse_basic_auth(name: str, raw: str) -> SecretStr:
-    if raw:
-        user, colon, password = raw.partition(":")
-        if not colon or not user or len(password) < 8:
-            # The rule only, never the value: it holds a password.
-            raise SettingsError(name, "must be user:password with a password of 8+ characters")
+    # Every entry, split as Flower splits FLOWER_BASIC_AUTH (each comma, nothing stripped):
+    # Flower lets in a login equal to any one of them, so "admin:pw," admits an empty one.
+    for index, entry in enumerate(raw.split(",") if raw else [], start=1):
+        user, colon, password = entry.partition(":")
+        if not entry.isascii() or not colon or not user.strip() or len(password.strip()) < 8:
+            # The rule and the position only, never the value: it holds a password.
+            raise SettingsError(
+                name,
+                f"entry #{index} must be user:password (ASCII, user not blank, a password of "
+                "8+ characters); an empty entry (a trailing or doubled comma) lets anyone in",
+            )
     return SecretStr(raw)
 
 

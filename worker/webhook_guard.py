@@ -37,6 +37,8 @@ from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.exceptions import ConnectTimeoutError, NameResolutionError, NewConnectionError
 from urllib3.util.connection import allowed_gai_family, create_connection
 
+from worker.webhook_deadline import current_deadline
+
 __all__ = ["DestinationPolicy", "DestinationRefused", "guarded_session", "refusal_of"]
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -253,7 +255,9 @@ def _refused_kind(ip: IPAddress) -> str | None:
 
 
 def _connect_checked(conn: HTTPConnection, policy: DestinationPolicy) -> socket.socket:
-    """urllib3's ``HTTPConnection._new_conn`` with the resolved addresses checked before use."""
+    """urllib3's ``HTTPConnection._new_conn`` with the resolved addresses checked before use;
+    inside an attempt's deadline (worker.webhook_deadline), connects take at most the time
+    left and the socket is watched until the attempt ends."""
     try:
         infos = socket.getaddrinfo(
             conn._dns_host, conn.port, allowed_gai_family(), socket.SOCK_STREAM
@@ -270,12 +274,16 @@ def _connect_checked(conn: HTTPConnection, policy: DestinationPolicy) -> socket.
                 conn, f"Refused to connect to {conn.host}: {refused}"
             ) from refused
     error: OSError = OSError("getaddrinfo returned no addresses")
+    deadline = current_deadline()
     for address in addresses:
+        if deadline is not None and deadline.expired:
+            error = TimeoutError("the attempt's deadline passed")
+            break
         try:
             # An IP literal: create_connection's own getaddrinfo does no DNS here.
             sock = create_connection(
                 (address, conn.port),
-                conn.timeout,
+                conn.timeout if deadline is None else deadline.bound(conn.timeout),
                 source_address=conn.source_address,
                 socket_options=conn.socket_options,
             )
@@ -283,12 +291,21 @@ def _connect_checked(conn: HTTPConnection, policy: DestinationPolicy) -> socket.
             error = e
             continue
         sys.audit("http.client.connect", conn, conn.host, conn.port)
+        if deadline is not None:
+            deadline.watch(sock)
         return sock
     if isinstance(error, TimeoutError):
         raise ConnectTimeoutError(
             conn, f"Connection to {conn.host} timed out. (connect timeout={conn.timeout})"
         ) from error
     raise NewConnectionError(conn, f"Failed to establish a new connection: {error}") from error
+
+
+def _watch_reused(conn: HTTPConnection) -> None:
+    """A kept-alive connection taken from the pool is watched by the attempt using it too."""
+    deadline = current_deadline()
+    if deadline is not None and conn.sock is not None:
+        deadline.watch(conn.sock)
 
 
 def _pool_classes(policy: DestinationPolicy) -> dict[str, type[HTTPConnectionPool]]:
@@ -301,9 +318,17 @@ def _pool_classes(policy: DestinationPolicy) -> dict[str, type[HTTPConnectionPoo
         def _new_conn(self) -> socket.socket:
             return _connect_checked(self, policy)
 
+        def request(self, *args: Any, **kwargs: Any) -> None:
+            _watch_reused(self)
+            super().request(*args, **kwargs)
+
     class TLSConnection(HTTPSConnection):
         def _new_conn(self) -> socket.socket:
             return _connect_checked(self, policy)
+
+        def request(self, *args: Any, **kwargs: Any) -> None:
+            _watch_reused(self)
+            super().request(*args, **kwargs)
 
     class Pool(HTTPConnectionPool):
         ConnectionCls = Connection

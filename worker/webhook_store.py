@@ -9,6 +9,9 @@ so if that message or its worker is lost, the event falls due again and nothing 
 
 Every message names the attempt it is for: after an attempt is recorded, older messages for
 the event (a lease that ran out while a worker was slow) find a different number and drop.
+Beginning an attempt renews the lease (and takes a lock as long), and so does deferring a
+delivery: the lease is kept above an attempt's deadline (see Settings), so the mover never
+sends again an attempt still in flight.
 Dead events move to ``callpass:wh:dead`` and stay there until replayed or expired.
 """
 
@@ -56,13 +59,41 @@ end
 return taken
 """
 
-# KEYS[1] event, KEYS[2] lock; ARGV: attempt, lock ms, owner. The event's fields, or {}.
-_BEGIN = """
+# Push a due event's score to ARGV[n] unless it is later already (no ZADD GT before 6.2).
+_RENEW_LEASE = """
+local function renew(due, id, lease_until)
+  local score = redis.call('ZSCORE', due, id)
+  if score and tonumber(score) < tonumber(lease_until) then
+    redis.call('ZADD', due, lease_until, id)
+  end
+end
+"""
+
+# KEYS[1] event, KEYS[2] lock, KEYS[3] due; ARGV: attempt, lock ms, owner, lease until, id.
+# The event's fields, or {}.
+_BEGIN = (
+    _RENEW_LEASE
+    + """
 if redis.call('HGET', KEYS[1], 'state') ~= 'pending' then return {} end
 if redis.call('HGET', KEYS[1], 'attempt') ~= ARGV[1] then return {} end
 if not redis.call('SET', KEYS[2], ARGV[3], 'NX', 'PX', ARGV[2]) then return {} end
+renew(KEYS[3], ARGV[5], ARGV[4])
 return redis.call('HGETALL', KEYS[1])
 """
+)
+
+# KEYS[1] event, KEYS[2] lock, KEYS[3] due; ARGV: attempt, lease until, id. 1 if the attempt
+# is still to be made and nobody is making it (its lease renewed), else 0.
+_EXTEND = (
+    _RENEW_LEASE
+    + """
+if redis.call('HGET', KEYS[1], 'state') ~= 'pending' then return 0 end
+if redis.call('HGET', KEYS[1], 'attempt') ~= ARGV[1] then return 0 end
+if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
+renew(KEYS[3], ARGV[3], ARGV[2])
+return 1
+"""
+)
 
 # KEYS[1] event, KEYS[2] due, KEYS[3] dead, KEYS[4] lock; ARGV: attempt, state (pending |
 # delivered | dead), score (next due or dead-at), ttl, event id, lock owner, then field/value
@@ -131,6 +162,7 @@ class WebhookStore:
         self._add = client.register_script(_ADD)
         self._take_due = client.register_script(_TAKE_DUE)
         self._begin = client.register_script(_BEGIN)
+        self._extend = client.register_script(_EXTEND)
         self._finish = client.register_script(_FINISH)
         self._replay = client.register_script(_REPLAY)
 
@@ -159,15 +191,25 @@ class WebhookStore:
 
     def begin(self, event_id: str, attempt: int, lock_s: float, owner: str) -> dict[str, str]:
         """The event's fields if attempt ``attempt`` is still to be made and nobody else is
-        making it (a lock for ``lock_s``); empty otherwise."""
+        making it (a lock for ``lock_s``, and its lease renewed as long); empty otherwise."""
         flat = cast(
             list[bytes],
             self._begin(
-                keys=[EVENT_PREFIX + event_id, LOCK_PREFIX + event_id],
-                args=[attempt, int(lock_s * 1000), owner],
+                keys=[EVENT_PREFIX + event_id, LOCK_PREFIX + event_id, DUE_KEY],
+                args=[attempt, int(lock_s * 1000), owner, time.time() + lock_s, event_id],
             ),
         )
         return {flat[i].decode(): flat[i + 1].decode() for i in range(0, len(flat), 2)}
+
+    def extend_lease(self, event_id: str, attempt: int, lease_s: float) -> bool:
+        """Renew the lease of a delivery that waits to be made (deferred): True if attempt
+        ``attempt`` is still to be made and nobody is making it."""
+        return bool(
+            self._extend(
+                keys=[EVENT_PREFIX + event_id, LOCK_PREFIX + event_id, DUE_KEY],
+                args=[attempt, time.time() + lease_s, event_id],
+            )
+        )
 
     def delivered(self, event_id: str, attempt: int, owner: str, status: int) -> bool:
         return self._end(

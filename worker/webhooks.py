@@ -4,6 +4,12 @@
 :mod:`worker.webhook_store` for how they survive restarts); :class:`WebhookDeliverer` makes
 one delivery attempt per ``callpass.deliver_webhook`` message and records what happened.
 
+Deliveries share the worker's pool with calls, so they are kept small: each attempt ends by a
+total deadline (:mod:`worker.webhook_deadline`: a receiver that trickles its answer is cut off
+there and the attempt counts as failed), and at most ``slots`` attempts run at once in a
+process; a delivery beyond that is deferred, sent again with a short countdown without
+counting as an attempt, so the remaining threads stay free for calls.
+
 An event's id is derived from the request, so the events of a request that is resumed or
 settled twice are the same events: stored once, and delivered under one ``webhook-id`` that
 receivers de-duplicate on. The body is fixed when the event is stored; each attempt is signed
@@ -15,6 +21,8 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import random
+import threading
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -27,6 +35,7 @@ import requests
 
 from worker import metrics
 from worker.document import iso
+from worker.webhook_deadline import AttemptDeadline, attempt_deadline
 from worker.webhook_guard import DestinationPolicy, DestinationRefused, refusal_of
 from worker.webhook_signature import signature_headers
 from worker.webhook_store import WebhookStore
@@ -41,8 +50,13 @@ EVENT_TYPES = (PLACED_EVENT, COMPLETED_EVENT)
 USER_AGENT = "callpass-worker-webhooks/1"
 MAX_RETRY_AFTER_S = 86_400.0
 
+#: A deferred delivery waits this long (plus up to as much again, spreading a backlog).
+DEFER_S = 1.0
+
 #: Sends one ``callpass.deliver_webhook`` message: (event id, attempt).
 Dispatch = Callable[[str, int], None]
+#: Sends it again after a countdown: (event id, attempt, seconds).
+Defer = Callable[[str, int, float], None]
 
 
 def event_id_for(event_type: str, request_id: str, task_id: str) -> str:
@@ -155,12 +169,33 @@ class WebhookDeliverer:
     session: Callable[[], requests.Session]
     #: How long one attempt holds the event (as long as the mover's lease).
     lock_s: float = 60.0
+    #: Longest one attempt takes, all told (below ``lock_s``: see Settings).
+    deadline_s: float = 10.0
+    #: Attempts this process may run at once; None: no bound.
+    slots: threading.Semaphore | None = None
+    #: Sends a delivery again later when every slot is taken; None: the lease does.
+    defer: Defer | None = None
 
     def deliver(self, event_id: str, attempt: int) -> str:
         """Make attempt ``attempt`` of the event, if still due; return a word for Flower."""
-        result = self._deliver(event_id, attempt)
+        if self.slots is not None and not self.slots.acquire(blocking=False):
+            return self._defer(event_id, attempt)
+        try:
+            result = self._deliver(event_id, attempt)
+        finally:
+            if self.slots is not None:
+                self.slots.release()
         metrics.webhook_delivery(result)
         return result
+
+    def _defer(self, event_id: str, attempt: int) -> str:
+        """Every slot is busy: send the delivery again shortly, not counted as an attempt.
+        The event's lease is renewed first, so the mover does not send it a second time."""
+        if not self.store.extend_lease(event_id, attempt, self.lock_s):
+            return "stale"  # recorded meanwhile (or being made elsewhere): nothing to defer
+        if self.defer is not None:
+            self.defer(event_id, attempt, DEFER_S * (1 + random.random()))
+        return "deferred"
 
     def _deliver(self, event_id: str, attempt: int) -> str:
         owner = uuid.uuid4().hex
@@ -168,44 +203,61 @@ class WebhookDeliverer:
         if not fields:
             return "stale"  # delivered, dead, already tried, or being tried elsewhere
         attempt_ = _Attempt(self.store, event_id, attempt, owner, fields)
-        url, body = fields["url"], fields.get("body", "").encode()
-        try:
-            self.policy.check_url(url)  # the policy may have changed since the event was stored
-            response = self.session().post(
-                url,
-                data=body,
-                headers={
-                    **signature_headers(self.keys, event_id, body),
-                    "content-type": "application/json",
-                    "user-agent": USER_AGENT,
-                },
-                timeout=(self.timeout_s, self.timeout_s),
-                allow_redirects=False,
-                stream=True,  # the receiver's body is not read: only its status counts
-            )
-            response.close()
-        except DestinationRefused as exc:
-            return _refused(attempt_.dead(f"destination refused: {exc.rule}"))
-        except PERMANENT_REQUEST_ERRORS as exc:
-            return attempt_.dead(f"unusable URL ({type(exc).__name__})")
-        except requests.RequestException as exc:
-            refusal = refusal_of(exc)
-            if refusal is not None:
-                return _refused(attempt_.dead(f"destination refused: {refusal.rule}"))
-            return self._retry(attempt_, f"{type(exc).__name__} to {host_of(url)}")
-        except Exception as exc:  # e.g. a host IDNA cannot encode: no retry will do better
-            log.exception("webhook %s: unexpected error", event_id)
-            return attempt_.dead(f"unexpected error ({type(exc).__name__})")
-        status = response.status_code
+        url = fields["url"]
+        with attempt_deadline(self.deadline_s) as deadline:
+            try:
+                self.policy.check_url(url)  # the policy may have changed since it was stored
+                status, retry_after = self._post(event_id, url, fields, deadline)
+            except Exception as exc:
+                return self._failed(attempt_, url, exc, deadline)
         if 200 <= status < 300:
             return attempt_.delivered(status)
         if status == 410:  # the receiver asks for no more: keep it where an operator sees it
             return attempt_.dead(f"HTTP 410 Gone from {host_of(url)}")
-        return self._retry(
-            attempt_,
-            f"HTTP {status} from {host_of(url)}",
-            retry_after_s(response.headers.get("Retry-After")),
+        return self._retry(attempt_, f"HTTP {status} from {host_of(url)}", retry_after)
+
+    def _post(
+        self, event_id: str, url: str, fields: dict[str, str], deadline: AttemptDeadline
+    ) -> tuple[int, float | None]:
+        """One POST within the deadline: the status and the Retry-After it asks for."""
+        body = fields.get("body", "").encode()
+        timeout = deadline.bound(self.timeout_s)
+        response = self.session().post(
+            url,
+            data=body,
+            headers={
+                **signature_headers(self.keys, event_id, body),
+                "content-type": "application/json",
+                "user-agent": USER_AGENT,
+            },
+            timeout=(timeout, timeout),
+            allow_redirects=False,
+            stream=True,  # the receiver's body is not read: only its status counts
         )
+        response.close()
+        if deadline.fired:  # cut off mid-answer: the status line or headers may be truncated
+            raise requests.exceptions.ReadTimeout("the attempt's deadline passed")
+        return response.status_code, retry_after_s(response.headers.get("Retry-After"))
+
+    def _failed(
+        self, attempt: _Attempt, url: str, exc: Exception, deadline: AttemptDeadline
+    ) -> str:
+        """What an exception from one attempt means: dead for good, or tried again."""
+        if isinstance(exc, DestinationRefused):
+            return _refused(attempt.dead(f"destination refused: {exc.rule}"))
+        if isinstance(exc, PERMANENT_REQUEST_ERRORS):
+            return attempt.dead(f"unusable URL ({type(exc).__name__})")
+        refusal = refusal_of(exc)
+        if refusal is not None:
+            return _refused(attempt.dead(f"destination refused: {refusal.rule}"))
+        if deadline.expired:  # whatever the cut-off socket raised
+            error = f"no answer within the {self.deadline_s:g} s deadline from {host_of(url)}"
+            return self._retry(attempt, error)
+        if isinstance(exc, requests.RequestException):
+            return self._retry(attempt, f"{type(exc).__name__} to {host_of(url)}")
+        # E.g. a host IDNA cannot encode: no retry will do better.
+        log.error("webhook %s: unexpected error", attempt.event_id, exc_info=exc)
+        return attempt.dead(f"unexpected error ({type(exc).__name__})")
 
     def _retry(self, attempt: _Attempt, error: str, retry_after: float | None = None) -> str:
         following = attempt.number + 1
