@@ -12,7 +12,7 @@ import uuid
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import redis
 import requests
@@ -24,6 +24,9 @@ from worker.outbox import Outbox
 from worker.producer import enqueue_call
 from worker.settings import Settings
 from worker.webhooks import event_id_for
+
+if TYPE_CHECKING:
+    from chaos.netns import Partition
 
 __all__ = ["Harness", "Request", "Row", "delete_queues"]
 
@@ -103,19 +106,33 @@ class Harness:
         sim_args: tuple[str, ...] = (),
         worker_env: dict[str, str] | None = None,
         seed: int = 1,
+        redis_netns: Partition | None = None,
+        sim_netns: Partition | None = None,
     ) -> None:
         self.stack = Stack(run_dir)
         self.rng = random.Random(seed)
         self.redis_port = free_port()
         self.redis_fsync = redis_fsync
+        # Inside a partition Redis listens on every link; the harness itself uses link 0.
+        self.redis_netns = redis_netns
+        self.redis_host = redis_netns.address(0) if redis_netns else "127.0.0.1"
         self.redis_proc = self._start_redis()
-        self.redis_url = f"redis://127.0.0.1:{self.redis_port}/0"
+        self.redis_url = self.redis_url_on(0)
         self.sim_port = free_port()
         self.sim_args = ("--seed", str(seed), "--mix", CHAOS_MIX, *sim_args)
-        self.sim_proc, self.sim_url = self.stack.start_simulator(*self.sim_args, port=self.sim_port)
+        # Inside a partition the simulator listens on the namespace's end of link 0 only.
+        at = ("--host", sim_netns.address(0)) if sim_netns else ()
+        self.sim_proc, self.sim_url = self.stack.start_simulator(
+            *self.sim_args,
+            *at,
+            port=self.sim_port,
+            prefix=sim_netns.command([]) if sim_netns else (),
+        )
         self.env = {
             "CALLPASS_REDIS_URL": self.redis_url,
             "CALLPASS_API_URL": self.sim_url,
+            # Plain http to an address of the test's own namespace (not loopback).
+            **({"CALLPASS_INSECURE_ALLOW_HTTP": "true"} if sim_netns else {}),
             **CHAOS_WORKER_ENV,
             **(worker_env or {}),
         }
@@ -131,21 +148,31 @@ class Harness:
 
     # -- processes -----------------------------------------------------------------------
 
+    def redis_url_on(self, link: int) -> str:
+        """Redis' URL over the partition's ``link`` (loopback without a partition)."""
+        host = self.redis_netns.address(link) if self.redis_netns else "127.0.0.1"
+        return f"redis://{host}:{self.redis_port}/0"
+
     def _start_redis(self) -> Proc:
         data = self.stack.run_dir / "redis-data"
         data.mkdir(exist_ok=True)
+        netns = self.redis_netns
+        binds = [link.server for link in netns.links] if netns else ["127.0.0.1"]
         argv = [
-            "redis-server", "--bind", "127.0.0.1", "--port", str(self.redis_port),
+            "redis-server", "--bind", *binds, "--port", str(self.redis_port),
             "--dir", str(data), "--save", "", "--appendonly", "yes",
             "--appendfsync", self.redis_fsync, "--maxmemory-policy", "noeviction",
         ]  # fmt: skip
+        if netns:  # reachable only over the partition's own links: no password needed
+            argv = netns.command([*argv, "--protected-mode", "no"])
         proc = self.stack.spawn(f"redis-{len(self.stack.procs)}", argv)
 
         def up() -> bool:
             if not proc.alive():
                 raise RuntimeError(f"redis-server exited:\n{proc.log_tail()}")
             with socket.socket() as s:
-                return s.connect_ex(("127.0.0.1", self.redis_port)) == 0
+                s.settimeout(1.0)
+                return s.connect_ex((self.redis_host, self.redis_port)) == 0
 
         wait_until(up, 20, "redis-server")
         return proc
@@ -155,8 +182,8 @@ class Harness:
         self.redis_proc.stop(sig)
         self.redis_proc = self._start_redis()
 
-    def start_worker(self, name: str) -> Proc:
-        proc = self.stack.start_worker(child_env(self.env), name)
+    def start_worker(self, name: str, env: dict[str, str] | None = None) -> Proc:
+        proc = self.stack.start_worker(child_env({**self.env, **(env or {})}), name)
         self.workers[name] = proc
         wait_for_worker(self.app, proc, name)
         return proc

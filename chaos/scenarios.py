@@ -12,13 +12,16 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
+from chaos.api_partitions import api_cut_long, api_cut_short
 from chaos.harness import Harness, Row, delete_queues
 from chaos.hostile_row import hostile_messages
+from chaos.partitions import one_worker_cut_from_redis, workers_cut_from_redis
 from chaos.receiver import TRICKLE_EVERY_S, Receiver
 from worker.devstack import child_env, wait_until
 
-__all__ = ["SCENARIOS", "Size"]
+__all__ = ["PARTITION_ROWS", "SCENARIOS", "Size"]
 
 WEBHOOK_SECRET = "whsec_Y2hhb3Mtd2ViaG9vay1zZWNyZXQtMDEyMzQ1Njc4OWFi"  # noqa: S105 - test only
 
@@ -40,6 +43,14 @@ class Size:
     webhook_requests: int
     receiver_down_s: float
     webhook_kills: int
+    # Silent partitions (chaos/partitions.py): appended with defaults, full size.
+    partition_requests: int = 160
+    redis_cut_s: float = 60.0
+    one_worker_cut_s: float = 90.0
+    # The API behind a silent cut (chaos/api_partitions.py): shorter and longer than the
+    # 30 s placement deadline.
+    api_cut_short_s: float = 25.0
+    api_cut_long_s: float = 45.0
     trickle_requests: int = 150  # full size (the default)
     # Hostile messages (chaos/hostile_row.py): appended with a default, full size.
     hostile_requests: int = 300
@@ -49,10 +60,36 @@ class Size:
         return SIZES[name]
 
 
+# A 30 s cut: long enough that an unbounded socket waits ~20 s past the heal for TCP's next
+# retransmission (backed off to 25.6 s by then), short enough for make test.
+SMALL_PARTITIONS: dict[str, Any] = {
+    "partition_requests": 60,
+    "redis_cut_s": 30.0,
+    "one_worker_cut_s": 30.0,
+    "api_cut_short_s": 10.0,
+    "api_cut_long_s": 35.0,
+}
+
 SIZES = {
     "full": Size("full", 500, 6, 200, 300, 120, 60.0, 150, 200, 10_000, 200, 120.0, 3),
     # make test runs the 2,000-payload property test itself; this row only checks the wiring.
-    "small": Size("small", 60, 2, 40, 60, 30, 12.0, 30, 50, 100, 30, 8.0, 1, trickle_requests=20),
+    "small": Size(
+        "small",
+        60,
+        2,
+        40,
+        60,
+        30,
+        12.0,
+        30,
+        50,
+        100,
+        30,
+        8.0,
+        1,
+        trickle_requests=20,
+        **SMALL_PARTITIONS,
+    ),
 }
 
 # Small sizes of appended fields, one line each so rows added together merge cleanly.
@@ -413,5 +450,13 @@ SCENARIOS: dict[str, Callable[[Path, Size], Row]] = {
     "webhook-receiver-down": webhook_receiver_down,
     "webhook-worker-killed": webhook_worker_killed,
     "webhook-receiver-trickles": webhook_receiver_trickles,
+    "workers-cut-from-redis": workers_cut_from_redis,
+    "one-worker-cut-from-redis": one_worker_cut_from_redis,
+    "workers-cut-from-api": api_cut_short,
+    "workers-cut-from-api-long": api_cut_long,
     "hostile-messages": hostile_messages,
 }
+
+#: Rows that build network namespaces (chaos/netns.py): they skip where the machine cannot.
+PARTITION_ROWS = {"workers-cut-from-redis", "one-worker-cut-from-redis"}
+PARTITION_ROWS |= {"workers-cut-from-api", "workers-cut-from-api-long"}

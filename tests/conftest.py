@@ -3,6 +3,7 @@ real Celery worker processes. Nothing here touches a Redis or an API the user ru
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from typing import Any
@@ -134,3 +135,17 @@ def own_worker(stack: Stack, app: Celery, worker_env: dict[str, str]) -> OwnWork
 @pytest.fixture(scope="session")
 def worker(stack: Stack, app: Celery, worker_env: dict[str, str]) -> Proc:
     return start_worker(stack, app, worker_env, "worker")
+
+
+@pytest.fixture(scope="session")
+def partitions_allowed() -> None:
+    """Skip (fail in CI: .ci/run sets CALLPASS_TEST_REQUIRE_PARTITIONS=1) where this machine
+    cannot build network namespaces with veth pairs, naming why."""
+    from chaos.netns import partition_support
+
+    reason = partition_support()
+    if reason is None:
+        return
+    if os.environ.get("CALLPASS_TEST_REQUIRE_PARTITIONS") == "1":
+        pytest.fail(f"partition tests are required here: {reason}")
+    pytest.skip(reason)

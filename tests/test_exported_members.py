@@ -15,6 +15,7 @@ EXPECTED = {
         "CallPassError",
         "ConnectError",
         "ConnectionLostError",
+        "DeadlinePassedError",
         "InvalidRequestError",
         "MalformedResponseError",
         "OutcomeUnknownError",

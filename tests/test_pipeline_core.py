@@ -79,7 +79,13 @@ class FakeClient:
         self.during_start = during_start
         self.starts = 0
 
-    def start_call_async(self, dn: str, timeout: int, request_id: str | None = None) -> StartedCall:
+    def start_call_async(
+        self,
+        dn: str,
+        timeout: int,
+        request_id: str | None = None,
+        send_by: float | None = None,
+    ) -> StartedCall:
         self.starts += 1
         self.during_start()
         return StartedCall(callid="c-" + uuid.uuid4().hex[:8], pin="4321", raw_result="null")

@@ -21,6 +21,7 @@ from worker.flower_options import is_flower_command
 from worker.health import touch_heartbeat
 from worker.logs import bind_log_context, clear_log_context, configure_logging
 from worker.masking import redact_url
+from worker.redis_sockets import backend_socket_settings, broker_socket_options
 from worker.settings import Settings, SettingsError, get_settings, is_rabbitmq
 
 __all__ = ["app", "celery_config", "startup_warnings"]
@@ -54,10 +55,12 @@ def _broker_options(settings: Settings) -> dict[str, Any]:
         return {"confirm_publish": True}
     # kombu sweeps for messages of dead workers every interval x throttle s (100 s by default);
     # every 5 s, so recovery takes the visibility time-out plus seconds, not minutes more.
+    # A Redis gone silent must raise within seconds (worker/redis_sockets.py).
     return {
         "visibility_timeout": settings.visibility_timeout_s,
         "unacked_restore_interval": 5,
         "unacked_restore_throttle": 1,
+        **broker_socket_options(),
     }
 
 
@@ -118,6 +121,9 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         # long; Kubernetes' grace period exceeds it plus the longest task (deploy/k8s).
         "worker_soft_shutdown_timeout": settings.soft_shutdown_s,
         "imports": ["tasks.calls", "tasks.webhooks"],
+        # The result backend's Redis: the same bounds as the broker's (Celery's read
+        # time-out is 120 s by default, with no connect time-out and no keep-alive).
+        **backend_socket_settings(),
         # Answers (and never prints) messages Celery cannot read: pickle, YAML, raw bytes,
         # a body that is not [args, kwargs, embed] (see worker/foreign_messages.py).
         "worker_consumer": "worker.foreign_messages:ForeignMessageConsumer",

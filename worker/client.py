@@ -7,7 +7,9 @@ connect and read time-outs on every request, ``requests`` errors translated to
 * status requests are retried on any :class:`~worker.errors.TransientError`;
 * a start request is retried only when it provably never reached the server (no connection
   was made, or the API answered 429/503); any other fault becomes
-  :class:`~worker.errors.OutcomeUnknownError`, because a repeated start calls the person twice.
+  :class:`~worker.errors.OutcomeUnknownError`, because a repeated start calls the person twice;
+* a start given up on is given up on the wire too, and none is written after its ``send_by``
+  (see :mod:`worker.api_http`); answers are read up to ``max_body_bytes``.
 """
 
 from __future__ import annotations
@@ -19,25 +21,21 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import requests
-from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt, stop_any
-from tenacity.stop import stop_base
-from tenacity.wait import wait_random_exponential
 
 from worker import metrics
+from worker.api_http import ApiAdapter, api_socket_options, read_capped
+from worker.api_retry import retrying
 from worker.errors import (
     CallPassError,
+    DeadlinePassedError,
     MalformedResponseError,
     OutcomeUnknownError,
-    RateLimitedError,
     TransientError,
 )
 from worker.guard import RequestGuard
 from worker.masking import mask_dn
 from worker.outcomes import Outcome, classify_result
-
-# Longer Retry-After waits go back to the caller: a task re-schedules itself instead of
-# holding a worker slot.
-from worker.settings import MAX_INLINE_WAIT_S, SecretStr, Settings
+from worker.settings import SecretStr, Settings
 from worker.transport import envelope_data, translate_transport_error
 from worker.validation import validate_callid, validate_dn, validate_timeout
 
@@ -49,10 +47,6 @@ T = TypeVar("T")
 
 START_PATH = "api/{version}/start-call-password/"
 STATUS_PATH = "api/v2.0/get-call-password-status/"
-
-#: Backoff between attempts: random in [0, min(cap, base * 2**n)] seconds ("full jitter").
-BACKOFF_BASE_S = 0.2
-BACKOFF_CAP_S = 2.0
 
 
 @dataclass(frozen=True)
@@ -94,6 +88,7 @@ class CallPassClient:
         verify: bool | str = True,
         session: requests.Session | None = None,
         guard: RequestGuard | None = None,
+        max_body_bytes: int = 65_536,
     ) -> None:
         self._base_url = base_url if base_url.endswith("/") else base_url + "/"
         self._connect_timeout_s = connect_timeout_s
@@ -101,7 +96,12 @@ class CallPassClient:
         self._sync_read_margin_s = sync_read_margin_s
         self._attempts = attempts
         self._guard = guard
+        self._max_body_bytes = max_body_bytes
         self._session = session or requests.Session()
+        # The kernel gives up on a request unacknowledged for as long as one exchange may take.
+        options = api_socket_options(connect_timeout_s + read_timeout_s, read_timeout_s)
+        for prefix in ("https://", "http://"):
+            self._session.mount(prefix, ApiAdapter(options))
         # Passed with every request: a session-level `verify` loses to REQUESTS_CA_BUNDLE and
         # CURL_CA_BUNDLE in the environment (requests' merge rules), and CALLPASS_CA_BUNDLE must
         # win over them.
@@ -121,6 +121,7 @@ class CallPassClient:
             attempts=settings.http_attempts,
             verify=settings.tls_verify,
             guard=guard,
+            max_body_bytes=settings.api_max_body_bytes,
         )
 
     def close(self) -> None:
@@ -128,10 +129,20 @@ class CallPassClient:
 
     # -- methods of the API ---------------------------------------------------------------
 
-    def start_call_async(self, dn: str, timeout: int, request_id: str | None = None) -> StartedCall:
-        """Place a call with v2.0 ``async=1``; the answer comes at once with callid and pin."""
+    def start_call_async(
+        self,
+        dn: str,
+        timeout: int,
+        request_id: str | None = None,
+        send_by: float | None = None,
+    ) -> StartedCall:
+        """Place a call with v2.0 ``async=1``; the answer comes at once with callid and pin.
+
+        With ``send_by`` (epoch seconds) no attempt is written after it: past it the start
+        fails with :class:`DeadlinePassedError` (nothing sent), and a connect may take only
+        until then."""
         params = {"dn": validate_dn(dn), "timeout": validate_timeout(timeout), "async": 1}
-        return self._start("v2.0", params, self._read_timeout_s, request_id)
+        return self._start("v2.0", params, self._read_timeout_s, request_id, send_by)
 
     def start_call_sync(
         self, dn: str, timeout: int, *, version: str = "v1.0", request_id: str | None = None
@@ -168,14 +179,23 @@ class CallPassClient:
     # -- plumbing -------------------------------------------------------------------------
 
     def _start(
-        self, version: str, params: dict[str, Any], read_timeout_s: float, request_id: str | None
+        self,
+        version: str,
+        params: dict[str, Any],
+        read_timeout_s: float,
+        request_id: str | None,
+        send_by: float | None = None,
     ) -> StartedCall:
         headers = {"X-Request-Id": request_id} if request_id else None
         path = START_PATH.format(version=version)
         try:
             return self._retrying(
-                lambda: _started(self._post(path, params, read_timeout_s, headers)),
-                retry_if=lambda exc: isinstance(exc, TransientError) and exc.never_reached_server,
+                lambda: _started(self._post(path, params, read_timeout_s, headers, send_by)),
+                retry_if=lambda exc: (
+                    isinstance(exc, TransientError)
+                    and exc.never_reached_server
+                    and not isinstance(exc, DeadlinePassedError)
+                ),
             )
         except TransientError as exc:
             if exc.never_reached_server:
@@ -196,9 +216,16 @@ class CallPassClient:
         params: dict[str, Any],
         read_timeout_s: float,
         headers: dict[str, str] | None = None,
+        send_by: float | None = None,
     ) -> dict[str, Any]:
         if self._guard is not None:
             self._guard.before_request()  # may refuse: nothing is sent then
+        connect_timeout_s = self._connect_timeout_s
+        if send_by is not None:  # after the guard, which may have waited for a rate slot
+            left = send_by - time.time()
+            if left <= 0:
+                raise DeadlinePassedError("start not sent: its placement deadline passed")
+            connect_timeout_s = min(connect_timeout_s, left)
         # The method label of callpass_api_requests_total.
         method = (
             "status"
@@ -212,15 +239,17 @@ class CallPassClient:
                     self._base_url + path,
                     data=params,
                     headers=headers,
-                    timeout=(self._connect_timeout_s, read_timeout_s),
+                    timeout=(connect_timeout_s, read_timeout_s),
                     allow_redirects=False,
                     verify=self._verify,
+                    stream=True,  # the body is read under its cap
                 )
             except requests.RequestException as exc:
                 metrics.api_request(method, None, time.monotonic() - sent)
                 raise translate_transport_error(exc) from exc
             metrics.api_request(method, response.status_code, time.monotonic() - sent)
-            data = envelope_data(response.status_code, response.headers, response.content)
+            body = read_capped(response, self._max_body_bytes)
+            data = envelope_data(response.status_code, response.headers, body)
         except CallPassError as exc:
             if self._guard is not None:
                 self._guard.after_request(exc)
@@ -230,36 +259,7 @@ class CallPassClient:
         return data
 
     def _retrying(self, fn: Callable[[], T], retry_if: Callable[[BaseException], bool]) -> T:
-        retryer = Retrying(
-            stop=stop_any(stop_after_attempt(self._attempts), _StopOnLongRetryAfter()),
-            wait=_wait_retry_after_or_backoff,
-            retry=retry_if_exception(retry_if),
-            reraise=True,
-        )
-        return retryer(fn)
-
-
-_backoff = wait_random_exponential(multiplier=BACKOFF_BASE_S, max=BACKOFF_CAP_S)
-
-
-def _retry_after(state: RetryCallState) -> float | None:
-    outcome = state.outcome
-    exc = outcome.exception() if outcome is not None else None
-    return exc.retry_after if isinstance(exc, RateLimitedError) else None
-
-
-def _wait_retry_after_or_backoff(state: RetryCallState) -> float:
-    """The API's Retry-After when it gave one, else jittered exponential backoff."""
-    retry_after = _retry_after(state)
-    return retry_after if retry_after is not None else _backoff(state)
-
-
-class _StopOnLongRetryAfter(stop_base):
-    """Stop when the API asks for a longer pause than a worker slot should sleep."""
-
-    def __call__(self, retry_state: RetryCallState) -> bool:
-        retry_after = _retry_after(retry_state)
-        return retry_after is not None and retry_after > MAX_INLINE_WAIT_S
+        return retrying(self._attempts, retry_if)(fn)
 
 
 def _classify(raw: object) -> Outcome | None:

@@ -176,9 +176,14 @@ class Stack:
         wait_until(up, 15, f"redis-server on port {port}")
         return proc, f"redis://127.0.0.1:{port}/0"
 
-    def start_simulator(self, *extra: str, port: int | None = None) -> tuple[Proc, str]:
+    def start_simulator(
+        self, *extra: str, port: int | None = None, prefix: Sequence[str] = ()
+    ) -> tuple[Proc, str]:
+        """Start the simulator; ``prefix`` runs it through another command (a namespace's
+        ``ip netns exec NAME``)."""
         ready = self.run_dir / f"simulator-{time.monotonic_ns()}.url"
         argv = [
+            *prefix,
             self.python,
             "-m",
             "simulator",

@@ -9,11 +9,13 @@
     │   └── ApiRejectedError          method-level error ("destination not allowed", …)
     ├── TransientError                safe to retry a *status* request after a pause
     │   ├── ConnectError              no connection was made: the request never left
+    │   ├── DeadlinePassedError       a start not sent: its placement deadline passed
     │   ├── RateLimitedError          429 (``retry_after`` seconds, when the API said)
     │   ├── ServerError               5xx
     │   ├── ReadTimeoutError          connected, sent, no answer in time
     │   ├── ConnectionLostError       the connection broke after the request was sent
     │   └── MalformedResponseError    a body that is not the contract's JSON envelope
+    │                                 (or larger than CALLPASS_API_MAX_BODY_BYTES)
     └── OutcomeUnknownError           a *start* request that may have reached the server:
                                       never sent again (the person would be called twice)
 
@@ -29,6 +31,7 @@ __all__ = [
     "CallPassError",
     "ConnectError",
     "ConnectionLostError",
+    "DeadlinePassedError",
     "InvalidRequestError",
     "MalformedResponseError",
     "OutcomeUnknownError",
@@ -96,6 +99,12 @@ class ConnectError(TransientError):
     never_reached_server = True
 
 
+class DeadlinePassedError(TransientError):
+    """A start was not sent because its placement deadline passed; it must not be retried."""
+
+    never_reached_server = True
+
+
 class RateLimitedError(TransientError):
     """HTTP 429: the API refused to process the request; resend after ``retry_after`` s."""
 
@@ -127,7 +136,7 @@ class ConnectionLostError(TransientError):
 
 
 class MalformedResponseError(TransientError):
-    """The body is not the contract's JSON envelope."""
+    """The body is not the contract's JSON envelope (or is larger than the cap)."""
 
 
 class OutcomeUnknownError(CallPassError):

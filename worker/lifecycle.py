@@ -274,7 +274,9 @@ class Pipeline:
         request_id = record.request_id
         timeout = record.integer("timeout", self.default_timeout_s)
         try:
-            started = self.client().start_call_async(dn, timeout, request_id=request_id)
+            started = self.client().start_call_async(
+                dn, timeout, request_id=request_id, send_by=requested_at + self.place_deadline_s
+            )
         except OutcomeUnknownError as exc:
             self._settle(record, Outcome.UNKNOWN, api_message=exc.message, call_placed=None)
             return "unknown"
@@ -316,7 +318,10 @@ class Pipeline:
         # callid and pin exist only in this process until stored: insist a while. The pin goes
         # to the producer's result first; the record then says "placed" without it.
         self._retry_infra(lambda: self._publish_meta(request_id, meta))
-        stored = self._retry_infra(lambda: self._mark_placed(record, meta))
+        # One token for every try: a try whose reply was lost after it landed is not taken
+        # for "settled meanwhile" by the next one.
+        writer = uuid.uuid4().hex
+        stored = self._retry_infra(lambda: self._mark_placed(record, meta, writer))
         if not stored:
             # Settled meanwhile (a duplicate judged this start lost): the outcome stands, and
             # goes out again over the PLACED info just published on top of it.
@@ -339,7 +344,7 @@ class Pipeline:
         self._start_poll_chain(placed, elapsed_s=0.0)
         return "placed"
 
-    def _mark_placed(self, record: RequestRecord, meta: dict[str, Any]) -> bool:
+    def _mark_placed(self, record: RequestRecord, meta: dict[str, Any], writer: str = "") -> bool:
         bind_log_context(callid=str(meta["callid"]))
         placed_at = meta.get("placed_at")
         return self.store.compare_and_set(
@@ -347,6 +352,7 @@ class Pipeline:
             "state",
             "dialing",
             "placed",
+            writer_token=writer,
             callid=str(meta["callid"]),
             placed_at=repr(_epoch(placed_at) if isinstance(placed_at, str) else now()),
         )

@@ -52,12 +52,19 @@ redis.call('EXPIRE', KEYS[2], ARGV[1])
 return {created, redis.call('HGETALL', KEYS[1])}
 """
 
-# KEYS[1] record; ARGV: field, expected, new value, then extra field/value pairs.
+# KEYS[1] record; ARGV: field, expected, new value, writer token ('' for none), then extra
+# field/value pairs. A writer that retries after a lost reply passes the same token: if its
+# first run did land, the retry says so (1) instead of "changed meanwhile" (0).
 _COMPARE_AND_SET = """
 local current = redis.call('HGET', KEYS[1], ARGV[1]) or ''
-if current ~= ARGV[2] then return 0 end
+if current ~= ARGV[2] then
+  if ARGV[4] ~= '' and current == ARGV[3]
+     and redis.call('HGET', KEYS[1], 'cas_token') == ARGV[4] then return 1 end
+  return 0
+end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
-for i = 4, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+if ARGV[4] ~= '' then redis.call('HSET', KEYS[1], 'cas_token', ARGV[4]) end
+for i = 5, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
 return 1
 """
 
@@ -199,10 +206,20 @@ class RequestStore:
         return sorted(m.decode() for m in members)
 
     def compare_and_set(
-        self, request_id: str, name: str, expected: str, new: str, **extra: str
+        self,
+        request_id: str,
+        name: str,
+        expected: str,
+        new: str,
+        *,
+        writer_token: str = "",
+        **extra: str,
     ) -> bool:
-        """Set ``name`` to ``new`` (and ``extra`` fields) only if it still holds ``expected``."""
-        args: list[str] = [name, expected, new]
+        """Set ``name`` to ``new`` (and ``extra`` fields) only if it still holds ``expected``.
+
+        Retrying after a lost reply is safe only with a ``writer_token`` (the same on every
+        try): a landed first try then answers ``True`` again, not ``False``."""
+        args: list[str] = [name, expected, new, writer_token]
         for field_name, value in extra.items():
             args += [field_name, value]
         return bool(self._cas(keys=[self.key(request_id)], args=args))

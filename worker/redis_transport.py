@@ -12,12 +12,19 @@ Two gaps in kombu's Redis transport lose work when Redis goes away:
   dies. We raise a connection error there instead, which kombu and Celery handle: the
   messages stay in Redis' unacked hash, return after the visibility time-out, and the worker
   reconnects when Redis is back.
+
+And one that makes a worker slow to come back after a silent cut (packets dropped, nothing
+refused): kombu waits 2, 4, 6 ... up to 30 s between connection attempts, so the link may be
+back for tens of seconds before the next attempt. While attempts time out (silence, not a
+refusal) we try again at once for a while, each try bounded by the connect time-out
+(worker/redis_sockets.py): the first try after the link returns comes within seconds.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from typing import Any
 
 import redis
@@ -87,5 +94,20 @@ def _connection_errors(channel: Any) -> tuple[type[BaseException], ...]:
     return tuple(getattr(channel, "connection_errors", ())) or (redis.exceptions.ConnectionError,)
 
 
+#: How long a silent Redis is tried back to back before kombu's own backoff takes over (which
+#: also checks for a shutdown between its attempts).
+SILENT_RETRY_WINDOW_S = 20.0
+
+
 class Transport(kombu_redis.Transport):
     Channel = Channel
+
+    def establish_connection(self) -> Any:
+        deadline = time.monotonic() + SILENT_RETRY_WINDOW_S
+        while True:
+            try:
+                return super().establish_connection()
+            except redis.exceptions.TimeoutError:
+                if time.monotonic() >= deadline:
+                    raise
+                log.debug("Redis did not answer the connection attempt; trying again")

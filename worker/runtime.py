@@ -19,6 +19,7 @@ from worker.limits import DestinationLimiter, GlobalRateLimiter
 from worker.masking import masked_reprs
 from worker.outbox import Outbox
 from worker.records import RequestStore
+from worker.redis_sockets import records_socket_options
 from worker.schedule import PollSchedule
 from worker.settings import Settings, get_settings, is_rabbitmq
 from worker.webhook_guard import guarded_session
@@ -139,9 +140,7 @@ def pin_vault(settings: Settings, client: redis.Redis) -> PinVault:
 
 @cache
 def records_redis(url: str) -> redis.Redis:
-    return redis.Redis.from_url(
-        url, health_check_interval=30, socket_timeout=10, socket_connect_timeout=5
-    )
+    return redis.Redis.from_url(url, **records_socket_options())
 
 
 def webhook_store(settings: Settings, client: redis.Redis) -> WebhookStore:

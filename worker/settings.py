@@ -241,6 +241,8 @@ class Settings:
     #: ``user:password`` (comma-separated, each checked) that Flower (``make run``, compose)
     #: asks for; empty: no login.
     flower_basic_auth: SecretStr = field(default_factory=lambda: SecretStr(""))
+    #: Largest API answer body read; a longer one is malformed (the envelope is tiny).
+    api_max_body_bytes: int = 65_536
     #: A Redis whose ``maxmemory-policy`` is not ``noeviction``: ``refuse`` to start, or ``warn``.
     redis_eviction_policy_check: str = "refuse"
 
@@ -496,6 +498,7 @@ _PARSERS: dict[str, Parser] = {
     "heartbeat_file": lambda name, raw: raw,
     "soft_shutdown_s": _floats(0, 3600),
     "flower_basic_auth": lambda name, raw: _parse_basic_auth(name, raw),
+    "api_max_body_bytes": _ints(1024, 16 * 1024 * 1024),
     "redis_eviction_policy_check": lambda name, raw: _parse_choice(name, raw, ("refuse", "warn")),
 }
 
