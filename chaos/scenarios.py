@@ -10,12 +10,13 @@ import sys
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from chaos.api_partitions import api_cut_long, api_cut_short
 from chaos.harness import Harness, Row, delete_queues
+from chaos.hostile_row import hostile_messages
 from chaos.partitions import one_worker_cut_from_redis, workers_cut_from_redis
 from chaos.receiver import TRICKLE_EVERY_S, Receiver
 from worker.devstack import child_env, wait_until
@@ -51,6 +52,8 @@ class Size:
     api_cut_short_s: float = 25.0
     api_cut_long_s: float = 45.0
     trickle_requests: int = 150  # full size (the default)
+    # Hostile messages (chaos/hostile_row.py): appended with a default, full size.
+    hostile_requests: int = 300
 
     @classmethod
     def get(cls, name: str) -> Size:
@@ -88,6 +91,9 @@ SIZES = {
         **SMALL_PARTITIONS,
     ),
 }
+
+# Small sizes of appended fields, one line each so rows added together merge cleanly.
+SIZES["small"] = replace(SIZES["small"], hostile_requests=60)
 
 #: Seconds past the last disruption within which every request must have settled.
 SETTLE_S = 120.0
@@ -448,6 +454,7 @@ SCENARIOS: dict[str, Callable[[Path, Size], Row]] = {
     "one-worker-cut-from-redis": one_worker_cut_from_redis,
     "workers-cut-from-api": api_cut_short,
     "workers-cut-from-api-long": api_cut_long,
+    "hostile-messages": hostile_messages,
 }
 
 #: Rows that build network namespaces (chaos/netns.py): they skip where the machine cannot.

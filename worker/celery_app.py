@@ -124,6 +124,9 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         # The result backend's Redis: the same bounds as the broker's (Celery's read
         # time-out is 120 s by default, with no connect time-out and no keep-alive).
         **backend_socket_settings(),
+        # Answers (and never prints) messages Celery cannot read: pickle, YAML, raw bytes,
+        # a body that is not [args, kwargs, embed] (see worker/foreign_messages.py).
+        "worker_consumer": "worker.foreign_messages:ForeignMessageConsumer",
     }
 
 

@@ -15,7 +15,7 @@ from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Any
 
-from worker.masking import MaskingFilter, mask_text
+from worker.masking import MaskingFilter, mask_log_text
 
 __all__ = [
     "ContextFilter",
@@ -59,15 +59,20 @@ class JsonFormatter(logging.Formatter):
             "level": record.levelname,
             "logger": record.name,
             "process": record.processName,
-            "message": record.getMessage(),
+            "message": mask_log_text(record.getMessage()),
         }
         for name in CONTEXT_FIELDS:
             value = getattr(record, name, None)
             if value:
-                line[name] = value
-        if record.exc_info:
-            # The masking filter sees the message only: mask the traceback here.
-            line["exception"] = mask_text(self.formatException(record.exc_info))
+                # A producer may use the number as its request id (or task id).
+                line[name] = mask_log_text(str(value))
+        # The masking filter has formatted and masked the traceback; masked again in case a
+        # record reaches this formatter some other way.
+        if record.exc_info or record.exc_text:
+            text = record.exc_text or self.formatException(record.exc_info)  # type: ignore[arg-type]
+            line["exception"] = mask_log_text(text)
+        if record.stack_info:
+            line["stack"] = mask_log_text(record.stack_info)
         return json.dumps(line, ensure_ascii=False)
 
 

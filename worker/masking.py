@@ -23,6 +23,7 @@ __all__ = [
     "MaskingFilter",
     "hide_url_credentials",
     "mask_dn",
+    "mask_log_text",
     "mask_text",
     "masked_reprs",
     "redact_setting",
@@ -30,9 +31,18 @@ __all__ = [
     "secret_query_names",
 ]
 
-# A run of 10+ digits (optionally after "+") standing alone is taken for a phone number;
-# the look-arounds keep UUID groups (task ids, callids) intact.
-_DIGITS_RE = re.compile(r"(?<![0-9A-Za-z-])\+?[0-9]{10,}(?![0-9A-Za-z-])")
+# A run of 10+ digits (optionally after "+") not glued to a token before it is taken for a
+# phone number: the look-behinds keep hex or base64 tokens and UUID groups (task ids,
+# callids: "…-89ab-123456789012") intact. What follows does not matter: pickle writes
+# "79161234567q\x02".
+_DIGITS_RE = re.compile(r"(?<![0-9A-Za-z])(?<![0-9A-Fa-f]{4}-)\+?\d{10,}")
+# An escape in a repr or JSON text (b'\x0b79161234567', '\n7916…', '\u00a07916…', '\\'),
+# also escaped again (a repr inside a repr: '\\x0b'): its letters are not part of the digits
+# that follow, so it bounds a number like a space. (A backslash before a digit is no escape
+# here: octal would eat the number's first digits.)
+_ESCAPE_RE = re.compile(
+    r"(\\+(?:x[0-9a-fA-F]{2}|u[0-9a-fA-F]{4}|U[0-9a-fA-F]{8}|N\{[^}]*\}|[^0-9\\]))"
+)
 # urllib3's DEBUG line for a request ('"POST /cb/T0/B0/secret HTTP/1.1" 200'): a webhook
 # receiver's path or query may hold its secret. The API's own paths (/api/...) stay readable.
 _REQUEST_LINE_PATH_RE = re.compile(r'("[A-Z]+ )(?!/api/)/[^"\s]*( HTTP/)')
@@ -59,9 +69,18 @@ def mask_dn(dn: object) -> str:
     return text[:_KEEP_HEAD] + "*" * (len(text) - _KEEP_HEAD - _KEEP_TAIL) + text[-_KEEP_TAIL:]
 
 
-def mask_text(text: str) -> str:
-    """Mask every stand-alone run of ten or more digits in ``text``."""
+def _mask_digits(text: str) -> str:
     return _DIGITS_RE.sub(lambda m: mask_dn(m.group(0)), text)
+
+
+def mask_text(text: str) -> str:
+    """Mask every stand-alone run of ten or more digits in ``text``, also right after an
+    escape sequence of a repr (``\\x0b``, ``\\n``, ``\\u00a0``, ``\\\\``)."""
+    if "\\" not in text:
+        return _mask_digits(text)
+    # Odd pieces are the escapes themselves; each even piece is masked on its own.
+    pieces = _ESCAPE_RE.split(text)
+    return "".join(p if i % 2 else _mask_digits(p) for i, p in enumerate(pieces))
 
 
 def redact_url(url: str, *, keep_path: bool = False) -> str:
@@ -154,13 +173,28 @@ class MaskedRequest(Request):
 
 
 class MaskingFilter(logging.Filter):
-    """Mask phone numbers, webhook request paths and URL credentials in every formatted log
-    record (a last line of defence)."""
+    """Mask phone numbers, webhook request paths and URL credentials in every log record,
+    whatever the format: the message with its arguments, the traceback and the stack (a last
+    line of defence)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
-        masked = _REQUEST_LINE_PATH_RE.sub(r"\1/…\2", mask_text(message))
-        masked = hide_url_credentials(masked)
+        masked = mask_log_text(message)
         if masked != message:
             record.msg, record.args = masked, None
+        if record.exc_info and not record.exc_text:
+            # What every formatter would print: formatted once here, masked, and kept.
+            record.exc_text = _TRACEBACKS.formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = mask_log_text(record.exc_text)
+        if record.stack_info:
+            record.stack_info = mask_log_text(record.stack_info)
         return True
+
+
+_TRACEBACKS = logging.Formatter()
+
+
+def mask_log_text(text: str) -> str:
+    """:func:`mask_text`, a webhook receiver's request path and URL credentials hidden."""
+    return hide_url_credentials(_REQUEST_LINE_PATH_RE.sub(r"\1/…\2", mask_text(text)))
