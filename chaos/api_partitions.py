@@ -14,12 +14,14 @@ from typing import TYPE_CHECKING, Any
 
 from chaos.harness import Harness, Row
 from chaos.netns import Partition
-from chaos.partitions import _skipped as skipped_row  # one rule for every partition row
-from chaos.partitions import late_calls
+from chaos.partitions import (
+    late_calls,
+    skipped_row,  # one rule for every partition row
+)
 from worker.devstack import wait_until
 
 if TYPE_CHECKING:
-    from chaos.scenarios import Size
+    from chaos.sizes import Size
 
 __all__ = ["api_cut_long", "api_cut_short"]
 

@@ -24,7 +24,7 @@ from worker.settings import Settings
 if TYPE_CHECKING:
     from pathlib import Path
 
-    from chaos.scenarios import Size
+    from chaos.sizes import Size
 
 __all__ = ["hostile_messages"]
 

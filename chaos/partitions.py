@@ -18,9 +18,9 @@ from chaos.harness import Harness, Row
 from chaos.netns import Partition, partition_support
 
 if TYPE_CHECKING:
-    from chaos.scenarios import Size
+    from chaos.sizes import Size
 
-__all__ = ["late_calls", "one_worker_cut_from_redis", "workers_cut_from_redis"]
+__all__ = ["late_calls", "one_worker_cut_from_redis", "skipped_row", "workers_cut_from_redis"]
 
 #: A worker must take messages again this soon after the link returns (measured: ~1-3 s).
 RECOVERY_LIMIT_S = 15.0
@@ -54,7 +54,7 @@ def first_received_after(h: Harness, name: str, moment: float) -> float | None:
     return None
 
 
-def _skipped(scenario: str) -> Row | None:
+def skipped_row(scenario: str) -> Row | None:
     reason = partition_support()
     if reason is None:
         return None
@@ -71,7 +71,7 @@ def _cut_row(
 
     Link 0 is the harness' own (producer, verdict), never cut; each worker has its own link,
     so a row can cut some workers and spare others."""
-    skipped = _skipped(scenario)
+    skipped = skipped_row(scenario)
     if skipped is not None:
         return skipped
     began = time.monotonic()
