@@ -33,9 +33,12 @@ __all__ = [
 
 # A run of 10+ digits (optionally after "+") not glued to a token before it is taken for a
 # phone number: the look-behinds keep hex or base64 tokens and UUID groups (task ids,
-# callids: "…-89ab-123456789012") intact. What follows does not matter: pickle writes
-# "79161234567q\x02".
-_DIGITS_RE = re.compile(r"(?<![0-9A-Za-z])(?<![0-9A-Fa-f]{4}-)\+?\d{10,}")
+# callids: "…-89ab-123456789012") intact. What follows matters only where the digits start a
+# longer hex token ("msg_686827117916a040b84c…", a webhook event id): pickle writes
+# "79161234567q\x02", which is still a number.
+_DIGITS_RE = re.compile(
+    r"(?<![0-9A-Za-z])(?<![0-9A-Fa-f]{4}-)\+?\d{10,}(?!\d)(?![A-Fa-f][0-9A-Fa-f]{5})"
+)
 # An escape in a repr or JSON text (b'\x0b79161234567', '\n7916…', '\u00a07916…', '\\'),
 # also escaped again (a repr inside a repr: '\\x0b'): its letters are not part of the digits
 # that follow, so it bounds a number like a space. (A backslash before a digit is no escape
