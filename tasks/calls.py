@@ -19,6 +19,7 @@ from typing import Any
 
 import redis
 from celery import Task
+from celery.exceptions import Reject
 from kombu.exceptions import OperationalError
 
 from worker.celery_app import app
@@ -83,9 +84,19 @@ def _guarded(
             type(exc).__name__,
             delay,
         )
-        # If this send fails too, the task fails: its ack then fails as well while the broker
-        # is down, and the message comes back after the visibility time-out.
-        resend(attempt, delay)
+        try:
+            resend(attempt, delay)
+        except INFRA_ERRORS as send_exc:
+            # Neither went through: hand the message back (requeued now, or restored after the
+            # visibility time-out if even that fails). A task FAILURE instead would be stored
+            # over the outcome another worker may write for the same task id meanwhile.
+            log.warning(
+                "%s[%s]: could not be sent again (%s); back to the queue",
+                task.name,
+                task.request.id,
+                type(send_exc).__name__,
+            )
+            raise Reject(send_exc, requeue=True) from send_exc
         return "deferred"
 
 
