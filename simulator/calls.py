@@ -15,7 +15,8 @@ __all__ = ["MAGIC_OUTCOMES", "STANDARD_MIX", "Call", "CallBook", "MixEntry", "pa
 #: Caller-ID pool of the service; the pin is the last 4 digits of one of these.
 POOL_FIRST, POOL_LAST = 2210130, 2210982
 
-#: Numbers ``7999000 NNN D`` always end the same way, chosen by their last digit ``D``
+#: Numbers ``7999000 NNN D`` (3 to 7 digits ``N``: 11 to 15 in all) always end the same way,
+#: chosen by their last digit ``D``
 #: (like a provider's sandbox test numbers). ``(result, seconds)``; ``None`` seconds means
 #: "at timeout", ``result`` ``None`` means the call never reaches a final status.
 MAGIC_PREFIX = "7999000"
@@ -31,7 +32,7 @@ MAGIC_OUTCOMES: dict[str, tuple[str | None, float | None]] = {
 }
 #: Magic numbers ending in this digit are refused with "destination not allowed".
 MAGIC_DENIED_DIGIT = "6"
-_MAGIC_RE = re.compile(r"7999000[0-9]{3}([0-9])")
+_MAGIC_RE = re.compile(r"7999000[0-9]{3,7}([0-9])")
 
 
 @dataclass(frozen=True)

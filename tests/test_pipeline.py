@@ -25,8 +25,12 @@ pytestmark = pytest.mark.usefixtures("worker")
 
 
 def unique_dn(last_digit: str) -> str:
-    """A fresh sandbox number whose last digit picks the simulator's outcome."""
-    return f"7999000{uuid.uuid4().int % 1000:03d}{last_digit}"
+    """A fresh sandbox number whose last digit picks the simulator's outcome.
+
+    Ten million per digit: the whole suite shares one simulator and per-number limits, so two
+    tests drawing the same number would see each other's calls (1 in 1,000 was too few).
+    """
+    return f"7999000{uuid.uuid4().int % 10**7:07d}{last_digit}"
 
 
 def settle(result: AsyncResult, timeout_s: float = 60) -> dict[str, Any]:

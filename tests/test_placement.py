@@ -84,7 +84,7 @@ def test_a_hostile_requested_at_header_is_ignored_and_the_request_settles(
     doc = settle(result)
     assert doc["outcome"] == "answered"
     assert doc["requested_at"] is not None and doc["requested_at"] <= doc["placed_at"]
-    assert sim.starts_to(dn) == 1
+    assert sim.starts_for(result.id) == 1
     wait_until(
         lambda: (
             f"header callpass_requested_at ignored: {type(header).__name__}"

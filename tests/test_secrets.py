@@ -17,7 +17,6 @@ import json
 import re
 import secrets
 import socket
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, cast
@@ -29,17 +28,13 @@ from celery import Celery
 
 from chaos.receiver import Delivery, Receiver
 from tests.conftest import WEBHOOK_SECRETS, start_worker
+from tests.test_pipeline import unique_dn
 from worker.devstack import Stack, child_env, free_port, wait_until
 from worker.producer import enqueue_call
 
 QUEUE = "secrets"
 WORKER = "secrets"
 FINAL_STATES = {"SUCCESS", "FAILURE", "REVOKED", "REJECTED", "IGNORED"}
-
-
-def unique_dn(last_digit: str) -> str:
-    """A fresh sandbox number whose last digit picks the simulator's outcome."""
-    return f"7999000{uuid.uuid4().int % 1000:03d}{last_digit}"
 
 
 def pin_pattern(pin: str) -> re.Pattern[str]:
