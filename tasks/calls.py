@@ -53,13 +53,27 @@ class CallpassTask(Task):  # type: ignore[type-arg]
         return self.run(*args, **kwargs)
 
 
+class PipelineRequest(MaskedRequest):
+    """The request of a pipeline task: masked reprs, and no expiry of Celery's.
+
+    Celery revokes a message past its ``expires`` header and stores ``REVOKED`` under its task
+    id, over the ``PLACED`` state or the outcome a redelivered start already has (and a first
+    delivery would have no outcome at all). Lateness is the placement deadline's to judge: a
+    start past it settles ``expired``, like every other request.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._expires = None
+
+
 _COMMON: dict[str, Any] = {
     "base": CallpassTask,
     "bind": True,
     "ignore_result": True,
     # A bug (FAILURE) is still recorded, so a producer's get() raises instead of hanging.
     "store_errors_even_if_ignored": True,
-    "Request": MaskedRequest,
+    "Request": PipelineRequest,
     "acks_late": True,
 }
 

@@ -5,6 +5,7 @@ HTTP sends them (valid envelopes, padded: read whole, they would parse)."""
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import threading
 import time
@@ -14,7 +15,9 @@ from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+import requests
 
+from worker.api_http import read_capped
 from worker.client import CallPassClient
 from worker.errors import DeadlinePassedError, MalformedResponseError, OutcomeUnknownError
 from worker.settings import SIMULATOR_DEV_TOKEN, SecretStr, Settings, SettingsError
@@ -145,3 +148,12 @@ def test_no_start_is_written_after_its_send_by(padded: PaddedApi) -> None:
         assert padded.posts["/api/v2.0/start-call-password/"] == 1  # the late one never left
     finally:
         client.close()
+
+
+def test_a_content_length_of_non_ascii_digits_is_not_trusted_nor_fatal() -> None:
+    """'²' is a digit to str.isdigit() but not to int(): the length is ignored, the body read."""
+    response = requests.Response()
+    response.status_code = 200
+    response.headers["Content-Length"] = "\xb2"
+    response.raw = io.BytesIO(b'{"ok": true}')
+    assert read_capped(response, 1024) == b'{"ok": true}'

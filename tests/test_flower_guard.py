@@ -155,16 +155,11 @@ def test_allowed_command_lines(args: list[str]) -> None:
         ["--address=192.168.1.10"],
         ["--address=my-host.example.com"],
         ["--address=127.0.0.1", "--address=0.0.0.0"],
-        ["--address", "127.0.0.1"],  # Tornado reads no value from the next argument
         ["--ADDRESS=127.0.0.1"],  # option names are case-sensitive; Flower ignores this
         ["--address=0.0.0.0", "--auth="],
         # OAuth settings without --auth protect nothing (Flower lets everyone in).
         ["--address=0.0.0.0", "--auth_provider=flower.views.auth.GithubLoginHandler"],
         ["--address=0.0.0.0", "--oauth2_key=k", "--oauth2_secret=s"],
-        # Tornado stops at the first argument kept that does not start with "-".
-        ["address=127.0.0.1"],
-        ["--address=0.0.0.0", "basic_auth=admin:s3cret"],
-        ["port=5555", "--address=127.0.0.1"],
     ],
 )
 def test_refused_command_lines(args: list[str]) -> None:
@@ -172,6 +167,26 @@ def test_refused_command_lines(args: list[str]) -> None:
     assert message is not None
     assert REFUSED in message
     assert "--address=127.0.0.1" in message and "--basic-auth=user:password" in message
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        # Tornado stops at the first argument kept that does not start with "-", and Flower
+        # keeps any bare word naming an attribute of Tornado's options ("define", "items").
+        ["address=127.0.0.1"],
+        ["--address=0.0.0.0", "basic_auth=admin:s3cret"],
+        ["port=5555", "--address=127.0.0.1"],
+        ["--address", "127.0.0.1"],  # Tornado reads no value from the next argument
+        ["define", "--basic-auth=admin:s3cretpass"],
+        ["--address=127.0.0.1", "items", "--basic-auth=admin:s3cretpass"],
+    ],
+)
+def test_a_bare_word_after_flower_is_refused_by_position(args: list[str]) -> None:
+    message = check_flower_binding(flower(*args), {})
+    assert message is not None
+    bare = next(i for i, a in enumerate(args, start=1) if not a.startswith("-"))
+    assert f"argument #{bare} is not an option" in message
 
 
 def test_the_message_names_the_address() -> None:

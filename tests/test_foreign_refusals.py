@@ -179,3 +179,18 @@ def test_errors_celery_raises_name_the_field() -> None:
     assert refusal_from_error(InvalidTaskError("invalid ETA value 'x': …")).field == "eta"
     assert refusal_from_error(InvalidTaskError("invalid expires value 'x'")).field == "expires"
     assert refusal_from_error(ValueError("?")).field == "message"
+
+
+@pytest.mark.parametrize(
+    "eta", ["9999-12-31T23:59:59-12:00", "0001-01-01T00:00:00+14:00", "soon", 5, ["x"]]
+)
+def test_an_eta_celery_cannot_schedule_is_refused_naming_it(eta: object) -> None:
+    """Celery's strategy would store FAILURE (OverflowError) for these, not an answer."""
+    headers = {"id": "t-1", "task": START, "eta": eta}
+    refusal = refusal_for(message(b'[[], {"dn": "79161234567"}, null]', headers=headers))
+    assert refusal is not None and refusal.field == "eta"
+
+
+def test_a_schedulable_eta_passes() -> None:
+    headers = {"id": "t-1", "task": START, "eta": "2026-12-01T10:00:00.123456+00:00"}
+    assert refusal_for(message(b'[[], {"dn": "79161234567"}, null]', headers=headers)) is None

@@ -176,3 +176,9 @@ def test_a_hex_token_that_starts_with_ten_digits_is_not_a_number() -> None:
     event_id = "msg_686827117916a040b84cce257381b717"
     assert mask_text(f"webhook {event_id} delivered") == f"webhook {event_id} delivered"
     assert "79161234567" not in mask_text("x_79161234567a")
+
+
+def test_a_number_after_a_hyphenated_word_is_masked_but_a_uuid_tail_is_not() -> None:
+    assert "79161234567" not in mask_text("signup-2024-79161234567")
+    task_id = "0f1e2d3c-4b5a-6978-89ab-123456789012"
+    assert mask_text(f"task {task_id}") == f"task {task_id}"

@@ -241,3 +241,11 @@ def test_counts_and_floats() -> None:
 @pytest.mark.parametrize("ts", [math.nan, math.inf, -1.0, 1e300])
 def test_iso_never_raises(ts: float) -> None:
     assert iso(ts) is None
+
+
+def test_a_long_visibility_time_out_gives_notes_a_longer_life(records: redis.Redis) -> None:
+    """Grace is the visibility time-out + 15 s; an hour's default must not refuse 3,600 s."""
+    outbox = Outbox(records, grace_s=3615.0)
+    task_id = "t-" + uuid.uuid4().hex
+    outbox.note(task_id, {"dn": "79161234567"}, now())
+    assert records.pttl(note_key(task_id)) > 3615 * 1000

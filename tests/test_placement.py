@@ -7,7 +7,7 @@ import math
 import socket
 import time
 import uuid
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from celery import Celery
@@ -110,3 +110,20 @@ def test_a_producer_clock_minutes_ahead_neither_delays_the_deadline_nor_inverts_
     assert doc["requested_at"] <= doc["placed_at"]
     requested = datetime.fromisoformat(doc["requested_at"].replace("Z", "+00:00")).timestamp()
     assert requested < time.time() + 1
+
+
+def test_an_expires_header_never_puts_revoked_over_the_request(
+    app: Celery, sim: Simulator, worker: Proc
+) -> None:
+    """Celery would revoke a message past its ``expires`` and store REVOKED, with no outcome;
+    the placement deadline decides lateness instead, so the request settles."""
+    dn = unique_dn("1")
+    result = app.send_task(
+        "callpass.start_call",
+        kwargs={"dn": dn, "timeout": 2},
+        queue="callpass",
+        expires=datetime.now(UTC) - timedelta(seconds=5),
+    )
+    doc = settle(result)
+    assert result.state == "SUCCESS" and doc["outcome"] == "answered"
+    assert sim.starts_for(result.id) == 1

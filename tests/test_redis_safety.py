@@ -245,3 +245,8 @@ def test_banner_flower_and_inspect_show_no_redis_password(stack: Stack, sim: Sim
         }
     assert "callpass worker: API" in texts["worker log"]  # the start-up line is logged
     assert [where for where, text in texts.items() if PASSWORD in text] == []
+
+
+def test_a_password_holding_an_at_sign_is_hidden_whole() -> None:
+    text = hide_url_credentials("connecting to redis://:p@ssw0rd@redis:6379/0")
+    assert "ssw0rd" not in text and "redis:6379/0" in text

@@ -80,7 +80,7 @@ def read_capped(response: requests.Response, max_bytes: int) -> bytes:
     """
     try:
         declared = response.headers.get("Content-Length", "")
-        if declared.isdigit() and int(declared) > max_bytes:
+        if declared.isascii() and declared.isdigit() and int(declared) > max_bytes:
             raise _too_large(response.status_code, max_bytes)
         body = bytearray()
         try:

@@ -218,14 +218,12 @@ class CallPassClient:
         headers: dict[str, str] | None = None,
         send_by: float | None = None,
     ) -> dict[str, Any]:
+        # Checked before the guard too: a refusal after it would leave a half-open breaker's
+        # probe unreported (the rare deadline passed while waiting for a rate slot still does).
+        self._connect_budget(send_by)
         if self._guard is not None:
             self._guard.before_request()  # may refuse: nothing is sent then
-        connect_timeout_s = self._connect_timeout_s
-        if send_by is not None:  # after the guard, which may have waited for a rate slot
-            left = send_by - time.time()
-            if left <= 0:
-                raise DeadlinePassedError("start not sent: its placement deadline passed")
-            connect_timeout_s = min(connect_timeout_s, left)
+        connect_timeout_s = self._connect_budget(send_by)
         # The method label of callpass_api_requests_total.
         method = (
             "status"
@@ -257,6 +255,15 @@ class CallPassClient:
         if self._guard is not None:
             self._guard.after_request(None)
         return data
+
+    def _connect_budget(self, send_by: float | None) -> float:
+        """The connect time-out, cut to what is left before ``send_by``; past it, refuse."""
+        if send_by is None:
+            return self._connect_timeout_s
+        left = send_by - time.time()
+        if left <= 0:
+            raise DeadlinePassedError("start not sent: its placement deadline passed")
+        return min(self._connect_timeout_s, left)
 
     def _retrying(self, fn: Callable[[], T], retry_if: Callable[[BaseException], bool]) -> T:
         return retrying(self._attempts, retry_if)(fn)

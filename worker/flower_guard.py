@@ -86,6 +86,15 @@ def check_flower_options(
 ) -> str | None:
     """Why Flower must not start with these arguments (after ``flower``), environment and
     config file namespace (``None``: no config file); ``None``: it may. Reads no file."""
+    bare = [position for position, arg in enumerate(args, start=1) if not arg.startswith("-")]
+    if bare:
+        # Flower keeps a bare word that names any attribute of Tornado's options object
+        # ("define", "items") and Tornado stops parsing there: every option after it would be
+        # silently ignored, a login included. Flower takes no positional arguments.
+        return (
+            f"Flower's argument #{bare[0]} is not an option: Flower takes only --option=value "
+            "arguments, and would ignore every option after a bare word (a login included)."
+        )
     options = effective_options(args, environ, config)
     problem = basic_auth_problem(options.basic_auth)
     if problem is not None:

@@ -17,9 +17,12 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
+from celery.exceptions import InvalidTaskError
 from celery.utils.saferepr import saferepr
+from celery.utils.time import maybe_iso8601, maybe_make_aware, timezone
 from celery.worker.consumer import Consumer
 from celery.worker.consumer import consumer as celery_consumer
+from kombu.asynchronous.timer import to_timestamp
 from kombu.exceptions import ContentDisallowed, DecodeError
 from kombu.message import Message
 from vine import promise
@@ -35,6 +38,9 @@ __all__ = ["ForeignMessageConsumer", "Refusal", "answer_for", "read_task_id", "r
 log = logging.getLogger(__name__)
 
 JSON_CONTENT_TYPE = "application/json"
+#: What Celery raises from a header it cannot read (``timelimit: "x"``); anything else is a bug
+#: to surface, not a message to answer ``invalid``.
+_HEADER_ERRORS = (InvalidTaskError, KeyError, TypeError, ValueError, OverflowError)
 PROTOCOL_RULE = "must follow Celery's message protocol 2 ([args, kwargs, embed], JSON)"
 #: Internal tasks keep no result: a refused one is acked and logged only.
 UNANSWERED_TASKS = frozenset({POLL_TASK, WEBHOOK_TASK})
@@ -99,11 +105,29 @@ def refusal_for(message: Message) -> Refusal | None:
         return Refusal("id", f"must be a string of 1-{MAX_TASK_ID_CHARS} characters")
     if message.content_type != JSON_CONTENT_TYPE:
         return Refusal("content_type", f"must be JSON ({JSON_CONTENT_TYPE})")
+    if not _eta_convertible(message.headers.get("eta")):
+        # Celery's strategy would store FAILURE for a date it cannot turn into a timestamp.
+        return Refusal("eta", "must be an ISO 8601 date-time between the years 1 and 9999, or null")
     try:
         payload = message.decode()  # cached: Celery's own read of the body reuses it
     except Exception as exc:  # any decoder failure: the body is not JSON in its encoding
         return Refusal("body", "must be JSON text in its content encoding", type(exc).__name__)
     return _shape_refusal(payload)
+
+
+def _eta_convertible(eta: object) -> bool:
+    """Whether Celery's strategy can schedule ``eta`` (as it converts it, in the same order)."""
+    if eta is None:
+        return True
+    if not isinstance(eta, str):
+        return False
+    try:
+        moment = maybe_iso8601(eta)
+        if moment is not None:
+            to_timestamp(timezone.to_system(maybe_make_aware(moment)))
+    except (AttributeError, OverflowError, OSError, TypeError, ValueError):
+        return False
+    return True
 
 
 def refusal_from_error(exc: BaseException) -> Refusal:
@@ -172,7 +196,7 @@ class ForeignMessageConsumer(Consumer):
                 return celery_handler(message)
             except (*self.connection_errors, *self.channel_errors):
                 raise
-            except Exception as exc:  # a header Celery chokes on: answer, don't crash
+            except _HEADER_ERRORS as exc:  # a header Celery chokes on: answer, don't crash
                 if not message.acknowledged:
                     self._refuse(message, Refusal("headers", PROTOCOL_RULE, type(exc).__name__))
                 return None

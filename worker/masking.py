@@ -32,12 +32,14 @@ __all__ = [
 ]
 
 # A run of 10+ digits (optionally after "+") not glued to a token before it is taken for a
-# phone number: the look-behinds keep hex or base64 tokens and UUID groups (task ids,
-# callids: "…-89ab-123456789012") intact. What follows matters only where the digits start a
+# phone number: the look-behinds keep hex or base64 tokens and a UUID's last group (task ids,
+# callids: "…-89ab-123456789012") intact, but not any group after a hyphen
+# ("signup-2024-79161234567" is a number). What follows matters only where the digits start a
 # longer hex token ("msg_686827117916a040b84c…", a webhook event id): pickle writes
 # "79161234567q\x02", which is still a number.
 _DIGITS_RE = re.compile(
-    r"(?<![0-9A-Za-z])(?<![0-9A-Fa-f]{4}-)\+?\d{10,}(?!\d)(?![A-Fa-f][0-9A-Fa-f]{5})"
+    r"(?<![0-9A-Za-z])(?<![0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-)"
+    r"\+?\d{10,}(?!\d)(?![A-Fa-f][0-9A-Fa-f]{5})"
 )
 # An escape in a repr or JSON text (b'\x0b79161234567', '\n7916…', '\u00a07916…', '\\'),
 # also escaped again (a repr inside a repr: '\\x0b'): its letters are not part of the digits
@@ -54,7 +56,8 @@ _REQUEST_LINE_PATH_RE = re.compile(r'("[A-Z]+ )(?!/api/)/[^"\s]*( HTTP/)')
 _SECRET_QUERY_NAME_RE = re.compile(r"pass|secret|token|auth|sig|cred|api_?key|access_?key", re.I)
 # The same two things inside free text (a log line, an exception): ``scheme://user:pw@`` and
 # ``?password=…``/``&token=…``.
-_TEXT_USERINFO_RE = re.compile(r"(\b[A-Za-z][A-Za-z0-9+.\-]*://)[^\s/?#@'\"]+@")
+# The user info runs to the last "@" before the host: a password may hold "@" itself.
+_TEXT_USERINFO_RE = re.compile(r"(\b[A-Za-z][A-Za-z0-9+.\-]*://)[^\s/?#'\"]+@")
 _TEXT_SECRET_QUERY_RE = re.compile(
     r"([?&][A-Za-z0-9_.\-]*(?:pass|secret|token|auth|sig|cred|api_?key|access_?key)"
     r"[A-Za-z0-9_.\-]*=)[^&\s'\"#]+",

@@ -38,11 +38,13 @@ def note_key(task_id: str) -> str:
 
 
 class Outbox:
-    def __init__(
-        self, client: redis.Redis, grace_s: float, ttl_s: float = DEFAULT_NOTE_TTL_S
-    ) -> None:
+    def __init__(self, client: redis.Redis, grace_s: float, ttl_s: float | None = None) -> None:
         """``grace_s``: how long a note may wait for its claim before it counts as lost;
-        ``ttl_s``: how long it is kept at all (more than ``grace_s``)."""
+        ``ttl_s``: how long it is kept at all (more than ``grace_s``; by default an hour, or
+        four times ``grace_s`` where that is longer, so the sweeper sends it again a few times).
+        """
+        if ttl_s is None:
+            ttl_s = max(DEFAULT_NOTE_TTL_S, 4 * grace_s)
         if ttl_s <= grace_s:
             raise ValueError(f"outbox ttl_s ({ttl_s}) must be more than grace_s ({grace_s})")
         self._redis = client

@@ -8,8 +8,9 @@ time-out, a connect time-out, TCP keep-alive (a connection idle across a cut is 
 ``TCP_USER_TIMEOUT`` (unacknowledged data aborts the connection, which also wakes the event
 loop's BRPOP, a socket no read time-out covers).
 
-No client retries a command that timed out: the command may have run, and a script or a publish
-run twice is not always the same as once (the request records' own retries are idempotent).
+redis-py retries no command that timed out: the command may have run, and a script run twice is
+not always the same as once (the request records' own retries are idempotent). Celery's own
+retries of a result write or a publish remain; both are safe twice (tasks are idempotent).
 """
 
 from __future__ import annotations

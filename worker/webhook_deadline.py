@@ -102,7 +102,9 @@ class _Watchdog:
 
     def new(self, seconds: float) -> AttemptDeadline:
         if self.pid != os.getpid():  # a forked child (prefork pool): the thread stayed behind
-            self._reset()
+            with _FORK_LOCK:  # two first callers of a fresh child must not both reset
+                if self.pid != os.getpid():
+                    self._reset()
         with self.lock:
             deadline = AttemptDeadline(seconds, self.lock)
             heapq.heappush(self._heap, (deadline.ends_at, next(self._order), deadline))
@@ -125,6 +127,9 @@ class _Watchdog:
 
 
 _watchdog = _Watchdog()
+# Taken only by the first callers in a forked child, never in the process that forks, so it
+# is never held across a fork.
+_FORK_LOCK = threading.Lock()
 _local = threading.local()
 
 
