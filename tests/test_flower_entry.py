@@ -172,3 +172,22 @@ def test_callpass_flower_help_is_flowers_own(empty_conf: Path) -> None:
     )
     assert out.returncode == 0, out.stderr
     assert "flower [OPTIONS] [TORNADO_ARGV]" in out.stdout and "callpass:" not in out.stderr
+
+
+def test_the_guarded_command_drops_any_result_backend(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`celery --result-backend=redis://… flower` would let Flower's result API show pins."""
+    from types import SimpleNamespace
+
+    import worker.flower_entry as entry
+
+    seen: dict[str, object] = {}
+
+    def flowers_callback(ctx: object, tornado_argv: tuple[str, ...]) -> None:
+        seen["backend"] = ctx.obj.app.conf.result_backend  # type: ignore[attr-defined]
+
+    command = SimpleNamespace(callback=flowers_callback)
+    entry.guard_flower_command(command)
+    monkeypatch.setattr(entry, "refuse_unsafe_flower", lambda args, environ: None)
+    app = SimpleNamespace(conf=SimpleNamespace(result_backend="redis://127.0.0.1:1/0"))
+    command.callback(SimpleNamespace(obj=SimpleNamespace(app=app)), tornado_argv=())
+    assert seen == {"backend": None}

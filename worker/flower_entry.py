@@ -67,6 +67,12 @@ def guard_flower_command(command: Any) -> Any:
     def guarded(*args: Any, **kwargs: Any) -> Any:
         # Click hands Flower everything after `flower` as `tornado_argv`.
         refuse_unsafe_flower(list(kwargs.get("tornado_argv", ())), os.environ)
+        # Flower needs events, not results: whatever app or --result-backend it was given,
+        # without the backend its result API cannot show pins (args[0]: Click's context).
+        context = args[0] if args else None
+        app = getattr(getattr(context, "obj", None), "app", None)
+        if app is not None:
+            app.conf.result_backend = None
         return callback(*args, **kwargs)
 
     setattr(guarded, _GUARDED, True)
