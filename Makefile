@@ -11,7 +11,7 @@ help:
 	@echo "               (RUN_ARGS=--exit-after-demo to stop after the demo)"
 	@echo "make test      the whole suite (starts its own redis-server, simulator and workers)"
 	@echo "make lint      ruff + mypy"
-	@echo "make chaos     kill workers, restart Redis, break the API, cut links; prints the table (<15 min)"
+	@echo "make chaos     kill workers, restart Redis, break the API, cut links; prints the table (~16 min)"
 	@echo "make bench-sim requests/s the simulator sustains on loopback"
 	@echo "make bench     ours against naive workers, side by side (<= 8 min; bench-results/)"
 	@echo "make bench-quick  the same as a < 60 s smoke run"
