@@ -20,7 +20,7 @@ from celery import Celery
 
 from worker.celery_app import celery_config
 from worker.devstack import Proc, Stack, child_env, free_port, wait_for_worker, wait_until
-from worker.outbox import Outbox
+from worker.outbox import Outbox, lost_after_s
 from worker.producer import enqueue_call
 from worker.settings import Settings
 from worker.webhooks import event_id_for
@@ -140,7 +140,7 @@ class Harness:
         self.app.config_from_object(celery_config(Settings.from_env(self.env)))
         self.redis = redis.Redis.from_url(self.redis_url, socket_timeout=5)
         visibility = float(self.env["CALLPASS_VISIBILITY_TIMEOUT_S"])
-        self.outbox = Outbox(self.redis, grace_s=visibility + 15.0)
+        self.outbox = Outbox(self.redis, grace_s=lost_after_s(visibility))
         self.workers: dict[str, Proc] = {}
         for i in range(workers):
             self.start_worker(f"w{i}")

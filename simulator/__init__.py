@@ -1,6 +1,6 @@
 """A simulator of the CallPassword API: the stand-in the tests, benchmarks and demo talk to.
 
-It follows ``shared/callpass-api.md`` (every method, envelope and error), keeps calls that
+It follows ``docs/callpass-api.md`` (every method, envelope and error), keeps calls that
 live in time, and counts start requests per number and per request id so tests can prove that
 nobody was called twice. Run it with ``callpass simulator`` or ``python -m simulator``.
 """

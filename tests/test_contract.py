@@ -1,4 +1,4 @@
-"""The contract (shared/callpass-api.md) written as tests against a base URL and a token.
+"""The contract (docs/callpass-api.md) written as tests against a base URL and a token.
 
 By default they run against the suite's simulator. ``make contract`` runs them against the
 real service with ``--contract-real`` and CALLPASS_CONTRACT_URL, CALLPASS_CONTRACT_TOKEN and

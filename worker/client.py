@@ -1,6 +1,7 @@
-"""Client of the CallPassword API (see ``shared/callpass-api.md``).
+"""Client of the CallPassword API (see ``docs/callpass-api.md``).
 
-One :class:`requests.Session` (pooled keep-alive connections, TLS verification on), explicit
+One :class:`requests.Session` per client (pooled keep-alive connections, TLS verification on;
+the worker builds one client per thread, since sessions are not documented as thread-safe), explicit
 connect and read time-outs on every request, ``requests`` errors translated to
 :mod:`worker.errors` at one boundary, and short retries with tenacity:
 

@@ -18,7 +18,7 @@ from typing import Any, cast
 
 import redis
 
-__all__ = ["Outbox", "OutboxEntry"]
+__all__ = ["Outbox", "OutboxEntry", "lost_after_s"]
 
 #: Sorted set of task ids by the time their note counts as lost.
 DUE_KEY = "callpass:outbox:due"
@@ -31,6 +31,14 @@ LEGACY_NOTES_KEY = "callpass:outbox"
 DEFAULT_NOTE_TTL_S = 3600.0
 
 OutboxEntry = tuple[str, dict[str, Any], float]  # task id, kwargs, requested_at
+#: Seconds past the broker's visibility time-out before a message nobody has seen again
+#: counts as lost: the broker's own redelivery comes first.
+REDELIVERY_MARGIN_S = 15.0
+
+
+def lost_after_s(visibility_timeout_s: float) -> float:
+    """How long after it was due a step (an outbox note, a request's progress) counts as lost."""
+    return visibility_timeout_s + REDELIVERY_MARGIN_S
 
 
 def note_key(task_id: str) -> str:

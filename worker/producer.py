@@ -19,7 +19,7 @@ from celery.result import AsyncResult
 
 from worker.codes import CodeCheck
 from worker.masking import masked_reprs
-from worker.outbox import Outbox
+from worker.outbox import Outbox, lost_after_s
 from worker.runtime import PLACED, START_TASK, VERIFY_TASK
 from worker.settings import get_settings
 from worker.validation import TIMEOUT_MIN_S, parse_start_request
@@ -95,7 +95,7 @@ def default_outbox() -> Outbox:
     """The outbox in the workers' Redis, as configured by the ``CALLPASS_*`` settings."""
     settings = get_settings()
     client = redis.Redis.from_url(settings.redis_url)
-    return Outbox(client, grace_s=settings.visibility_timeout_s + 15.0)
+    return Outbox(client, grace_s=lost_after_s(settings.visibility_timeout_s))
 
 
 def wait_for_pin(result: AsyncResult[Any], timeout_s: float = 30.0) -> dict[str, Any] | None:
@@ -161,7 +161,7 @@ class Verifier:
             broker_transport_options={"visibility_timeout": visibility_timeout_s},
         )
         self._redis = redis.Redis.from_url(redis_url)
-        self._outbox = Outbox(self._redis, grace_s=visibility_timeout_s + 15.0)
+        self._outbox = Outbox(self._redis, grace_s=lost_after_s(visibility_timeout_s))
 
     @classmethod
     def from_settings(cls) -> Verifier:

@@ -17,7 +17,7 @@ from worker.guard import ApiGuard
 from worker.lifecycle import Dispatcher, Pipeline, ResultSink
 from worker.limits import DestinationLimiter, GlobalRateLimiter
 from worker.masking import masked_reprs
-from worker.outbox import Outbox
+from worker.outbox import Outbox, lost_after_s
 from worker.records import RequestStore
 from worker.redis_sockets import records_socket_options
 from worker.schedule import PollSchedule
@@ -244,8 +244,8 @@ def get_pipeline(app: Celery) -> Pipeline:
         admit_destination=destinations.admit,
         allowed_prefixes=settings.allowed_prefixes,
         poll_outage_s=settings.poll_outage_s,
-        progress_slack_s=settings.visibility_timeout_s + 15.0,
-        outbox=Outbox(redis_client, grace_s=settings.visibility_timeout_s + 15.0),
+        progress_slack_s=lost_after_s(settings.visibility_timeout_s),
+        outbox=Outbox(redis_client, grace_s=lost_after_s(settings.visibility_timeout_s)),
         pins=pin_vault(settings, redis_client),
         pins_leave_worker=settings.pins_leave_worker,
         webhooks=webhook_events(app, settings, redis_client),
