@@ -25,8 +25,9 @@ from worker.errors import (
 )
 from worker.masking import mask_dn, mask_text, masked_reprs
 from worker.outcomes import Outcome, classify_result, is_in_progress
+from worker.retry_after import retry_after_s
 from worker.schedule import PollSchedule
-from worker.transport import envelope_data, parse_retry_after, translate_transport_error
+from worker.transport import envelope_data, translate_transport_error
 from worker.validation import parse_start_request, validate_dn, validate_timeout
 
 
@@ -206,6 +207,9 @@ class TestEnvelope:
         assert isinstance(lost, TransientError) and not lost.never_reached_server
 
     def test_retry_after_seconds(self) -> None:
-        assert parse_retry_after("3") == 3.0
-        assert parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT") is None
-        assert parse_retry_after(None) is None
+        assert retry_after_s("3") == 3.0
+        assert retry_after_s("2.5") == 2.5
+        assert retry_after_s("Wed, 21 Oct 2015 07:28:00 GMT") == 0.0  # a date already past
+        assert retry_after_s("100000") is None  # more than a day: not an answer
+        assert retry_after_s("-1") is None
+        assert retry_after_s(None) is None

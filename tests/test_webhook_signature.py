@@ -9,6 +9,7 @@ import time
 import pytest
 import standardwebhooks
 
+from worker.retry_after import retry_after_s
 from worker.settings import Settings, SettingsError
 from worker.webhook_signature import (
     WebhookVerificationError,
@@ -17,7 +18,7 @@ from worker.webhook_signature import (
     signature_headers,
     verify_delivery,
 )
-from worker.webhooks import event_id_for, retry_after_s
+from worker.webhooks import event_id_for
 
 OLD, NEW = generate_secret(), generate_secret()
 BODY = b'{"type":"call.completed","data":{"outcome":"answered"}}'

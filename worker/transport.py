@@ -27,8 +27,10 @@ from worker.errors import (
     ServerError,
     TransientError,
 )
+from worker.exception_chain import find_in_chain
+from worker.retry_after import retry_after_s
 
-__all__ = ["envelope_data", "parse_retry_after", "translate_transport_error"]
+__all__ = ["envelope_data", "translate_transport_error"]
 
 # urllib3 errors raised before a single byte of the request was sent.
 _NOT_SENT = (NewConnectionError, ConnectTimeoutError, NameResolutionError)
@@ -36,23 +38,7 @@ _NOT_SENT = (NewConnectionError, ConnectTimeoutError, NameResolutionError)
 
 def _never_sent(exc: BaseException) -> bool:
     """Walk the cause chain (requests wraps urllib3's MaxRetryError) for a connect failure."""
-    return _in_chain(exc, _NOT_SENT)
-
-
-def _in_chain(exc: BaseException, kinds: tuple[type[BaseException], ...]) -> bool:
-    seen: set[int] = set()
-    stack: list[BaseException | None] = [exc]
-    while stack:
-        current = stack.pop()
-        if current is None or id(current) in seen:
-            continue
-        seen.add(id(current))
-        if isinstance(current, kinds):
-            return True
-        # `reason` is urllib3's wrapped error (ssl.SSLError has a string `reason`: skip it).
-        linked = [getattr(current, "reason", None), current.__cause__, current.__context__]
-        stack.extend(e for e in [*linked, *current.args] if isinstance(e, BaseException))
-    return False
+    return find_in_chain(exc, _NOT_SENT) is not None
 
 
 def translate_transport_error(exc: requests.RequestException) -> CallPassError:
@@ -62,7 +48,7 @@ def translate_transport_error(exc: requests.RequestException) -> CallPassError:
     ):
         return ConnectError(f"could not connect to the API ({type(exc).__name__})")
     if isinstance(exc, requests.exceptions.SSLError):
-        if _in_chain(exc, (ssl.SSLCertVerificationError,)):
+        if find_in_chain(exc, ssl.SSLCertVerificationError) is not None:
             # Certificate checks come with the handshake, before the request: nothing was sent.
             return ConnectError("the API's TLS certificate was refused (see CALLPASS_CA_BUNDLE)")
         # Any other TLS error may come after the request went out (a reused connection).
@@ -72,17 +58,6 @@ def translate_transport_error(exc: requests.RequestException) -> CallPassError:
     if isinstance(exc, requests.ConnectionError | requests.exceptions.ChunkedEncodingError):
         return ConnectionLostError(f"the connection to the API broke ({type(exc).__name__})")
     return TransientError(f"request to the API failed ({type(exc).__name__})")
-
-
-def parse_retry_after(value: str | None) -> float | None:
-    """Seconds from a ``Retry-After`` header (delta-seconds only; dates are ignored)."""
-    if not value:
-        return None
-    try:
-        seconds = float(value.strip())
-    except ValueError:
-        return None
-    return seconds if 0 <= seconds <= 86_400 else None
 
 
 def envelope_data(status_code: int, headers: Mapping[str, str], body: bytes) -> dict[str, Any]:
@@ -121,7 +96,7 @@ def _http_error(
         return AuthError(f"the API refused the token (HTTP {status_code}){suffix}", status_code)
     if status_code == 429:
         return RateLimitedError(
-            f"rate limited by the API{suffix}", 429, parse_retry_after(headers.get("Retry-After"))
+            f"rate limited by the API{suffix}", 429, retry_after_s(headers.get("Retry-After"))
         )
     if status_code >= 500:
         return ServerError(f"API server error (HTTP {status_code}){suffix}", status_code)

@@ -37,6 +37,7 @@ from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.exceptions import ConnectTimeoutError, NameResolutionError, NewConnectionError
 from urllib3.util.connection import allowed_gai_family, create_connection
 
+from worker.exception_chain import find_in_chain
 from worker.webhook_deadline import current_deadline
 
 __all__ = ["DestinationPolicy", "DestinationRefused", "guarded_session", "refusal_of"]
@@ -135,18 +136,7 @@ class DestinationPolicy:
 def refusal_of(exc: BaseException) -> DestinationRefused | None:
     """The DestinationRefused behind ``exc`` (itself, its cause or context chain, urllib3's
     ``reason`` or requests' wrapped exception), or None when ``exc`` is no refusal."""
-    seen: set[int] = set()
-    pending: list[BaseException] = [exc]
-    while pending:
-        current = pending.pop()
-        if id(current) in seen:
-            continue
-        seen.add(id(current))
-        if isinstance(current, DestinationRefused):
-            return current
-        linked = (current.__cause__, current.__context__, getattr(current, "reason", None))
-        pending.extend(e for e in (*linked, *current.args) if isinstance(e, BaseException))
-    return None
+    return find_in_chain(exc, DestinationRefused)
 
 
 def guarded_session(policy: DestinationPolicy, *, pool_maxsize: int = 10) -> requests.Session:

@@ -27,7 +27,6 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -35,12 +34,13 @@ import requests
 
 from worker import metrics
 from worker.document import iso
+from worker.retry_after import retry_after_s
 from worker.webhook_deadline import AttemptDeadline, attempt_deadline
 from worker.webhook_guard import DestinationPolicy, DestinationRefused, refusal_of
 from worker.webhook_signature import signature_headers
 from worker.webhook_store import WebhookStore
 
-__all__ = ["EVENT_TYPES", "WebhookDeliverer", "WebhookEvents", "event_id_for", "retry_after_s"]
+__all__ = ["EVENT_TYPES", "WebhookDeliverer", "WebhookEvents", "event_id_for"]
 
 log = logging.getLogger(__name__)
 
@@ -132,22 +132,6 @@ class WebhookEvents:
         for event_id, attempt in taken:
             self.dispatch(event_id, attempt)
         return len(taken)
-
-
-def retry_after_s(value: str | None, now: float | None = None) -> float | None:
-    """Seconds a ``Retry-After`` header asks for (delta-seconds or an HTTP date)."""
-    if not value:
-        return None
-    text = value.strip()
-    if text.isascii() and text.isdigit():
-        return float(text)
-    try:
-        when = parsedate_to_datetime(text)
-    except (TypeError, ValueError, IndexError):
-        return None
-    if when.tzinfo is None:
-        return None
-    return max(0.0, when.timestamp() - (time.time() if now is None else now))
 
 
 #: Errors no retry can fix: the URL itself is unusable.
