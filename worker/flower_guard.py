@@ -26,9 +26,9 @@ Never quotes a password: entries are named by their position.
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Mapping, Sequence
 
+from worker.addresses import is_loopback
 from worker.flower_options import effective_options, flower_arguments, read_flower_config
 
 __all__ = [
@@ -39,19 +39,6 @@ __all__ = [
     "check_flower_process",
     "is_loopback",
 ]
-
-
-def is_loopback(address: str) -> bool:
-    """Whether binding ``address`` listens on loopback only (``''`` is every interface)."""
-    if address.lower() == "localhost":
-        return True
-    try:
-        ip = ipaddress.ip_address(address)
-    except ValueError:
-        return False  # empty, a host name (resolves anywhere) or something Flower cannot bind
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        return ip.ipv4_mapped.is_loopback
-    return ip.is_loopback
 
 
 def _entry_problem(position: int, entry: str | None) -> str | None:

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
+from worker.addresses import is_loopback
 from worker.limits import WindowLimit, parse_window_limits
 from worker.webhook_signature import parse_secret
 
@@ -339,7 +340,7 @@ class Settings:
         host = urlsplit(self.api_url).hostname or ""
         if (
             urlsplit(self.api_url).scheme == "http"
-            and not _is_loopback(host)
+            and not is_loopback(host)
             and not self.insecure_allow_http
         ):
             raise SettingsError(
@@ -606,15 +607,6 @@ def _parse_prefixes(name: str, raw: str) -> tuple[str, ...]:
             name, f"must be comma-separated digit prefixes starting with 7: {bad[0]!r}"
         )
     return prefixes
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 _cached: Settings | None = None
