@@ -101,6 +101,30 @@ def test_the_breaker_opens_then_lets_one_probe_through(r: redis.Redis) -> None:
     b.before_request()  # closed again
 
 
+def test_only_the_thread_holding_the_probe_closes_the_circuit(r: redis.Redis) -> None:
+    """Another thread's answer (a request let through before the circuit opened) must not be
+    taken for the probe's: only the probe's own answer closes the circuit."""
+    a = CircuitBreaker(r, threshold=3, window_s=10, cooldown_s=0.3)
+    for _ in range(3):
+        a.record(ok=False)
+    deadline = time.monotonic() + 5
+    while True:
+        try:
+            a.before_request()  # this thread takes the probe
+            break
+        except ConnectError:
+            assert time.monotonic() < deadline, "the circuit never half-opened"
+            time.sleep(0.05)
+    other = threading.Thread(target=a.record, kwargs={"ok": True})
+    other.start()
+    other.join()
+    b = CircuitBreaker(r, threshold=3, window_s=10, cooldown_s=0.3)
+    with pytest.raises(ConnectError):
+        b.before_request()  # still half-open: the probe has not answered
+    a.record(ok=True)
+    b.before_request()  # the probe's answer closes it
+
+
 def test_failures_between_answers_do_not_open_the_breaker(r: redis.Redis) -> None:
     a = CircuitBreaker(r, threshold=3, window_s=10, cooldown_s=5, reset_every_s=0)
     for _ in range(10):  # a steady share of faults: never three in a row

@@ -10,6 +10,7 @@ again for another cool-down.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 
 import redis
@@ -74,9 +75,13 @@ class CircuitBreaker:
         # up to a second late.
         self._closed_until = 0.0
         self._closed_for_s = min(1.0, cooldown_s)
-        self._probing = False
+        # Which thread holds the half-open probe: its own answer decides, not another thread's.
+        self._probe = threading.local()
         self._last_reset = 0.0
         self._reset_every_s = reset_every_s
+
+    def _probing(self) -> bool:
+        return bool(getattr(self._probe, "active", False))
 
     @property
     def enabled(self) -> bool:
@@ -90,7 +95,7 @@ class CircuitBreaker:
         if not verdict:
             raise ConnectError("circuit open: the API failed repeatedly; request not sent")
         if verdict == 2:
-            self._probing = True
+            self._probe.active = True
         else:
             self._closed_until = time.monotonic() + self._closed_for_s
 
@@ -102,12 +107,12 @@ class CircuitBreaker:
             # An answer resets the failure count (the circuit opens on failures in a row, not
             # on a steady 20% of faults), at most ten times a second per process: one round trip
             # per request would double the breaker's cost for nothing.
-            if not self._probing:
+            if not self._probing():
                 if time.monotonic() - self._last_reset >= self._reset_every_s:
                     self._last_reset = time.monotonic()
                     self._redis.delete(_KEYS[0])
                 return
-            self._probing = False
+            self._probe.active = False
             with self._redis.pipeline(transaction=False) as pipe:
                 pipe.delete(_KEYS[1], _KEYS[2], _KEYS[3])
                 pipe.delete(_KEYS[0])
@@ -116,7 +121,7 @@ class CircuitBreaker:
                 log.info("circuit closed: the API answered again")
             return
         self._closed_until = 0.0
-        self._probing = False
+        self._probe.active = False
         if self._failed(keys=_KEYS, args=[self._threshold, self._window_ms, self._cooldown_ms]):
             log.warning(
                 "circuit open: API failures reached %d; requests pause for %.1f s",
