@@ -14,7 +14,7 @@ from celery import Celery
 
 import worker.codes
 from tests.conftest import OwnWorker, Simulator
-from tests.test_pipeline import settle, unique_dn
+from tests.helpers import settle, unique_dn
 from worker.codes import REASONS, PinVault, derive_key
 from worker.devstack import wait_until
 from worker.producer import enqueue_call, verify_code, wait_for_pin

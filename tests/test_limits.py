@@ -12,7 +12,7 @@ import redis
 from celery import Celery
 
 from tests.conftest import OwnWorker, Simulator
-from tests.test_pipeline import settle, unique_dn
+from tests.helpers import settle, unique_dn
 from worker.breaker import CircuitBreaker
 from worker.errors import ConnectError, RateLimitedError
 from worker.limits import DestinationLimiter, GlobalRateLimiter, WindowLimit, parse_window_limits

@@ -16,8 +16,7 @@ import requests
 from celery import Celery
 
 from tests.conftest import Simulator, start_worker
-from tests.test_cli import callpass
-from tests.test_pipeline import settle, unique_dn
+from tests.helpers import callpass, settle, unique_dn
 from worker.devstack import Stack, free_port, wait_until
 from worker.producer import enqueue_call
 

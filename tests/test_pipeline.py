@@ -5,38 +5,18 @@ from __future__ import annotations
 import json
 import threading
 import uuid
-from pathlib import Path
 from typing import Any
 
 import jsonschema
 import pytest
 from celery import Celery
-from celery.result import AsyncResult
 
 from tests.conftest import OwnWorker, Simulator
+from tests.helpers import PLACED_SCHEMA, settle, unique_dn
 from worker.devstack import Proc, wait_until
 from worker.producer import enqueue_call, wait_for_pin
 
-SCHEMAS = Path(__file__).resolve().parent.parent / "schemas"
-OUTCOME_SCHEMA = json.loads((SCHEMAS / "outcome.v1.json").read_text())
-PLACED_SCHEMA = json.loads((SCHEMAS / "placed.v1.json").read_text())
-
 pytestmark = pytest.mark.usefixtures("worker")
-
-
-def unique_dn(last_digit: str) -> str:
-    """A fresh sandbox number whose last digit picks the simulator's outcome.
-
-    Ten million per digit: the whole suite shares one simulator and per-number limits, so two
-    tests drawing the same number would see each other's calls (1 in 1,000 was too few).
-    """
-    return f"7999000{uuid.uuid4().int % 10**7:07d}{last_digit}"
-
-
-def settle(result: AsyncResult, timeout_s: float = 60) -> dict[str, Any]:
-    doc = result.get(timeout=timeout_s)
-    jsonschema.validate(doc, OUTCOME_SCHEMA)
-    return dict(doc)
 
 
 @pytest.mark.parametrize(

@@ -13,7 +13,7 @@ import pytest
 from celery import Celery
 
 from tests.conftest import OwnWorker, Simulator
-from tests.test_pipeline import settle, unique_dn
+from tests.helpers import settle, unique_dn
 from worker.devstack import Proc, Stack, free_port, wait_until
 from worker.producer import enqueue_call
 

@@ -21,15 +21,14 @@ from celery import Celery
 from chaos.harness import delete_queues
 from chaos.scenarios import Size, worker_killed
 from tests.conftest import TEST_WORKER_ENV, Simulator, start_worker
+from tests.helpers import settle, unique_dn
 from tests.test_pipeline import (
-    settle,
     test_a_call_without_final_status_settles_unknown_after_the_grace,
     test_a_redelivered_start_call_does_not_dial_again,
     test_each_final_result_settles_with_its_outcome,
     test_one_request_id_enqueued_twice_places_one_call_and_answers_both,
     test_pin_is_readable_before_the_final_outcome,
     test_task_events_show_masked_arguments,
-    unique_dn,
 )
 from worker.celery_app import celery_config
 from worker.devstack import Proc, Stack, wait_until

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from tests.test_pipeline import unique_dn
+from tests.helpers import unique_dn
 from worker.errors import InvalidRequestError
 from worker.producer import Verification, Verifier
 

@@ -22,7 +22,7 @@ from celery import Celery
 
 from chaos.receiver import TRICKLE_EVERY_S, Delivery, Receiver
 from tests.conftest import TEST_WORKER_ENV, WEBHOOK_SECRETS, Simulator, start_worker
-from tests.test_pipeline import settle, unique_dn
+from tests.helpers import settle, unique_dn
 from worker.devstack import Stack, wait_until
 from worker.producer import enqueue_call
 from worker.webhook_deadline import attempt_deadline

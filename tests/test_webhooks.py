@@ -16,8 +16,7 @@ from referencing import Registry, Resource
 
 from chaos.receiver import Delivery, Receiver
 from tests.conftest import WEBHOOK_SECRETS, OwnWorker
-from tests.test_cli import callpass
-from tests.test_pipeline import settle, unique_dn
+from tests.helpers import callpass, settle, unique_dn
 from worker.celery_app import celery_config
 from worker.devstack import wait_until
 from worker.producer import enqueue_call
