@@ -9,6 +9,7 @@ from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
 import pytest
+import redis
 import requests
 from celery import Celery
 
@@ -149,3 +150,11 @@ def partitions_allowed() -> None:
     if os.environ.get("CALLPASS_TEST_REQUIRE_PARTITIONS") == "1":
         pytest.fail(f"partition tests are required here: {reason}")
     pytest.skip(reason)
+
+
+@pytest.fixture
+def records(redis_url: str) -> Iterator[redis.Redis]:
+    """A client of the suite's own Redis (the in-process pipeline tests' records)."""
+    client = redis.Redis.from_url(redis_url)
+    yield client
+    client.close()

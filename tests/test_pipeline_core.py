@@ -1,251 +1,457 @@
-"""The pipeline in-process: real Redis, fakes only for what it reaches through its protocols
-(dispatcher, result sink, API client), so a branch that real processes hit only by chance
-(a start that succeeds after its request settled) is driven on purpose."""
+"""The pipeline's start branches in-process (fakes and helpers: tests/pipeline_fakes.py):
+a fresh request, a claim lost to a concurrent delivery, redeliveries, each API answer to a
+start, webhooks. Poll and sweep: tests/test_pipeline_core_poll.py; stored-value hygiene and
+the outbox: tests/test_pipeline_hygiene.py.
+"""
 
-from __future__ import annotations
-
-import math
 import uuid
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
 import redis
 
-from worker.client import StartedCall
-from worker.document import build_outcome, iso
+from tests.pipeline_fakes import (
+    DN,
+    FAKE_PIN,
+    MAX_START_S,
+    PLACE_DEADLINE_S,
+    PROGRESS_SLACK_S,
+    FakeClient,
+    FakeSink,
+    FakeWebhooks,
+    assert_next_poll_due,
+    dispatcher_of,
+    epoch,
+    make_pipeline,
+    outcome_of,
+    placed_info,
+    progress_due,
+    record_of,
+    redeliver,
+    seed,
+    sink_of,
+    start_new,
+    unique_request,
+    within,
+)
+from worker.codes import PinVault
+from worker.document import build_outcome
+from worker.errors import (
+    ApiRejectedError,
+    AuthError,
+    ConnectError,
+    DeadlinePassedError,
+    InvalidRequestError,
+    OutcomeUnknownError,
+    PermanentError,
+    ServerError,
+)
 from worker.lifecycle import Pipeline
-from worker.outbox import DUE_KEY, Outbox, note_key
+from worker.outbox import DUE_KEY, note_key
 from worker.outcomes import Outcome
-from worker.records import RequestStore, now
-from worker.sane_values import MAX_CLOCK_SKEW_S, sane_count, sane_float, sane_time
-from worker.schedule import PollSchedule
+from worker.records import RequestStore, dn_digest, now
+from worker.settings import START_RETRY_DELAYS_S
+from worker.webhooks import COMPLETED_EVENT, PLACED_EVENT
+
+# -- start: a fresh request ------------------------------------------------------------------
 
 
-@dataclass
-class FakeSink:
-    """What producers would read, in the order it was written."""
-
-    writes: list[tuple[str, str, dict[str, Any]]] = field(default_factory=list)
-
-    def publish_placed(self, task_id: str, meta: dict[str, Any]) -> None:
-        self.writes.append((task_id, "PLACED", meta))
-
-    def publish_outcome(self, task_id: str, doc: dict[str, Any]) -> None:
-        self.writes.append((task_id, "SUCCESS", doc))
-
-    def read_placed(self, task_id: str) -> dict[str, Any] | None:
-        for written_to, state, meta in reversed(self.writes):
-            if written_to == task_id and state == "PLACED":
-                return meta
-        return None
-
-    def last(self, task_id: str) -> tuple[str, dict[str, Any]]:
-        state, doc = [(s, d) for t, s, d in self.writes if t == task_id][-1]
-        return state, doc
-
-
-@dataclass
-class FakeDispatcher:
-    polls: list[tuple[str, str, float]] = field(default_factory=list)
-    starts: list[tuple[str, float]] = field(default_factory=list)
-
-    def send_poll(
-        self,
-        request_id: str,
-        token: str,
-        countdown_s: float,
-        extra_headers: dict[str, Any] | None = None,
-    ) -> None:
-        self.polls.append((request_id, token, countdown_s))
-
-    def resend_start(
-        self,
-        task_id: str,
-        kwargs: dict[str, Any],
-        requested_at: float,
-        attempt: int,
-        countdown_s: float,
-        extra_headers: dict[str, Any] | None = None,
-    ) -> None:
-        self.starts.append((task_id, countdown_s))
-
-
-class FakeClient:
-    """Answers starts with a fixed call; ``during_start`` runs while the start is in flight."""
-
-    def __init__(self, during_start: Callable[[], None] = lambda: None) -> None:
-        self.during_start = during_start
-        self.starts = 0
-
-    def start_call_async(
-        self,
-        dn: str,
-        timeout: int,
-        request_id: str | None = None,
-        send_by: float | None = None,
-    ) -> StartedCall:
-        self.starts += 1
-        self.during_start()
-        return StartedCall(callid="c-" + uuid.uuid4().hex[:8], pin="4321", raw_result="null")
-
-
-@pytest.fixture
-def records(redis_url: str) -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url(redis_url)
-    yield client
-    client.close()
-
-
-def make_pipeline(records: redis.Redis, client: FakeClient, **overrides: Any) -> Pipeline:
-    options: dict[str, Any] = {
-        "client": lambda: client,
-        "store": RequestStore(records, ttl_s=600),
-        "sink": FakeSink(),
-        "dispatcher": FakeDispatcher(),
-        "schedule": PollSchedule(),
-        "default_timeout_s": 10,
-        "place_deadline_s": 30.0,
-        "max_start_s": 50.0,
-        "outbox": Outbox(records, grace_s=60.0),
-    }
-    options.update(overrides)
-    return Pipeline(**options)
-
-
-def unique_request() -> tuple[str, str]:
-    return "t-" + uuid.uuid4().hex, "r-" + uuid.uuid4().hex
-
-
-def test_a_start_that_succeeds_after_its_request_settled_republishes_the_outcome(
+def test_a_fresh_request_is_dialled_once_published_and_its_poll_chain_started(
     records: redis.Redis,
 ) -> None:
-    task_id, request_id = unique_request()
-    store = RequestStore(records, ttl_s=600)
+    client = FakeClient()
+    pipeline = make_pipeline(records, client)
+    task_id, request_id, summary = start_new(pipeline)
 
-    def duplicate_settles_meanwhile() -> None:
-        doc = build_outcome(Outcome.UNKNOWN, completed_at=now(), request_id=request_id)
-        store.settle(request_id, doc)
-
-    client = FakeClient(during_start=duplicate_settles_meanwhile)
-    pipeline = make_pipeline(records, client, store=store)
-    summary = pipeline.start(task_id, (), {"dn": "79161234567", "request_id": request_id})
-
-    assert summary == "placed late"
-    state, doc = pipeline.sink.last(task_id)  # type: ignore[attr-defined]
-    # The PLACED info went out on top of the outcome; the outcome must be what stays.
-    assert state == "SUCCESS"
-    assert doc["outcome"] == "unknown"
+    assert summary == "placed"
     assert client.starts == 1
+    state, meta = sink_of(pipeline).last(task_id)
+    assert state == "PLACED"
+    assert meta["pin"] == FAKE_PIN
+    record = record_of(pipeline, request_id)
+    assert record.state == "placed"
+    assert record.get("callid") == meta["callid"]
+    [(polled_id, token, delay)] = dispatcher_of(pipeline).polls
+    assert polled_id == request_id
+    assert record.get("poll_token") == token
+    assert_next_poll_due(delay, elapsed_s=0.0)
+    assert progress_due(records, request_id) == within(now() + delay + PROGRESS_SLACK_S)
 
 
-@pytest.mark.parametrize("stored", ["nan", "inf", "-inf", "1e400", "garbage", "9e15"])
-def test_no_stored_time_makes_settling_raise(records: redis.Redis, stored: str) -> None:
-    task_id, request_id = unique_request()
+def test_claiming_a_request_clears_its_outbox_note(records: redis.Redis) -> None:
     pipeline = make_pipeline(records, FakeClient())
-    pipeline.start(task_id, (), {"dn": "79161234567", "request_id": request_id})
-    key = RequestStore.key(request_id)
-    records.hset(key, mapping={"requested_at": stored, "placed_at": stored, "timeout": stored})
-
-    record = pipeline.store.load(request_id)
-    assert record is not None
-    pipeline._settle(record, Outcome.ANSWERED, raw_result="NORMAL_CLEARING")
-
-    state, doc = pipeline.sink.last(task_id)  # type: ignore[attr-defined]
-    assert state == "SUCCESS"
-    assert doc["outcome"] == "answered"
-    assert doc["requested_at"] is None
-    assert doc["placed_at"] is None
-
-
-@pytest.mark.parametrize(
-    ("kwargs", "field_name"),
-    [
-        ({"dn": "79161234567", "webhook_url": "https://hooks.example.test/x"}, "webhook_url"),
-        ({"dn": "49301234567"}, "dn"),
-        ({"dn": "12"}, "dn"),
-    ],
-)
-def test_every_refusal_before_the_claim_clears_the_outbox_note(
-    records: redis.Redis, kwargs: dict[str, Any], field_name: str
-) -> None:
-    task_id, request_id = unique_request()
-    pipeline = make_pipeline(records, FakeClient(), allowed_prefixes=("7",))
     assert pipeline.outbox is not None
-    pipeline.outbox.note(task_id, kwargs, now())
-
-    assert pipeline.start(task_id, (), {**kwargs, "request_id": request_id}) == "invalid"
-
-    assert pipeline.sink.last(task_id)[1]["error"]["field"] == field_name  # type: ignore[attr-defined]
+    task_id, request_id = unique_request()
+    pipeline.outbox.note(task_id, {"dn": DN, "request_id": request_id}, now())
+    assert pipeline.start(task_id, (), {"dn": DN, "request_id": request_id}) == "placed"
     assert records.exists(note_key(task_id)) == 0
     assert records.zscore(DUE_KEY, task_id) is None
 
 
-def test_a_reused_request_id_clears_the_outbox_note(records: redis.Redis) -> None:
-    first_task, request_id = unique_request()
-    pipeline = make_pipeline(records, FakeClient())
-    pipeline.start(first_task, (), {"dn": "79161234567", "request_id": request_id})
-    other_task = "t-" + uuid.uuid4().hex
-    assert pipeline.outbox is not None
-    pipeline.outbox.note(other_task, {"dn": "79169999999"}, now())
+def test_a_pin_kept_in_the_vault_is_there_before_placed_and_never_published(
+    records: redis.Redis,
+) -> None:
+    vault = PinVault(records, b"k" * 32, ttl_s=600, max_attempts=3, seen_ttl_s=600)
+    checks: list[bool] = []
 
-    kwargs = {"dn": "79169999999", "request_id": request_id}
-    assert pipeline.start(other_task, (), kwargs) == "invalid"
-    assert records.exists(note_key(other_task)) == 0
+    class CheckingSink(FakeSink):
+        def publish_placed(self, task_id: str, meta: dict[str, Any]) -> None:
+            checks.append(vault.verify(meta["request_id"], FAKE_PIN)["valid"])
+            super().publish_placed(task_id, meta)
 
-
-def test_outbox_notes_expire(records: redis.Redis) -> None:
-    outbox = Outbox(records, grace_s=60.0, ttl_s=120.0)
-    task_id = "t-" + uuid.uuid4().hex
-    outbox.note(task_id, {"dn": "79161234567"}, now())
-    ttl_ms = records.pttl(note_key(task_id))
-    assert 0 < ttl_ms <= 120_000
-    with pytest.raises(ValueError, match="ttl_s"):
-        Outbox(records, grace_s=60.0, ttl_s=60.0)
-
-
-def test_an_expired_note_is_dropped_from_the_due_set(records: redis.Redis) -> None:
-    outbox = Outbox(records, grace_s=60.0)
-    task_id = "t-" + uuid.uuid4().hex
-    outbox.note(task_id, {"dn": "79161234567"}, now() - 3600)
-    records.delete(note_key(task_id))  # what the expiry does
-    assert task_id not in [entry[0] for entry in outbox.overdue(1000)]
-    assert records.zscore(DUE_KEY, task_id) is None
+    sink = CheckingSink()
+    pipeline = make_pipeline(records, FakeClient(), sink=sink, pins=vault, pins_leave_worker=False)
+    task_id, _, summary = start_new(pipeline)
+    assert summary == "placed"
+    assert checks == [True]  # a producer may check a code the moment it sees PLACED
+    assert sink.last(task_id)[1]["pin"] is None
 
 
 @pytest.mark.parametrize(
-    "value",
-    [math.nan, math.inf, -math.inf, -1.0, 10**400, True, "1700000000", None, [1], {"a": 1}],
+    ("kwargs", "expected_id"),
+    [({"request_id": "r-valid-id"}, "r-valid-id"), ({"request_id": "not valid!"}, None)],
 )
-def test_insane_header_times_count_as_absent(value: object) -> None:
-    assert sane_time(value, now(), source="header x") is None
-
-
-def test_sane_header_times_are_kept_and_clamped_to_now() -> None:
-    at = now()
-    assert sane_time(at - 35, at) == at - 35
-    assert sane_time(at + MAX_CLOCK_SKEW_S / 2, at) == at  # a little skew: taken as now
-    assert sane_time(at + MAX_CLOCK_SKEW_S * 2, at) is None
-
-
-def test_counts_and_floats() -> None:
-    assert sane_count(True, 10) == 0
-    assert sane_count(-1, 10) == 0
-    assert sane_count(10**30, 10) == 0
-    assert sane_count(3, 10) == 3
-    assert sane_float(b"1.5") == 1.5
-    assert sane_float("nan") is None
-
-
-@pytest.mark.parametrize("ts", [math.nan, math.inf, -1.0, 1e300])
-def test_iso_never_raises(ts: float) -> None:
-    assert iso(ts) is None
-
-
-def test_a_long_visibility_time_out_gives_notes_a_longer_life(records: redis.Redis) -> None:
-    """Grace is the visibility time-out + 15 s; an hour's default must not refuse 3,600 s."""
-    outbox = Outbox(records, grace_s=3615.0)
+def test_an_unparsable_request_is_invalid_under_its_own_id_if_it_has_one(
+    records: redis.Redis, kwargs: dict[str, Any], expected_id: str | None
+) -> None:
+    client = FakeClient()
+    pipeline = make_pipeline(records, client)
     task_id = "t-" + uuid.uuid4().hex
-    outbox.note(task_id, {"dn": "79161234567"}, now())
-    assert records.pttl(note_key(task_id)) > 3615 * 1000
+    assert pipeline.start(task_id, (), kwargs) == "invalid"  # no dn
+    doc = outcome_of(pipeline, task_id)
+    assert doc["outcome"] == "invalid"
+    assert doc["request_id"] == (expected_id or task_id)
+    assert client.starts == 0
+
+
+def test_a_request_past_its_placement_deadline_expires_undialled(records: redis.Redis) -> None:
+    client = FakeClient()
+    pipeline = make_pipeline(records, client)
+    task_id, request_id, summary = start_new(pipeline, requested_at=now() - PLACE_DEADLINE_S - 1)
+    assert summary == "expired"
+    doc = outcome_of(pipeline, task_id)
+    assert (doc["outcome"], doc["api_message"]) == ("expired", "placement deadline passed")
+    assert doc["call_placed"] is False
+    assert record_of(pipeline, request_id).state == "settled"
+    assert progress_due(records, request_id) is None
+    assert client.starts == 0
+
+
+def test_a_number_over_its_limit_is_rate_limited_with_a_retry_time(records: redis.Redis) -> None:
+    client = FakeClient()
+    asked: list[tuple[str, str, float | None]] = []
+
+    def admit(digest: str, request_id: str) -> float:
+        asked.append((digest, request_id, progress_due(records, request_id)))
+        return 7.0
+
+    pipeline = make_pipeline(records, client, admit_destination=admit)
+    task_id, request_id, summary = start_new(pipeline)
+    assert summary == "rate_limited"
+    [(digest, asked_for, due_at_claim)] = asked
+    assert (digest, asked_for) == (dn_digest(DN), request_id)
+    # The claim gave the request until its deadline, the start's longest run and the slack.
+    expected_due = now() + PLACE_DEADLINE_S + MAX_START_S + PROGRESS_SLACK_S
+    assert due_at_claim == within(expected_due)
+    doc = outcome_of(pipeline, task_id)
+    assert doc["outcome"] == "rate_limited"
+    assert epoch(doc["retry_at"]) == within(now() + 7.0)
+    assert client.starts == 0
+
+
+# -- start: the claim lost to a concurrent delivery ------------------------------------------
+
+
+def test_a_claim_lost_to_a_delivery_that_placed_the_call_resumes_its_call(
+    records: redis.Redis,
+) -> None:
+    client = FakeClient()
+    sink = FakeSink()
+
+    def other_delivery_places(digest: str, request_id: str) -> float:
+        [task_id] = RequestStore(records, ttl_s=600).task_ids(request_id)
+        sink.publish_placed(task_id, placed_info("c-theirs", now()))
+        key = RequestStore.key(request_id)
+        records.hset(key, mapping={"state": "placed", "callid": "c-theirs", "placed_at": now()})
+        return 0.0
+
+    pipeline = make_pipeline(records, client, sink=sink, admit_destination=other_delivery_places)
+    task_id, request_id, summary = start_new(pipeline)
+
+    assert summary == "placed"
+    assert client.starts == 0
+    assert sink.count(task_id, "PLACED") == 2  # theirs, and again on resuming
+    assert len(dispatcher_of(pipeline).polls) == 1  # they left no chain: ours starts it
+    assert record_of(pipeline, request_id).get("callid") == "c-theirs"
+
+
+def test_a_claim_lost_to_a_delivery_that_settled_publishes_its_outcome(
+    records: redis.Redis,
+) -> None:
+    client = FakeClient()
+    store = RequestStore(records, ttl_s=600)
+
+    def other_delivery_settles(digest: str, request_id: str) -> float:
+        store.settle(request_id, build_outcome(Outcome.API_ERROR, completed_at=now()))
+        return 0.0
+
+    pipeline = make_pipeline(records, client, store=store, admit_destination=other_delivery_settles)
+    task_id, _, summary = start_new(pipeline)
+    assert summary == "settled"
+    assert outcome_of(pipeline, task_id)["outcome"] == "api_error"
+    assert client.starts == 0
+
+
+def test_a_record_that_vanishes_under_the_claim_is_an_error(records: redis.Redis) -> None:
+    def record_expires(digest: str, request_id: str) -> float:
+        records.delete(RequestStore.key(request_id))
+        return 0.0
+
+    client = FakeClient()
+    pipeline = make_pipeline(records, client, admit_destination=record_expires)
+    with pytest.raises(RuntimeError, match="claim changed under us"):
+        start_new(pipeline)
+    assert client.starts == 0
+
+
+# -- start: a redelivery resumes what the record says ----------------------------------------
+
+
+def test_a_redelivery_of_a_settled_request_publishes_the_standing_outcome(
+    records: redis.Redis,
+) -> None:
+    client = FakeClient(start_error=AuthError("token refused", 401))
+    pipeline = make_pipeline(records, client)
+    task_id, request_id, summary = start_new(pipeline)
+    assert summary == "auth_failed"
+    first = outcome_of(pipeline, task_id)
+
+    assert redeliver(pipeline, task_id, request_id) == "settled"
+    assert outcome_of(pipeline, task_id) == first
+    assert sink_of(pipeline).count(task_id, "SUCCESS") == 2
+    assert client.starts == 1
+
+
+def test_a_second_task_for_a_placed_request_gets_its_placed_info(records: redis.Redis) -> None:
+    client = FakeClient()
+    pipeline = make_pipeline(records, client)
+    _, request_id, _ = start_new(pipeline)
+    other_task = "t-" + uuid.uuid4().hex
+
+    assert pipeline.start(other_task, (), {"dn": DN, "request_id": request_id}) == "placed"
+    state, meta = sink_of(pipeline).last(other_task)
+    assert state == "PLACED"
+    assert meta["callid"] == record_of(pipeline, request_id).get("callid")
+    assert client.starts == 1
+    assert len(dispatcher_of(pipeline).polls) == 1  # the chain is live: no second one
+
+
+def test_a_redelivery_of_a_placed_request_without_a_chain_starts_one(
+    records: redis.Redis,
+) -> None:
+    pipeline = make_pipeline(records, FakeClient())
+    task_id, request_id, _ = start_new(pipeline)
+    key = RequestStore.key(request_id)
+    records.hset(key, mapping={"poll_token": "", "placed_at": repr(now() - 5)})
+
+    assert redeliver(pipeline, task_id, request_id) == "placed"
+    polls = dispatcher_of(pipeline).polls
+    assert len(polls) == 2
+    assert_next_poll_due(polls[-1][2], elapsed_s=5.0)
+    assert record_of(pipeline, request_id).get("poll_token") == polls[-1][1]
+
+
+def test_a_placed_request_without_placed_info_republishes_nothing(records: redis.Redis) -> None:
+    pipeline = make_pipeline(records, FakeClient())
+    task_id, request_id, _ = start_new(pipeline)
+    sink_of(pipeline).writes.clear()  # as if the result had expired
+    assert redeliver(pipeline, task_id, request_id) == "placed"
+    assert sink_of(pipeline).writes == []
+
+
+def test_a_redelivery_while_another_dials_looks_again_once_it_must_be_done(
+    records: redis.Redis,
+) -> None:
+    pipeline = make_pipeline(records, FakeClient())
+    task_id, request_id = seed(records, pipeline, "dialing", dialing_at=repr(now() - 10))
+
+    assert redeliver(pipeline, task_id, request_id, attempt=2) == "dialing elsewhere"
+    [resent] = dispatcher_of(pipeline).starts
+    assert (resent.task_id, resent.attempt) == (task_id, 2)
+    assert resent.countdown_s == within(MAX_START_S - 10 + 1.0)
+    assert record_of(pipeline, request_id).state == "dialing"
+
+
+def test_a_concurrent_delivery_during_the_start_defers_itself(records: redis.Redis) -> None:
+    summaries: list[str] = []
+    pipeline: Pipeline | None = None
+
+    def duplicate_arrives() -> None:
+        assert pipeline is not None
+        [task_id] = pipeline.store.task_ids(request_id)
+        summaries.append(redeliver(pipeline, task_id, request_id))
+
+    client = FakeClient(during_start=duplicate_arrives)
+    pipeline = make_pipeline(records, client)
+    task_id, request_id = unique_request()
+    assert pipeline.start(task_id, (), {"dn": DN, "request_id": request_id}) == "placed"
+    assert summaries == ["dialing elsewhere"]
+    assert client.starts == 1
+    assert dispatcher_of(pipeline).starts[0].countdown_s == within(MAX_START_S + 1)
+
+
+def test_a_dead_dialers_call_is_recovered_from_its_placed_info(records: redis.Redis) -> None:
+    client = FakeClient()
+    pipeline = make_pipeline(records, client)
+    dead_since = repr(now() - MAX_START_S - 1)
+    task_id, request_id = seed(records, pipeline, "dialing", dialing_at=dead_since)
+    sink_of(pipeline).publish_placed(task_id, placed_info("c-dead", now() - 3))
+
+    assert redeliver(pipeline, task_id, request_id) == "placed"
+    record = record_of(pipeline, request_id)
+    assert (record.state, record.get("callid")) == ("placed", "c-dead")
+    assert sink_of(pipeline).count(task_id, "PLACED") == 2
+    [(_, token, delay)] = dispatcher_of(pipeline).polls
+    assert record.get("poll_token") == token
+    assert_next_poll_due(delay, elapsed_s=3.0)
+    assert client.starts == 0
+
+
+def test_a_dead_dialer_without_placed_info_settles_unknown(records: redis.Redis) -> None:
+    client = FakeClient()
+    pipeline = make_pipeline(records, client)
+    dead_since = repr(now() - MAX_START_S - 1)
+    task_id, request_id = seed(records, pipeline, "dialing", dialing_at=dead_since)
+
+    assert redeliver(pipeline, task_id, request_id) == "settled"
+    doc = outcome_of(pipeline, task_id)
+    assert doc["outcome"] == "unknown"
+    assert doc["call_placed"] is None
+    assert "stopped while the start request was in flight" in doc["api_message"]
+    assert client.starts == 0
+
+
+# -- start: what the API answers -------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("error", "summary", "api_message", "call_placed"),
+    [
+        (OutcomeUnknownError("no answer to the start", "read timeout"), "unknown", True, None),
+        (AuthError("token refused", 401), "auth_failed", True, False),
+        (ApiRejectedError("destination not allowed"), "api_error", True, False),
+        (PermanentError("method gone", 410), "api_error", True, False),
+        (InvalidRequestError("dn", "too short"), "invalid", False, False),
+    ],
+)
+def test_a_start_the_api_refuses_or_may_have_taken_settles_once(
+    records: redis.Redis,
+    error: Exception,
+    summary: str,
+    api_message: bool,
+    call_placed: bool | None,
+) -> None:
+    client = FakeClient(start_error=error)
+    pipeline = make_pipeline(records, client)
+    task_id, request_id, result = start_new(pipeline)
+
+    assert result == summary
+    doc = outcome_of(pipeline, task_id)
+    assert doc["outcome"] == summary
+    assert doc["call_placed"] is call_placed
+    assert doc["api_message"] == (str(error) if api_message else None)
+    if isinstance(error, InvalidRequestError):
+        assert doc["error"] == {"field": "dn", "rule": "too short"}
+    assert record_of(pipeline, request_id).state == "settled"
+    assert progress_due(records, request_id) is None
+    assert dispatcher_of(pipeline).starts == [] and dispatcher_of(pipeline).polls == []
+    assert client.starts == 1
+
+
+@pytest.mark.parametrize(
+    ("attempt", "delay"),
+    [(0, START_RETRY_DELAYS_S[0]), (1, START_RETRY_DELAYS_S[1]), (9, START_RETRY_DELAYS_S[-1])],
+)
+def test_a_start_that_never_reached_the_api_is_deferred_with_backoff(
+    records: redis.Redis, attempt: int, delay: float
+) -> None:
+    client = FakeClient(start_error=ConnectError("connection refused"))
+    pipeline = make_pipeline(records, client)
+    task_id, request_id, summary = start_new(pipeline, attempt=attempt)
+
+    assert summary == "start deferred"
+    [resent] = dispatcher_of(pipeline).starts
+    assert (resent.task_id, resent.attempt, resent.countdown_s) == (task_id, attempt + 1, delay)
+    assert record_of(pipeline, request_id).state == "claimed"  # free for the next try
+    assert progress_due(records, request_id) == within(now() + delay + PROGRESS_SLACK_S)
+    assert sink_of(pipeline).writes == []
+
+
+def test_a_deferred_start_expires_when_its_next_try_would_be_too_late(
+    records: redis.Redis,
+) -> None:
+    client = FakeClient(start_error=ServerError("unavailable", 503))
+    pipeline = make_pipeline(records, client)
+    requested_at = now() - PLACE_DEADLINE_S + 3  # 3 s left: a 1 s wait fits, a 4 s one not
+    task_id, request_id, summary = start_new(pipeline, requested_at=requested_at)
+    assert summary == "start deferred"
+    [resent] = dispatcher_of(pipeline).starts
+    assert resent.requested_at == requested_at
+
+    assert redeliver(pipeline, task_id, request_id, attempt=2) == "expired"
+    doc = outcome_of(pipeline, task_id)
+    assert doc["outcome"] == "expired"
+    assert doc["api_message"] == "API unreachable until deadline: unavailable"
+    assert len(dispatcher_of(pipeline).starts) == 1
+    assert client.starts == 2
+
+
+def test_a_start_not_sent_because_its_deadline_passed_expires(records: redis.Redis) -> None:
+    client = FakeClient(start_error=DeadlinePassedError("placement deadline passed"))
+    pipeline = make_pipeline(records, client)
+    task_id, _, summary = start_new(pipeline, requested_at=now() - PLACE_DEADLINE_S + 0.5)
+    assert summary == "expired"
+    assert outcome_of(pipeline, task_id)["outcome"] == "expired"
+    assert dispatcher_of(pipeline).starts == []
+
+
+# -- start: webhooks -------------------------------------------------------------------------
+
+
+def test_a_request_naming_a_webhook_stores_its_placed_event(records: redis.Redis) -> None:
+    webhooks = FakeWebhooks()
+    pipeline = make_pipeline(records, FakeClient(), webhooks=webhooks)
+    url = "https://hooks.example.test/x"
+    _, request_id, summary = start_new(pipeline, webhook_url=url)
+    assert summary == "placed"
+    assert record_of(pipeline, request_id).get("webhook_url") == url
+    assert webhooks.events == [(PLACED_EVENT, url, request_id)]
+
+
+def test_a_settled_request_with_a_webhook_stores_its_completed_event(
+    records: redis.Redis,
+) -> None:
+    due_while_publishing: list[float | None] = []
+    sink = FakeSink(
+        on_outcome=lambda doc: due_while_publishing.append(progress_due(records, doc["request_id"]))
+    )
+    webhooks = FakeWebhooks()
+    client = FakeClient(start_error=ApiRejectedError("destination not allowed"))
+    pipeline = make_pipeline(records, client, sink=sink, webhooks=webhooks)
+    url = "https://hooks.example.test/x"
+    _, request_id, summary = start_new(pipeline, webhook_url=url)
+    assert summary == "api_error"
+    assert webhooks.events == [(COMPLETED_EVENT, url, request_id)]
+    # In flight until the event is stored, so a sweep finishes it after a crash; then not.
+    assert due_while_publishing == [within(now() + PROGRESS_SLACK_S)]
+    assert progress_due(records, request_id) is None
+
+
+def test_disabled_webhooks_store_no_event(records: redis.Redis) -> None:
+    webhooks = FakeWebhooks(enabled=False)
+    pipeline = make_pipeline(
+        records, FakeClient(start_error=AuthError("no", 401)), webhooks=webhooks
+    )
+    _, _, summary = start_new(pipeline)
+    assert summary == "auth_failed"
+    assert webhooks.events == []
