@@ -16,6 +16,7 @@ import redis
 from celery import Celery, signals
 from kombu import Exchange, Queue
 
+from worker.flower_entry import login_variables
 from worker.flower_guard import check_flower_process
 from worker.flower_options import is_flower_command
 from worker.health import touch_heartbeat
@@ -249,8 +250,7 @@ def _stop_sweeper(**_: Any) -> None:
 if is_flower_command(sys.argv):
     # The login from our settings, unless Flower's own variable is set: Flower reads its
     # environment after this module is imported, and so does the guard below.
-    if _settings.flower_basic_auth.get_secret_value() and "FLOWER_BASIC_AUTH" not in os.environ:
-        os.environ["FLOWER_BASIC_AUTH"] = _settings.flower_basic_auth.get_secret_value()
+    os.environ.update(login_variables(os.environ, _settings.flower_basic_auth.get_secret_value()))
     _flower_refusal: str | None = check_flower_process(sys.argv, os.environ)
     if _flower_refusal is not None:
         raise SystemExit("callpass: " + _flower_refusal)
