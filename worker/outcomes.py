@@ -6,32 +6,10 @@ The raw value is always kept beside the outcome. See the README's outcome table.
 from __future__ import annotations
 
 import re
-from enum import StrEnum
+
+from worker.contracts.outcome import Outcome
 
 __all__ = ["Outcome", "classify_result", "is_in_progress"]
-
-
-class Outcome(StrEnum):
-    """Outcomes a request settles with. The first group comes from the call itself."""
-
-    ANSWERED = "answered"
-    NO_ANSWER = "no_answer"
-    BUSY = "busy"
-    REJECTED = "rejected"
-    NOT_DELIVERED = "not_delivered"
-    BAD_NUMBER = "bad_number"
-    NETWORK_TROUBLE = "network_trouble"
-    #: A final hang-up cause outside the table: reported verbatim, the call was not answered.
-    NOT_ANSWERED = "not_answered"
-    #: No final status within ``timeout`` + grace, or a start whose fate is unknown.
-    UNKNOWN = "unknown"
-    # Requests that placed no call:
-    INVALID = "invalid"
-    API_ERROR = "api_error"
-    AUTH_FAILED = "auth_failed"
-    EXPIRED = "expired"
-    #: Over a per-number limit; ``retry_at`` says when a call may be tried again.
-    RATE_LIMITED = "rate_limited"
 
 
 _CAUSES: dict[str, Outcome] = {

@@ -1,0 +1,97 @@
+"""The outcome document every request settles with, exactly one per request.
+
+What ``AsyncResult(<start_call task id>).get()`` returns, and the ``data`` of a
+``call.completed`` webhook event (schema: ``schemas/outcome.v1.json``).
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+__all__ = ["OUTCOME_VERSION", "Outcome", "OutcomeDocument", "OutcomeError", "Pin", "Timeout"]
+
+OUTCOME_VERSION: Literal[1] = 1
+
+#: The last digits of the caller ID: the code the user types in.
+Pin = Annotated[str, Field(pattern=r"^[0-9]{4,6}$")]
+#: How long the call rings, in whole seconds (the API's own bounds).
+Timeout = Annotated[int, Field(ge=2, le=99)]
+#: ISO-8601 UTC with milliseconds (``2026-12-01T10:00:00.000Z``).
+Timestamp = Annotated[str, Field(json_schema_extra={"format": "date-time"})]
+
+
+class Outcome(StrEnum):
+    """Outcomes a request settles with. The first group comes from the call itself."""
+
+    ANSWERED = "answered"
+    NO_ANSWER = "no_answer"
+    BUSY = "busy"
+    REJECTED = "rejected"
+    NOT_DELIVERED = "not_delivered"
+    BAD_NUMBER = "bad_number"
+    NETWORK_TROUBLE = "network_trouble"
+    #: A final hang-up cause outside the table: reported verbatim, the call was not answered.
+    NOT_ANSWERED = "not_answered"
+    #: No final status within ``timeout`` + grace, or a start whose fate is unknown.
+    UNKNOWN = "unknown"
+    # Requests that placed no call:
+    INVALID = "invalid"
+    API_ERROR = "api_error"
+    AUTH_FAILED = "auth_failed"
+    EXPIRED = "expired"
+    #: Over a per-number limit; ``retry_at`` says when a call may be tried again.
+    RATE_LIMITED = "rate_limited"
+
+
+class OutcomeError(BaseModel):
+    """Which field of a request was refused, and by which rule (``invalid`` only)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    field: str
+    rule: str
+
+
+class OutcomeDocument(BaseModel):
+    """The settled request; times are ISO-8601 strings, fixed when the document is built."""
+
+    model_config = ConfigDict(
+        frozen=True,
+        extra="forbid",
+        title="callpass outcome document, version 1",
+        json_schema_extra={
+            "description": "What AsyncResult(<start_call task id>).get() returns: "
+            "exactly one per request."
+        },
+    )
+
+    version: Literal[1] = OUTCOME_VERSION
+    request_id: Annotated[str | None, Field(max_length=128)] = Field(
+        description="The producer's request_id, or the start_call task id when none was given."
+    )
+    dn_masked: str | None = Field(description="The number with its middle digits masked.")
+    callid: str | None = Field(
+        description="The API's call id; null when no call was placed (or its fate is unknown)."
+    )
+    pin: Pin | None
+    outcome: Outcome
+    call_placed: bool | None = Field(
+        description="true: a call was placed; false: certainly not; "
+        "null: nobody can know (a start lost in flight)."
+    )
+    raw_result: str | None = Field(description="The API's result verbatim (hang-up cause).")
+    api_message: str | None = Field(
+        description="The API's data.message verbatim, or why the outcome is unknown/expired."
+    )
+    error: OutcomeError | None
+    timeout: Timeout | None
+    requested_at: Timestamp | None
+    placed_at: Timestamp | None
+    completed_at: Timestamp
+    status_requests: Annotated[int, Field(ge=0)]
+    retry_at: Timestamp | None = Field(
+        description="rate_limited only: when a call to this number may be tried again."
+    )
