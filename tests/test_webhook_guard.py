@@ -1,4 +1,4 @@
-"""The SSRF guard for webhook deliveries (worker/webhook_guard.py).
+"""The SSRF guard for webhook deliveries (worker/webhooks/guard.py).
 
 Static URL rules and address rules are pure functions; the session is exercised against real
 HTTP and HTTPS servers on 127.0.0.1, and "refused" means the server saw no request at all.
@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 import requests
 
-from worker.webhook_guard import (
+from worker.webhooks.guard import (
     DestinationPolicy,
     DestinationRefused,
     guarded_session,

@@ -140,7 +140,7 @@ def _cmd_healthcheck(args: argparse.Namespace) -> int:
 
 def _cmd_webhooks(args: argparse.Namespace) -> int:
     if args.webhooks_command == "new-secret":
-        from worker.webhook_signature import generate_secret
+        from worker.webhooks.signature import generate_secret
 
         print(generate_secret())
         return 0

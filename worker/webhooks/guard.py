@@ -38,7 +38,7 @@ from urllib3.exceptions import ConnectTimeoutError, NameResolutionError, NewConn
 from urllib3.util.connection import allowed_gai_family, create_connection
 
 from worker.exception_chain import find_in_chain
-from worker.webhook_deadline import current_deadline
+from worker.webhooks.deadline import current_deadline
 
 __all__ = ["DestinationPolicy", "DestinationRefused", "guarded_session", "refusal_of"]
 
@@ -246,7 +246,7 @@ def _refused_kind(ip: IPAddress) -> str | None:
 
 def _connect_checked(conn: HTTPConnection, policy: DestinationPolicy) -> socket.socket:
     """urllib3's ``HTTPConnection._new_conn`` with the resolved addresses checked before use;
-    inside an attempt's deadline (worker.webhook_deadline), connects take at most the time
+    inside an attempt's deadline (worker.webhooks.deadline), connects take at most the time
     left and the socket is watched until the attempt ends."""
     try:
         infos = socket.getaddrinfo(

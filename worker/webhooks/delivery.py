@@ -1,11 +1,11 @@
 """Signed webhooks: ``call.placed`` and ``call.completed`` events, delivered at least once.
 
 :class:`WebhookEvents` turns a request's milestones into stored events (see
-:mod:`worker.webhook_store` for how they survive restarts); :class:`WebhookDeliverer` makes
+:mod:`worker.webhooks.store` for how they survive restarts); :class:`WebhookDeliverer` makes
 one delivery attempt per ``callpass.deliver_webhook`` message and records what happened.
 
 Deliveries share the worker's pool with calls, so they are kept small: each attempt ends by a
-total deadline (:mod:`worker.webhook_deadline`: a receiver that trickles its answer is cut off
+total deadline (:mod:`worker.webhooks.deadline`: a receiver that trickles its answer is cut off
 there and the attempt counts as failed), and at most ``slots`` attempts run at once in a
 process; a delivery beyond that is deferred, sent again with a short countdown without
 counting as an attempt, so the remaining threads stay free for calls.
@@ -35,10 +35,10 @@ import requests
 from worker import metrics
 from worker.document import iso
 from worker.retry_after import retry_after_s
-from worker.webhook_deadline import AttemptDeadline, attempt_deadline
-from worker.webhook_guard import DestinationPolicy, DestinationRefused, refusal_of
-from worker.webhook_signature import signature_headers
-from worker.webhook_store import WebhookStore
+from worker.webhooks.deadline import AttemptDeadline, attempt_deadline
+from worker.webhooks.guard import DestinationPolicy, DestinationRefused, refusal_of
+from worker.webhooks.signature import signature_headers
+from worker.webhooks.store import WebhookStore
 
 __all__ = ["EVENT_TYPES", "WebhookDeliverer", "WebhookEvents", "event_id_for"]
 
