@@ -26,8 +26,10 @@ from tests.helpers import settle, unique_dn
 from worker.devstack import Stack, wait_until
 from worker.producer import enqueue_call
 from worker.webhooks.deadline import attempt_deadline
-from worker.webhooks.delivery import WebhookDeliverer, event_id_for
-from worker.webhooks.guard import DestinationPolicy, guarded_session
+from worker.webhooks.delivery import WebhookDeliverer
+from worker.webhooks.destinations import DestinationPolicy
+from worker.webhooks.events import event_id_for
+from worker.webhooks.guard import guarded_session
 from worker.webhooks.signature import parse_secret
 from worker.webhooks.store import DUE_KEY, WebhookStore
 

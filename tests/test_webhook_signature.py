@@ -11,7 +11,7 @@ import standardwebhooks
 
 from worker.retry_after import retry_after_s
 from worker.settings import Settings, SettingsError
-from worker.webhooks.delivery import event_id_for
+from worker.webhooks.events import event_id_for
 from worker.webhooks.signature import (
     WebhookVerificationError,
     generate_secret,

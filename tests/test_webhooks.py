@@ -21,7 +21,7 @@ from worker.celery_app import celery_config
 from worker.devstack import wait_until
 from worker.producer import enqueue_call
 from worker.settings import Settings
-from worker.webhooks.delivery import event_id_for
+from worker.webhooks.events import event_id_for
 from worker.webhooks.signature import verify_delivery
 
 SCHEMAS = Path(__file__).resolve().parent.parent / "schemas"

@@ -13,7 +13,7 @@ import threading
 from collections.abc import Callable
 
 from worker.lifecycle import Pipeline
-from worker.webhooks.delivery import WebhookEvents
+from worker.webhooks.events import WebhookEvents
 
 __all__ = ["Periodic", "Sweeper", "WebhookMover"]
 
