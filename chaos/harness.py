@@ -23,7 +23,7 @@ from worker.devstack import Proc, Stack, child_env, free_port, wait_for_worker, 
 from worker.outbox import Outbox, lost_after_s
 from worker.producer import enqueue_call
 from worker.settings import Settings
-from worker.webhooks import event_id_for
+from worker.webhooks.events import event_id_for
 
 if TYPE_CHECKING:
     from chaos.netns import Partition

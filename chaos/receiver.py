@@ -27,7 +27,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from worker.webhook_signature import WebhookVerificationError, verify_delivery
+from worker.webhooks.signature import WebhookVerificationError, verify_delivery
 
 __all__ = ["TRICKLE_EVERY_S", "Delivery", "Receiver"]
 

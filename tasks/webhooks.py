@@ -3,7 +3,7 @@
 The message carries only the event id and the attempt number: the body (which may hold a
 pin), the URL and the signing secrets stay in Redis and the worker's settings. Whatever goes
 wrong here, the event is safe in Redis: an attempt that is not recorded falls due again when
-its lease ends (see worker.webhook_store).
+its lease ends (see worker.webhooks.store).
 """
 
 from __future__ import annotations

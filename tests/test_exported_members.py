@@ -35,7 +35,7 @@ EXPECTED = {
         "wait_for_pin",
     ],
     # What a Python webhook receiver uses (standard library only).
-    "worker.webhook_signature": [
+    "worker.webhooks.signature": [
         "SECRET_PREFIX",
         "WebhookVerificationError",
         "generate_secret",

@@ -9,15 +9,14 @@ its options honest, and two real ``celery … flower`` processes show the hook i
 
 from __future__ import annotations
 
-import json
 import socket
-import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
+from tests.flower_resolver import FlowerResolver, flower_resolver
 from worker.devstack import Stack, child_env, free_port, wait_until
 from worker.flower_guard import check_flower_binding, check_flower_process, is_loopback
 from worker.flower_options import (
@@ -369,39 +368,6 @@ def test_a_missing_conf_file_is_left_to_flower(
 
 # --- the same reading as the installed Flower ---------------------------------------------------
 
-# Runs Flower's own option handling (flower.command.apply_env_options / apply_options) once per
-# case in a separate interpreter (it changes Tornado's global options and the root logger).
-_FLOWER_READS = r"""
-import json, os, sys
-from tornado.options import Error, _Option
-from flower.command import apply_env_options, apply_options
-from flower.options import options
-
-cases = json.load(sys.stdin)
-results = []
-for case in cases:
-    for key in [k for k in os.environ if k.startswith("FLOWER_")]:
-        del os.environ[key]
-    os.environ.update(case["env"])
-    os.chdir(case["cwd"])
-    for opt in options._options.values():
-        opt._value = _Option.UNSET
-    try:
-        apply_env_options()
-        apply_options("celery", case["args"])
-    except (Error, FileNotFoundError) as exc:
-        results.append({"error": type(exc).__name__})
-        continue
-    results.append({
-        "address": options.address,
-        "unix_socket": options.unix_socket,
-        "basic_auth": list(options.basic_auth or []),
-        "auth": options.auth,
-        "conf": options.conf,
-    })
-print(json.dumps({"options": sorted(options._options), "results": results}))
-"""
-
 # (args, env, flowerconfig.py text or None); "error" cases are ones Flower refuses to start.
 _CASES: list[tuple[list[str], dict[str, str], str | None]] = [
     ([], {}, None),
@@ -436,48 +402,41 @@ _CASES: list[tuple[list[str], dict[str, str], str | None]] = [
 ]
 
 
-def flower_reads(payload: list[dict[str, Any]]) -> dict[str, Any]:
-    """Run ``_FLOWER_READS`` on ``payload`` in a fresh interpreter; its JSON report."""
-    out = subprocess.run(
-        [sys.executable, "-c", _FLOWER_READS],
-        input=json.dumps(payload),
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=True,
-        env=child_env({}),
-    )
-    return dict(json.loads(out.stdout.splitlines()[-1]))
+@pytest.fixture(scope="module")
+def resolver() -> Iterator[FlowerResolver]:
+    with flower_resolver() as reference:
+        yield reference
 
 
-def test_our_reading_matches_the_installed_flower(tmp_path: Path) -> None:
-    payload: list[dict[str, Any]] = []
+def test_our_reading_matches_the_installed_flower(resolver: FlowerResolver, tmp_path: Path) -> None:
+    cases: list[tuple[list[str], dict[str, str], Path]] = []
     for n, (args, env, config) in enumerate(_CASES):
         cwd = tmp_path / f"case{n}"
         cwd.mkdir()
         if config is not None:
             (cwd / "flowerconfig.py").write_text(config)
             (cwd / "other.py").write_text("address = '10.9.8.7'\n")
-        payload.append({"args": args, "env": env, "cwd": str(cwd)})
-    report = flower_reads(payload)
-    assert set(report["options"]) == FLOWER_OPTION_NAMES
-    for case, theirs in zip(payload, report["results"], strict=True):
-        namespace = read_flower_config(case["args"], case["env"], cwd=case["cwd"])
-        ours = effective_options(case["args"], case["env"], namespace)
-        assert "error" not in theirs, case
+        cases.append((args, env, cwd))
+    assert resolver.option_names == FLOWER_OPTION_NAMES
+    for args, env, cwd in cases:
+        theirs = resolver.resolve(args, env, cwd)
+        namespace = read_flower_config(args, env, cwd=str(cwd))
+        ours = effective_options(args, env, namespace)
+        assert "error" not in theirs, (args, env, cwd)
         assert {
             "address": ours.address if theirs["address"] is not None else None,
             "unix_socket": ours.unix_socket,
             "basic_auth": list(ours.basic_auth),
             "auth": ours.auth,
             "conf": ours.conf,
-        } == theirs, case
+        } == {**theirs, "basic_auth": list(theirs["basic_auth"] or [])}, (args, env, cwd)
 
 
-def test_flower_itself_refuses_what_we_cannot_read(tmp_path: Path) -> None:
+def test_flower_itself_refuses_what_we_cannot_read(
+    resolver: FlowerResolver, tmp_path: Path
+) -> None:
     """``--address 0.0.0.0`` (value apart) stops Flower; the guard refuses it first anyway."""
-    payload = [{"args": ["--address", "127.0.0.1"], "env": {}, "cwd": str(tmp_path)}]
-    assert flower_reads(payload)["results"] == [{"error": "Error"}]
+    assert resolver.resolve(["--address", "127.0.0.1"], {}, tmp_path) == {"error": "Error"}
     assert check_flower_binding(flower("--address", "127.0.0.1"), {}) is not None
 
 

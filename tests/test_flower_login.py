@@ -4,22 +4,18 @@ The property: for every configuration the guard accepts (command line, ``FLOWER_
 environment, Flower's config file, ``CALLPASS_FLOWER_BASIC_AUTH``), Flower's own code refuses
 an empty and a blank login. Flower's own code on both sides: its option handling
 (``flower.command.apply_env_options`` / ``apply_options``, in a separate interpreter because it
-changes Tornado's global options and the root logger) resolves the configuration, and its
-``BaseHandler.get_current_user`` (imported here) judges each ``Authorization`` header against
-what it resolved. The only accepted configurations that let a blank login in are the ones that
-ask for no login at all: loopback only, or a Unix socket.
+changes Tornado's global options and the root logger: tests/flower_resolver.py) resolves the
+configuration, and its ``BaseHandler.get_current_user`` (imported here) judges each
+``Authorization`` header against what it resolved. The only accepted configurations that let a
+blank login in are the ones that ask for no login at all: loopback only, or a Unix socket.
 """
 
 from __future__ import annotations
 
 import base64
-import json
 import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 import tornado.httputil
@@ -28,6 +24,7 @@ from flower.views import BaseHandler
 from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
+from tests.flower_resolver import FlowerResolver, flower_resolver
 from worker.flower_entry import login_variables
 from worker.flower_guard import check_flower_options, is_loopback
 from worker.flower_options import effective_options, read_flower_config
@@ -35,72 +32,11 @@ from worker.settings import Settings, SettingsError
 
 EXAMPLES = int(os.environ.get("CALLPASS_FLOWER_PROPERTY_EXAMPLES", "1000"))
 
-# Flower resolving one configuration per line of stdin: {"args", "env", "cwd"} in, its
-# options (or the error that stops it) out.
-_FLOWER_RESOLVES = r"""
-import json, os, sys
-from tornado.options import Error, _Option
-from flower.command import apply_env_options, apply_options
-from flower.options import options
-
-for line in sys.stdin:
-    case = json.loads(line)
-    for key in [k for k in os.environ if k.startswith("FLOWER_")]:
-        del os.environ[key]
-    os.environ.update(case["env"])
-    os.chdir(case["cwd"])
-    for opt in options._options.values():
-        opt._value = _Option.UNSET
-    try:
-        apply_env_options()
-        apply_options("celery", case["args"])
-        answer = {
-            "address": options.address,
-            "unix_socket": options.unix_socket,
-            "basic_auth": options.basic_auth,
-            "auth": options.auth,
-        }
-    except (Error, FileNotFoundError, ValueError) as exc:
-        answer = {"error": type(exc).__name__}
-    print(json.dumps(answer), flush=True)
-"""
-
-
-class FlowerResolver:
-    """One interpreter running Flower's option handling, case after case."""
-
-    def __init__(self) -> None:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("FLOWER_")}
-        self.proc = subprocess.Popen(
-            [sys.executable, "-c", _FLOWER_RESOLVES],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,  # Tornado's pretty logging; nothing we read
-            text=True,
-            env=env,
-        )
-
-    def resolve(self, args: list[str], env: dict[str, str], cwd: Path) -> dict[str, Any]:
-        assert self.proc.stdin is not None and self.proc.stdout is not None
-        self.proc.stdin.write(json.dumps({"args": args, "env": env, "cwd": str(cwd)}) + "\n")
-        self.proc.stdin.flush()
-        line = self.proc.stdout.readline()
-        assert line, f"Flower's resolver exited with {self.proc.poll()}"
-        return dict(json.loads(line))
-
-    def close(self) -> None:
-        assert self.proc.stdin is not None
-        self.proc.stdin.close()
-        self.proc.wait(timeout=30)
-        assert self.proc.stdout is not None
-        self.proc.stdout.close()
-
 
 @pytest.fixture(scope="module")
 def resolver() -> Iterator[FlowerResolver]:
-    flower = FlowerResolver()
-    yield flower
-    flower.close()
+    with flower_resolver() as reference:
+        yield reference
 
 
 @pytest.fixture(scope="module")

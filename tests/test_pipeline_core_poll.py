@@ -46,7 +46,7 @@ from worker.lifecycle import OUTAGE_POLL_INTERVAL_S, Pipeline
 from worker.outcomes import Outcome
 from worker.records import RequestStore, now
 from worker.schedule import PollSchedule
-from worker.webhooks import COMPLETED_EVENT, PLACED_EVENT
+from worker.webhooks.events import COMPLETED_EVENT, PLACED_EVENT
 
 #: The database the sweep tests have to themselves (the suite's other tests use 0).
 SWEEP_DB = 13

@@ -25,11 +25,13 @@ from tests.conftest import TEST_WORKER_ENV, WEBHOOK_SECRETS, Simulator, start_wo
 from tests.helpers import settle, unique_dn
 from worker.devstack import Stack, wait_until
 from worker.producer import enqueue_call
-from worker.webhook_deadline import attempt_deadline
-from worker.webhook_guard import DestinationPolicy, guarded_session
-from worker.webhook_signature import parse_secret
-from worker.webhook_store import DUE_KEY, WebhookStore
-from worker.webhooks import WebhookDeliverer, event_id_for
+from worker.webhooks.deadline import attempt_deadline
+from worker.webhooks.delivery import WebhookDeliverer
+from worker.webhooks.destinations import DestinationPolicy
+from worker.webhooks.events import event_id_for
+from worker.webhooks.guard import guarded_session
+from worker.webhooks.signature import parse_secret
+from worker.webhooks.store import DUE_KEY, WebhookStore
 
 #: The suite's workers derive their deadline from CALLPASS_WEBHOOK_TIMEOUT_S (twice it).
 SUITE_DEADLINE_S = 2 * float(TEST_WORKER_ENV["CALLPASS_WEBHOOK_TIMEOUT_S"])

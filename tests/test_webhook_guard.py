@@ -1,4 +1,4 @@
-"""The SSRF guard for webhook deliveries (worker/webhook_guard.py).
+"""The SSRF guard for webhook deliveries (worker/webhooks/destinations.py and guard.py).
 
 Static URL rules and address rules are pure functions; the session is exercised against real
 HTTP and HTTPS servers on 127.0.0.1, and "refused" means the server saw no request at all.
@@ -20,12 +20,8 @@ from typing import Any
 import pytest
 import requests
 
-from worker.webhook_guard import (
-    DestinationPolicy,
-    DestinationRefused,
-    guarded_session,
-    refusal_of,
-)
+from worker.webhooks.destinations import DestinationPolicy, DestinationRefused
+from worker.webhooks.guard import guarded_session, refusal_of
 
 LOOPBACK = (ipaddress.ip_network("127.0.0.0/8"),)
 TIMEOUT = 5

@@ -11,14 +11,14 @@ import standardwebhooks
 
 from worker.retry_after import retry_after_s
 from worker.settings import Settings, SettingsError
-from worker.webhook_signature import (
+from worker.webhooks.events import event_id_for
+from worker.webhooks.signature import (
     WebhookVerificationError,
     generate_secret,
     parse_secret,
     signature_headers,
     verify_delivery,
 )
-from worker.webhooks import event_id_for
 
 OLD, NEW = generate_secret(), generate_secret()
 BODY = b'{"type":"call.completed","data":{"outcome":"answered"}}'

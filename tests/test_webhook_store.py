@@ -10,7 +10,7 @@ import pytest
 import redis
 
 from worker.devstack import wait_until
-from worker.webhook_store import DUE_KEY, EVENT_PREFIX, WebhookStore
+from worker.webhooks.store import DUE_KEY, EVENT_PREFIX, WebhookStore
 
 
 @pytest.fixture

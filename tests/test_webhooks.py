@@ -21,8 +21,8 @@ from worker.celery_app import celery_config
 from worker.devstack import wait_until
 from worker.producer import enqueue_call
 from worker.settings import Settings
-from worker.webhook_signature import verify_delivery
-from worker.webhooks import event_id_for
+from worker.webhooks.events import event_id_for
+from worker.webhooks.signature import verify_delivery
 
 SCHEMAS = Path(__file__).resolve().parent.parent / "schemas"
 

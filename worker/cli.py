@@ -14,19 +14,11 @@ __all__ = ["main"]
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="callpass", description="Flash-call verification worker.")
     sub = p.add_subparsers(dest="command", required=True)
-
-    call = sub.add_parser(
-        "call", help="enqueue a call; with --wait print the pin, then the outcome"
+    _call_options(
+        sub.add_parser("call", help="enqueue a call; with --wait print the pin, then the outcome")
     )
-    call.add_argument("dn", help="destination number, 7XXXXXXXXXX")
-    call.add_argument("--timeout", type=int, default=None, help="seconds the call may ring (2-99)")
-    call.add_argument("--request-id", default=None)
-    call.add_argument("--wait", action="store_true", help="wait for the pin and the outcome")
-    call.add_argument("--wait-timeout", type=float, default=180.0, metavar="SECONDS")
-
     result = sub.add_parser("result", help="show the state of a start_call task id")
     result.add_argument("task_id")
-
     sub.add_parser(
         "simulator", help="run the API simulator (options: callpass simulator -h)", add_help=False
     )
@@ -41,8 +33,20 @@ def _parser() -> argparse.ArgumentParser:
         "healthcheck", help="liveness probe: exit 0 when the worker's heartbeat file is fresh"
     )
     health.add_argument("--max-age-s", type=float, default=60.0, metavar="SECONDS")
+    _webhooks_commands(sub.add_parser("webhooks", help="dead-lettered webhook events; new secrets"))
+    _run_options(sub.add_parser("run", help="local stack + demo batch (what make run does)"))
+    return p
 
-    hooks = sub.add_parser("webhooks", help="dead-lettered webhook events; new secrets")
+
+def _call_options(call: argparse.ArgumentParser) -> None:
+    call.add_argument("dn", help="destination number, 7XXXXXXXXXX")
+    call.add_argument("--timeout", type=int, default=None, help="seconds the call may ring (2-99)")
+    call.add_argument("--request-id", default=None)
+    call.add_argument("--wait", action="store_true", help="wait for the pin and the outcome")
+    call.add_argument("--wait-timeout", type=float, default=180.0, metavar="SECONDS")
+
+
+def _webhooks_commands(hooks: argparse.ArgumentParser) -> None:
     hooks_sub = hooks.add_subparsers(dest="webhooks_command", required=True)
     dead = hooks_sub.add_parser("dead", help="list events whose every attempt failed")
     dead.add_argument("--limit", type=int, default=100)
@@ -54,7 +58,8 @@ def _parser() -> argparse.ArgumentParser:
     replay.add_argument("--all", action="store_true", help="every dead event")
     hooks_sub.add_parser("new-secret", help="print a new whsec_ signing secret")
 
-    run = sub.add_parser("run", help="local stack + demo batch (what make run does)")
+
+def _run_options(run: argparse.ArgumentParser) -> None:
     run.add_argument(
         "--exit-after-demo",
         action="store_true",
@@ -63,7 +68,6 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--demo-timeout", type=int, default=5, help="timeout of the demo calls")
     run.add_argument("--flower-port", type=int, default=5555, help="0 picks a free port")
     run.add_argument("--run-dir", default=".run", help="logs and data of this run")
-    return p
 
 
 def _cmd_call(args: argparse.Namespace) -> int:
@@ -140,7 +144,7 @@ def _cmd_healthcheck(args: argparse.Namespace) -> int:
 
 def _cmd_webhooks(args: argparse.Namespace) -> int:
     if args.webhooks_command == "new-secret":
-        from worker.webhook_signature import generate_secret
+        from worker.webhooks.signature import generate_secret
 
         print(generate_secret())
         return 0

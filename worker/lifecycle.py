@@ -38,8 +38,8 @@ from worker.records import RequestRecord, RequestStore, dn_digest, now
 from worker.schedule import PollSchedule
 from worker.settings import START_RETRY_DELAYS_S
 from worker.validation import parse_start_request, validate_request_id
-from worker.webhook_guard import DestinationRefused
-from worker.webhooks import COMPLETED_EVENT, PLACED_EVENT, WebhookEvents
+from worker.webhooks.destinations import DestinationRefused
+from worker.webhooks.events import COMPLETED_EVENT, PLACED_EVENT, WebhookEvents
 
 __all__ = ["Dispatcher", "Pipeline", "ResultSink"]
 

@@ -24,7 +24,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import REGISTRY, Collector
 
 from worker.records import INFLIGHT_KEY
-from worker.webhook_store import DEAD_KEY
+from worker.webhooks.store import DEAD_KEY
 
 __all__ = [
     "EXPORTED",

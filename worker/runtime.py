@@ -22,9 +22,10 @@ from worker.records import RequestStore
 from worker.redis_sockets import records_socket_options
 from worker.schedule import PollSchedule
 from worker.settings import Settings, get_settings, is_rabbitmq
-from worker.webhook_guard import guarded_session
-from worker.webhook_store import WebhookStore
-from worker.webhooks import MAX_RETRY_AFTER_S, WebhookDeliverer, WebhookEvents
+from worker.webhooks.delivery import MAX_RETRY_AFTER_S, WebhookDeliverer
+from worker.webhooks.events import WebhookEvents
+from worker.webhooks.guard import guarded_session
+from worker.webhooks.store import WebhookStore
 
 __all__ = ["PLACED", "CeleryDispatcher", "CeleryResultSink", "get_pipeline"]
 

@@ -17,10 +17,10 @@ from urllib.parse import urlsplit
 
 from worker.addresses import is_loopback
 from worker.limits import WindowLimit, parse_window_limits
-from worker.webhook_signature import parse_secret
+from worker.webhooks.signature import parse_secret
 
 if TYPE_CHECKING:
-    from worker.webhook_guard import DestinationPolicy
+    from worker.webhooks.destinations import DestinationPolicy
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -264,7 +264,7 @@ class Settings:
     @property
     def webhook_policy(self) -> DestinationPolicy:
         """Where webhook deliveries may go (the SSRF guard's rules)."""
-        from worker.webhook_guard import DestinationPolicy
+        from worker.webhooks.destinations import DestinationPolicy
 
         return DestinationPolicy(
             allowed_hosts=self.webhook_allowed_hosts,
@@ -354,7 +354,7 @@ class Settings:
             )
         if self.webhook_url:
             # Otherwise every request without a webhook_url of its own would settle invalid.
-            from worker.webhook_guard import DestinationRefused
+            from worker.webhooks.destinations import DestinationRefused
 
             try:
                 self.webhook_policy.check_url(self.webhook_url)

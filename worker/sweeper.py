@@ -3,7 +3,7 @@
 The sweeper re-drives requests whose next step went missing (see
 :meth:`worker.lifecycle.Pipeline.sweep`); one process at a time sweeps, under a short Redis
 lease. The mover sends webhook events whose next attempt is due (see
-:mod:`worker.webhook_store`); taking events is atomic, so every worker runs one.
+:mod:`worker.webhooks.store`); taking events is atomic, so every worker runs one.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import threading
 from collections.abc import Callable
 
 from worker.lifecycle import Pipeline
-from worker.webhooks import WebhookEvents
+from worker.webhooks.events import WebhookEvents
 
 __all__ = ["Periodic", "Sweeper", "WebhookMover"]
 

@@ -3,7 +3,7 @@
 requests' time-outs are per socket operation: a receiver that sends one byte every 0.6 s
 never trips a 1 s read time-out, and holds a worker thread for as long as it likes. So each
 attempt runs inside :func:`attempt_deadline`. The guarded connections of
-:mod:`worker.webhook_guard` connect with at most the time left and hand every socket they use
+:mod:`worker.webhooks.guard` connect with at most the time left and hand every socket they use
 to :meth:`AttemptDeadline.watch`; a watchdog thread shuts those sockets down when the deadline
 passes, so the blocked read or write fails at once (for TLS too: the socket under it is shut).
 

@@ -1,25 +1,19 @@
-"""Signed webhooks: ``call.placed`` and ``call.completed`` events, delivered at least once.
+"""Webhook delivery: one attempt per ``callpass.deliver_webhook`` message, at least once.
 
-:class:`WebhookEvents` turns a request's milestones into stored events (see
-:mod:`worker.webhook_store` for how they survive restarts); :class:`WebhookDeliverer` makes
-one delivery attempt per ``callpass.deliver_webhook`` message and records what happened.
+:class:`WebhookDeliverer` makes one delivery attempt of an event stored by
+:mod:`worker.webhooks.events` and records what happened in :mod:`worker.webhooks.store`:
+delivered, tried again on the retry schedule (or later, when the receiver's Retry-After asks
+for it), or dead-lettered.
 
 Deliveries share the worker's pool with calls, so they are kept small: each attempt ends by a
-total deadline (:mod:`worker.webhook_deadline`: a receiver that trickles its answer is cut off
+total deadline (:mod:`worker.webhooks.deadline`: a receiver that trickles its answer is cut off
 there and the attempt counts as failed), and at most ``slots`` attempts run at once in a
 process; a delivery beyond that is deferred, sent again with a short countdown without
 counting as an attempt, so the remaining threads stay free for calls.
-
-An event's id is derived from the request, so the events of a request that is resumed or
-settled twice are the same events: stored once, and delivered under one ``webhook-id`` that
-receivers de-duplicate on. The body is fixed when the event is stored; each attempt is signed
-afresh (a retry hours later needs a current ``webhook-timestamp``).
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import random
 import threading
@@ -27,43 +21,30 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
 from urllib.parse import urlsplit
 
 import requests
 
 from worker import metrics
-from worker.document import iso
 from worker.retry_after import retry_after_s
-from worker.webhook_deadline import AttemptDeadline, attempt_deadline
-from worker.webhook_guard import DestinationPolicy, DestinationRefused, refusal_of
-from worker.webhook_signature import signature_headers
-from worker.webhook_store import WebhookStore
+from worker.webhooks.deadline import AttemptDeadline, attempt_deadline
+from worker.webhooks.destinations import DestinationPolicy, DestinationRefused
+from worker.webhooks.guard import refusal_of
+from worker.webhooks.signature import signature_headers
+from worker.webhooks.store import WebhookStore
 
-__all__ = ["EVENT_TYPES", "WebhookDeliverer", "WebhookEvents", "event_id_for"]
+__all__ = ["MAX_RETRY_AFTER_S", "WebhookDeliverer"]
 
 log = logging.getLogger(__name__)
 
-PLACED_EVENT = "call.placed"
-COMPLETED_EVENT = "call.completed"
-EVENT_TYPES = (PLACED_EVENT, COMPLETED_EVENT)
 USER_AGENT = "callpass-worker-webhooks/1"
 MAX_RETRY_AFTER_S = 86_400.0
 
 #: A deferred delivery waits this long (plus up to as much again, spreading a backlog).
 DEFER_S = 1.0
 
-#: Sends one ``callpass.deliver_webhook`` message: (event id, attempt).
-Dispatch = Callable[[str, int], None]
 #: Sends it again after a countdown: (event id, attempt, seconds).
 Defer = Callable[[str, int, float], None]
-
-
-def event_id_for(event_type: str, request_id: str, task_id: str) -> str:
-    """The stable ``webhook-id`` of a request's event (the first claimer's task id keeps a
-    request id reused after its record expired from colliding with the old one)."""
-    digest = hashlib.sha256(f"{event_type}|{request_id}|{task_id}".encode()).hexdigest()
-    return "msg_" + digest[:32]
 
 
 def host_of(url: str) -> str:
@@ -72,66 +53,6 @@ def host_of(url: str) -> str:
         return urlsplit(url).hostname or "?"
     except ValueError:
         return "?"
-
-
-@dataclass
-class WebhookEvents:
-    store: WebhookStore
-    dispatch: Dispatch
-    policy: DestinationPolicy
-    #: Delay before the first attempt (the schedule's first entry).
-    first_delay_s: float
-    #: How long a sent delivery message has before its event falls due again.
-    lease_s: float
-    default_url: str = ""
-    enabled: bool = True
-
-    def url_for(self, requested: str | None) -> str:
-        """The URL a request's events go to ('' for none); raise DestinationRefused."""
-        url = requested or self.default_url
-        if requested and not self.enabled:
-            raise DestinationRefused(
-                "webhooks are off on this worker (no CALLPASS_WEBHOOK_SECRETS)"
-            )
-        if url:
-            self.policy.check_url(url)
-        return url
-
-    def emit(
-        self, event_type: str, url: str, request_id: str, task_id: str, data: dict[str, Any]
-    ) -> str:
-        """Store the event (once per id) and send its first attempt; return its id."""
-        event_id = event_id_for(event_type, request_id, task_id)
-        created_at = time.time()
-        body = json.dumps(
-            {"type": event_type, "timestamp": iso(created_at), "data": data},
-            separators=(",", ":"),
-            sort_keys=True,
-        )
-        immediate = self.first_delay_s <= 0
-        due_at = created_at + (self.lease_s if immediate else self.first_delay_s)
-        fields = {
-            "type": event_type,
-            "request_id": request_id,
-            "url": url,
-            "body": body,
-            "created_at": repr(created_at),
-        }
-        if self.store.add(event_id, fields, due_at) and immediate:
-            try:
-                self.dispatch(event_id, 0)
-            except Exception as exc:  # the broker is down: the mover sends it once the lease ends
-                log.warning(
-                    "webhook %s stored; first send deferred (%s)", event_id, type(exc).__name__
-                )
-        return event_id
-
-    def move_due(self, limit: int = 500) -> int:
-        """Send every due event (run by each worker's mover thread); return how many."""
-        taken = self.store.take_due(self.lease_s, limit)
-        for event_id, attempt in taken:
-            self.dispatch(event_id, attempt)
-        return len(taken)
 
 
 #: Errors no retry can fix: the URL itself is unusable.
