@@ -1,25 +1,30 @@
-"""Typed settings, read once from ``CALLPASS_*`` environment variables."""
+"""Typed settings, read once from ``CALLPASS_*`` environment variables (pydantic-settings).
 
-from worker.settings.model import (
-    MAX_INLINE_WAIT_S,
-    SIMULATOR_DEV_TOKEN,
-    START_RETRY_DELAYS_S,
-    SecretStr,
-    Settings,
-    SettingsError,
-    get_settings,
-    is_rabbitmq,
-    reset_settings,
-)
+A malformed value raises :class:`SettingsError` naming the variable and the rule, so a
+worker with a bad configuration refuses to start instead of failing on the first call.
+
+- :mod:`.model`: the :class:`Settings` fields, their defaults and derived values;
+- :mod:`.rules`, :mod:`.lists`: each field's rule (how its text is read and checked);
+- :mod:`.consistency`: rules between settings;
+- :mod:`.variables`: variable names and the environment source;
+- :mod:`.errors`, :mod:`.loading`: the one-line error, and reading the settings.
+"""
+
+from __future__ import annotations
+
+from pydantic import SecretStr
+
+from worker.settings.errors import SettingsError
+from worker.settings.loading import get_settings, load_settings, reset_settings
+from worker.settings.model import SIMULATOR_DEV_TOKEN, Settings, is_rabbitmq
 
 __all__ = [
-    "MAX_INLINE_WAIT_S",
     "SIMULATOR_DEV_TOKEN",
-    "START_RETRY_DELAYS_S",
     "SecretStr",
     "Settings",
     "SettingsError",
     "get_settings",
     "is_rabbitmq",
+    "load_settings",
     "reset_settings",
 ]
