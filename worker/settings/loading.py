@@ -9,7 +9,7 @@ from pydantic import ValidationError
 
 from worker.settings.errors import SettingsError, settings_error
 from worker.settings.model import Settings
-from worker.settings.variables import EnvironmentSource, unknown_variables
+from worker.settings.variables import reading, unknown_variables
 
 
 def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
@@ -22,10 +22,9 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     unknown = unknown_variables(env, Settings.model_fields)
     if unknown:
         raise SettingsError(unknown[0], "is not a known setting (see the README's table)")
-    values = EnvironmentSource(Settings, env)()
     try:
-        # model_validate, not Settings(): the values are exactly these, no other source.
-        return Settings.model_validate(values)
+        with reading(env):
+            return Settings()
     except ValidationError as exc:
         raise settings_error(exc) from None
 

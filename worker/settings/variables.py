@@ -9,7 +9,9 @@ not JSON.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
 from pydantic.fields import FieldInfo
@@ -45,13 +47,27 @@ def unknown_variables(environ: Mapping[str, str], field_names: Iterable[str]) ->
     )
 
 
-class EnvironmentSource(PydanticBaseSettingsSource):
-    """Each field's variable, from ``environ`` (``os.environ`` by default), as raw text."""
+# The environment a Settings() being built reads: BaseSettings takes no mapping of its own.
+_reading: ContextVar[Mapping[str, str] | None] = ContextVar("callpass_settings_environ")
 
-    def __init__(
-        self, settings_cls: type[BaseSettings], environ: Mapping[str, str] | None = None
-    ) -> None:
+
+@contextmanager
+def reading(environ: Mapping[str, str]) -> Iterator[None]:
+    """Within this block (this thread or task), ``Settings()`` reads ``environ`` alone."""
+    token = _reading.set(environ)
+    try:
+        yield
+    finally:
+        _reading.reset(token)
+
+
+class EnvironmentSource(PydanticBaseSettingsSource):
+    """Each field's variable, as raw text, from the environment :func:`reading` names, else
+    ``os.environ``."""
+
+    def __init__(self, settings_cls: type[BaseSettings]) -> None:
         super().__init__(settings_cls)
+        environ = _reading.get(None)
         self._environ = os.environ if environ is None else environ
 
     def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
