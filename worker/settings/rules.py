@@ -11,7 +11,6 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
-from collections.abc import Callable
 from typing import Annotated, Any
 
 from pydantic import BeforeValidator, SecretStr
@@ -21,10 +20,6 @@ from worker.webhook_signature import parse_secret
 # The contract's reading of a token: lower-case hex, 32 or 64 characters.
 _TOKEN_RE = re.compile(r"^(?:[0-9a-f]{32}|[0-9a-f]{64})$")
 _LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
-
-
-def _rule(read: Callable[[Any], Any]) -> BeforeValidator:
-    return BeforeValidator(read)
 
 
 def _secret_text(value: object) -> object:
@@ -43,7 +38,7 @@ def _read_number(value: Any, lo: float, hi: float) -> float:
 
 def number(lo: float, hi: float) -> BeforeValidator:
     """A real number (seconds, mostly) between ``lo`` and ``hi``."""
-    return _rule(lambda value: _read_number(value, lo, hi))
+    return BeforeValidator(lambda value: _read_number(value, lo, hi))
 
 
 def zero_or_number(lo: float, hi: float) -> BeforeValidator:
@@ -55,7 +50,7 @@ def zero_or_number(lo: float, hi: float) -> BeforeValidator:
             raise ValueError(f"must be 0 (the default) or between {lo:g} and {hi:g}")
         return parsed
 
-    return _rule(read)
+    return BeforeValidator(read)
 
 
 def whole_number(lo: int, hi: int) -> BeforeValidator:
@@ -71,7 +66,7 @@ def whole_number(lo: int, hi: int) -> BeforeValidator:
             raise ValueError(f"must be between {lo} and {hi}, got {value}")
         return parsed
 
-    return _rule(read)
+    return BeforeValidator(read)
 
 
 def _read_flag(value: Any) -> Any:
@@ -85,12 +80,12 @@ def _read_flag(value: Any) -> Any:
     raise ValueError(f"must be true or false, got {value!r}")
 
 
-Flag = Annotated[bool, _rule(_read_flag)]
+Flag = Annotated[bool, BeforeValidator(_read_flag)]
 
 
 def url(*schemes: str, optional: bool = False) -> BeforeValidator:
     """A URL with one of ``schemes`` and a host (or empty, if ``optional``)."""
-    return _rule(lambda value: _check_url(value, schemes, optional))
+    return BeforeValidator(lambda value: _check_url(value, schemes, optional))
 
 
 def service_url(*schemes: str, optional: bool = False) -> BeforeValidator:
@@ -108,7 +103,7 @@ def service_url(*schemes: str, optional: bool = False) -> BeforeValidator:
             )
         return checked
 
-    return _rule(read)
+    return BeforeValidator(read)
 
 
 def _check_url(value: Any, schemes: tuple[str, ...], optional: bool) -> Any:
@@ -134,7 +129,7 @@ def _read_token(value: Any) -> Any:
     return raw
 
 
-Token = Annotated[SecretStr, _rule(_read_token)]
+Token = Annotated[SecretStr, BeforeValidator(_read_token)]
 
 
 def _read_hash_key(value: Any) -> Any:
@@ -144,7 +139,7 @@ def _read_hash_key(value: Any) -> Any:
     return raw
 
 
-HashKey = Annotated[SecretStr, _rule(_read_hash_key)]
+HashKey = Annotated[SecretStr, BeforeValidator(_read_hash_key)]
 
 
 def _read_webhook_secrets(value: Any) -> Any:
@@ -159,7 +154,7 @@ def _read_webhook_secrets(value: Any) -> Any:
     return raw
 
 
-WebhookSecrets = Annotated[SecretStr, _rule(_read_webhook_secrets)]
+WebhookSecrets = Annotated[SecretStr, BeforeValidator(_read_webhook_secrets)]
 
 
 def _read_basic_auth(value: Any) -> Any:
@@ -181,7 +176,7 @@ def _read_basic_auth(value: Any) -> Any:
     return raw
 
 
-BasicAuth = Annotated[SecretStr, _rule(_read_basic_auth)]
+BasicAuth = Annotated[SecretStr, BeforeValidator(_read_basic_auth)]
 
 
 def _read_level(value: Any) -> Any:
@@ -191,7 +186,7 @@ def _read_level(value: Any) -> Any:
     return level
 
 
-LogLevel = Annotated[str, _rule(_read_level)]
+LogLevel = Annotated[str, BeforeValidator(_read_level)]
 
 
 def choice(*choices: str) -> BeforeValidator:
@@ -203,7 +198,7 @@ def choice(*choices: str) -> BeforeValidator:
             raise ValueError(f"must be one of {', '.join(choices)}, got {value!r}")
         return chosen
 
-    return _rule(read)
+    return BeforeValidator(read)
 
 
 def _read_queue(value: Any) -> Any:
@@ -212,9 +207,11 @@ def _read_queue(value: Any) -> Any:
     return value
 
 
-QueueName = Annotated[str, _rule(_read_queue)]
+QueueName = Annotated[str, BeforeValidator(_read_queue)]
 #: A queue name, or empty (the derived default).
-OptionalQueueName = Annotated[str, _rule(lambda value: _read_queue(value) if value else value)]
+OptionalQueueName = Annotated[
+    str, BeforeValidator(lambda value: _read_queue(value) if value else value)
+]
 
 
 def _read_file(value: Any) -> Any:
@@ -223,7 +220,7 @@ def _read_file(value: Any) -> Any:
     return value
 
 
-ExistingFile = Annotated[str, _rule(_read_file)]
+ExistingFile = Annotated[str, BeforeValidator(_read_file)]
 
 
 def _read_address(value: Any) -> Any:
@@ -233,4 +230,4 @@ def _read_address(value: Any) -> Any:
         raise ValueError(f"must be an IP address like 0.0.0.0, got {value!r}") from None
 
 
-IPAddress = Annotated[str, _rule(_read_address)]
+IPAddress = Annotated[str, BeforeValidator(_read_address)]
