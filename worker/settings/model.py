@@ -52,7 +52,11 @@ def is_rabbitmq(broker_url: str) -> bool:
 
 
 class Settings(BaseSettings):
-    """All configuration of the worker, the CLI and the demo; see the README's table."""
+    """All configuration of the worker, the CLI and the demo; see the README's table.
+
+    ``Settings()`` reads ``os.environ`` through the fields' rules; :func:`load_settings` also
+    refuses unknown ``CALLPASS_*`` variables and turns pydantic's error into a SettingsError.
+    """
 
     model_config = SettingsConfigDict(env_prefix=PREFIX, frozen=True, hide_input_in_errors=True)
 
