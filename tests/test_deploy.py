@@ -15,7 +15,6 @@ import shutil
 import subprocess
 import tempfile
 from collections.abc import Iterator
-from dataclasses import fields
 from pathlib import Path
 from typing import Any, NoReturn
 from urllib.parse import urlsplit
@@ -73,9 +72,9 @@ ALERT_NAMES = {
 
 #: Settings whose values are secrets (SecretStr fields): never in a ConfigMap or a literal.
 SECRET_SETTINGS = frozenset(
-    "CALLPASS_" + f.name.upper()
-    for f in fields(Settings)
-    if isinstance(getattr(Settings(), f.name), SecretStr)
+    "CALLPASS_" + name.upper()
+    for name, field in Settings.model_fields.items()
+    if field.annotation is SecretStr
 )
 
 Doc = dict[str, Any]

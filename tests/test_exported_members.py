@@ -46,10 +46,12 @@ EXPECTED = {
     ],
     "worker.settings": [
         "SIMULATOR_DEV_TOKEN",
+        "SecretStr",
         "Settings",
         "SettingsError",
         "get_settings",
         "is_rabbitmq",
+        "load_settings",
         "reset_settings",
     ],
     "tasks": ["deliver_webhook", "poll_status", "start_call", "verify_code"],

@@ -50,7 +50,7 @@ from worker.lifecycle import Pipeline
 from worker.outbox import DUE_KEY, note_key
 from worker.outcomes import Outcome
 from worker.records import RequestStore, dn_digest, now
-from worker.settings import START_RETRY_DELAYS_S
+from worker.schedule import START_RETRY_DELAYS_S
 from worker.webhooks.events import COMPLETED_EVENT, PLACED_EVENT
 
 # -- start: a fresh request ------------------------------------------------------------------

@@ -11,11 +11,11 @@ from tenacity.wait import wait_random_exponential
 
 from worker.errors import RateLimitedError
 
-# Longer Retry-After waits go back to the caller: a task re-schedules itself instead of
-# holding a worker slot.
-from worker.settings import MAX_INLINE_WAIT_S
+__all__ = ["BACKOFF_BASE_S", "BACKOFF_CAP_S", "MAX_INLINE_WAIT_S", "retrying"]
 
-__all__ = ["BACKOFF_BASE_S", "BACKOFF_CAP_S", "retrying"]
+#: Longest Retry-After honoured inside one HTTP exchange, in seconds. Longer waits go back to
+#: the caller: a task re-schedules itself instead of holding a worker slot.
+MAX_INLINE_WAIT_S = 5.0
 
 #: Backoff between attempts: random in [0, min(cap, base * 2**n)] seconds ("full jitter").
 BACKOFF_BASE_S = 0.2

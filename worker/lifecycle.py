@@ -35,8 +35,7 @@ from worker.masking import mask_dn
 from worker.outbox import Outbox
 from worker.outcomes import Outcome
 from worker.records import RequestRecord, RequestStore, dn_digest, now
-from worker.schedule import PollSchedule
-from worker.settings import START_RETRY_DELAYS_S
+from worker.schedule import START_RETRY_DELAYS_S, PollSchedule
 from worker.validation import parse_start_request, validate_request_id
 from worker.webhooks.destinations import DestinationRefused
 from worker.webhooks.events import COMPLETED_EVENT, PLACED_EVENT, WebhookEvents

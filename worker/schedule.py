@@ -19,7 +19,11 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-__all__ = ["PollSchedule"]
+__all__ = ["START_RETRY_DELAYS_S", "START_RETRY_MAX_DELAY_S", "PollSchedule"]
+
+#: Backoff before re-sending a start that never reached the API, in seconds (then the last).
+START_RETRY_DELAYS_S = (1.0, 2.0, 4.0, 8.0)
+START_RETRY_MAX_DELAY_S = max(START_RETRY_DELAYS_S)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,34 @@
+"""Typed settings, read once from ``CALLPASS_*`` environment variables (pydantic-settings).
+
+A malformed value raises :class:`SettingsError` naming the variable and the rule, so a
+worker with a bad configuration refuses to start instead of failing on the first call.
+
+- :mod:`.model`: the :class:`Settings` fields, their defaults and derived values;
+- :mod:`.rules`, :mod:`.lists`: each field's rule (how its text is read and checked);
+- :mod:`.consistency`: rules between settings;
+- :mod:`.variables`: variable names and the environment source;
+- :mod:`.errors`, :mod:`.loading`: the one-line error, and reading the settings.
+"""
+
+from __future__ import annotations
+
+from pydantic import SecretStr
+
+# MAX_INLINE_WAIT_S and START_RETRY_DELAYS_S are not settings: they moved to the modules that
+# use them. Importable from here only until the branches written before the move are merged.
+from worker.api_retry import MAX_INLINE_WAIT_S as MAX_INLINE_WAIT_S
+from worker.schedule import START_RETRY_DELAYS_S as START_RETRY_DELAYS_S
+from worker.settings.errors import SettingsError
+from worker.settings.loading import get_settings, load_settings, reset_settings
+from worker.settings.model import SIMULATOR_DEV_TOKEN, Settings, is_rabbitmq
+
+__all__ = [
+    "SIMULATOR_DEV_TOKEN",
+    "SecretStr",
+    "Settings",
+    "SettingsError",
+    "get_settings",
+    "is_rabbitmq",
+    "load_settings",
+    "reset_settings",
+]
