@@ -8,8 +8,9 @@ types, which the API client checks its parameters with); here a broken one becom
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Final, TypeVar
+from typing import Any, Final, cast
 
 from pydantic import ConfigDict, TypeAdapter, ValidationError
 
@@ -45,16 +46,14 @@ __all__ = [
 # The API's call ids: not a start_call argument, but checked before a status request is sent.
 _CALLID_RE = re.compile(r"[A-Za-z0-9-]{1,128}", re.ASCII)
 
-T = TypeVar("T")
-
 _FIELD_SET: Final = frozenset(START_CALL_FIELDS)
 _VALIDATE_ARGUMENTS: Final = StartCallArguments.__pydantic_validator__.validate_python
-# One field on its own, as strict as in the model.
+# One field on its own, as strict as in the model (pydantic-core's validators, called directly).
 _STRICT: Final = ConfigDict(strict=True)
-_DN: Final[TypeAdapter[str]] = TypeAdapter(Dn, config=_STRICT)
-_TIMEOUT: Final[TypeAdapter[int]] = TypeAdapter(Timeout, config=_STRICT)
-_WEBHOOK_URL: Final[TypeAdapter[str]] = TypeAdapter(WebhookUrl, config=_STRICT)
-_REQUEST_ID: Final[TypeAdapter[str]] = TypeAdapter(RequestId, config=_STRICT)
+_VALIDATE_DN: Final = TypeAdapter(Dn, config=_STRICT).validator.validate_python
+_VALIDATE_TIMEOUT: Final = TypeAdapter(Timeout, config=_STRICT).validator.validate_python
+_VALIDATE_WEBHOOK_URL: Final = TypeAdapter(WebhookUrl, config=_STRICT).validator.validate_python
+_VALIDATE_REQUEST_ID: Final = TypeAdapter(RequestId, config=_STRICT).validator.validate_python
 
 
 @dataclass(frozen=True)
@@ -102,28 +101,28 @@ def _refusal(kwargs: dict[str, Any], error: ValidationError) -> InvalidRequestEr
     return InvalidRequestError(*refusal_of(error))
 
 
-def _checked(adapter: TypeAdapter[T], field: str, value: object) -> T:
+def _checked(validate: Callable[[object], Any], field: str, value: object) -> Any:
     try:
-        return adapter.validate_python(value)
+        return validate(value)
     except ValidationError as exc:
         details = exc.errors(include_url=False, include_context=False)[0]
         raise InvalidRequestError(field, field_rule(field, details)) from None
 
 
 def validate_dn(dn: object) -> str:
-    return _checked(_DN, "dn", dn)
+    return cast(str, _checked(_VALIDATE_DN, "dn", dn))
 
 
 def validate_timeout(timeout: object) -> int:
-    return _checked(_TIMEOUT, "timeout", timeout)
+    return cast(int, _checked(_VALIDATE_TIMEOUT, "timeout", timeout))
 
 
 def validate_webhook_url(url: object) -> str:
-    return _checked(_WEBHOOK_URL, "webhook_url", url)
+    return cast(str, _checked(_VALIDATE_WEBHOOK_URL, "webhook_url", url))
 
 
 def validate_request_id(request_id: object) -> str:
-    return _checked(_REQUEST_ID, "request_id", request_id)
+    return cast(str, _checked(_VALIDATE_REQUEST_ID, "request_id", request_id))
 
 
 def validate_callid(callid: object) -> str:
