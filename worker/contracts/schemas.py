@@ -29,7 +29,9 @@ from worker.contracts.verify import CodeCheck
 
 __all__ = [
     "SCHEMAS_DIR",
+    "SCHEMA_BASE",
     "SCHEMA_FILES",
+    "SHARED_MODELS",
     "SchemaFile",
     "main",
     "render",
@@ -201,6 +203,7 @@ def stale_files(directory: Path, files: Iterable[SchemaFile] = SCHEMA_FILES) -> 
 def write_schemas(directory: Path, files: Iterable[SchemaFile] = SCHEMA_FILES) -> list[Path]:
     """Write every file that differs from what its model generates; return those written."""
     written = []
+    directory.mkdir(parents=True, exist_ok=True)
     for file in files:
         path = directory / file.name
         text = render(file)
