@@ -16,6 +16,7 @@ from referencing import Registry, Resource
 from worker.contracts.events import CallCompleted, CallPlaced
 from worker.contracts.outcome import Outcome, OutcomeDocument
 from worker.contracts.placed import PlacedInfo
+from worker.contracts.start_call import TIMEOUT_MAX_S, TIMEOUT_MIN_S, StartCallArguments
 from worker.contracts.verify import CodeCheck, CodeReason
 from worker.errors import InvalidRequestError
 from worker.validation import (
@@ -76,6 +77,14 @@ def test_a_refusal_names_the_field_and_the_rule(
         parse_start_request((), kwargs, default_timeout=20)
     assert (info.value.field, info.value.rule) == (field, rule)
     assert str(info.value) == f"{field}: {rule}"
+
+
+def test_the_timeout_rule_names_the_bounds_the_model_enforces() -> None:
+    # TIMEOUT_MIN_S/MAX_S word the rule; the Timeout type (shared with the documents) enforces.
+    bounds = StartCallArguments.model_json_schema()["properties"]["timeout"]["anyOf"][0]
+    assert (bounds["minimum"], bounds["maximum"]) == (TIMEOUT_MIN_S, TIMEOUT_MAX_S)
+    assert validate_timeout(TIMEOUT_MIN_S) == TIMEOUT_MIN_S
+    assert validate_timeout(TIMEOUT_MAX_S) == TIMEOUT_MAX_S
 
 
 def test_positional_arguments_are_refused_before_anything() -> None:

@@ -16,6 +16,8 @@ from typing import Any
 
 import jsonschema
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pydantic import Field
 
 from worker.contracts.outcome import OutcomeDocument
@@ -194,6 +196,26 @@ def test_schema_and_worker_agree(kwargs: dict[str, Any]) -> None:
         worker_accepts = False
     schema_accepts = JsonTextValidator(START_SCHEMA).is_valid(kwargs)
     assert schema_accepts == worker_accepts
+
+
+# URL-ish text from the characters urlsplit cares about (brackets aside: see start_call.py).
+URL_PIECES = st.sampled_from(
+    [*"hHtTpPsS:/?#@.1a-_ %;=", "https://", "http://", "HTTP://", "example.com", "user@", "\x00"]
+)
+
+
+@settings(max_examples=400, derandomize=True, deadline=None)
+@given(
+    dn=st.sampled_from(["79991234567", "7" * 15, "7" * 16, "8" * 11, "", None, 7]),
+    timeout=st.one_of(st.none(), st.integers(-5, 120), st.floats(1, 100), st.booleans()),
+    webhook_url=st.one_of(st.none(), st.lists(URL_PIECES, max_size=10).map("".join)),
+    request_id=st.one_of(st.none(), st.text(st.sampled_from("aZ09._:- /\n"), max_size=130)),
+)
+def test_schema_and_worker_agree_on_generated_arguments(
+    dn: object, timeout: object, webhook_url: str | None, request_id: str | None
+) -> None:
+    kwargs = {"dn": dn, "timeout": timeout, "webhook_url": webhook_url, "request_id": request_id}
+    test_schema_and_worker_agree(kwargs)
 
 
 @pytest.mark.parametrize(

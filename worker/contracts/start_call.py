@@ -43,7 +43,8 @@ _REQUEST_ID_RULE: Final = "must be 1 to 128 characters of letters, digits, '.', 
 
 # What urlsplit reads as an http(s) URL with a host, as a JSON Schema (ECMA-262) pattern: the
 # schema's account of _http_url_with_host. Left out: control characters inside the URL (urlsplit
-# drops tabs and newlines) and hosts that NFKC-normalise into a separator.
+# drops tabs and newlines), hosts that NFKC-normalise into a separator, and brackets anywhere
+# but around an IPv6 host ("https://h[::1]" passes urlsplit; the schema refuses it).
 _URL_SCHEMA_PATTERN: Final = (
     r"^[\u0000-\u0020]*[Hh][Tt][Tt][Pp][Ss]?://(?:[^/?#@\[\]]*@)*"
     r"(?:[^/?#@:\[\]][^/?#@\[\]]*|\[[0-9A-Fa-f:.]+\][^/?#@\[\]]*)(?:[/?#]|$)"
