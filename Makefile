@@ -4,13 +4,14 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
-.PHONY: help install run test lint format contract compose-check bench-sim bench bench-quick chaos flower-screenshot clean
+.PHONY: help install run test lint format schemas contract compose-check bench-sim bench bench-quick chaos flower-screenshot clean
 
 help:
 	@echo "make run       local Redis + simulator + worker + Flower, demo batch, serve until Ctrl-C"
 	@echo "               (RUN_ARGS=--exit-after-demo to stop after the demo)"
 	@echo "make test      the whole suite (starts its own redis-server, simulator and workers)"
 	@echo "make lint      ruff + mypy"
+	@echo "make schemas   regenerate schemas/*.json from the models in worker/contracts/"
 	@echo "make chaos     kill workers, restart Redis, break the API, cut links; prints the table (~16 min)"
 	@echo "make bench-sim requests/s the simulator sustains on loopback"
 	@echo "make bench     ours against naive workers, side by side (<= 8 min; bench-results/)"
@@ -39,6 +40,10 @@ lint: install
 format: install
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
+
+# schemas/ is generated: tests/test_schemas.py fails when a model changed without it.
+schemas: install
+	$(PY) -m worker.contracts.schemas
 
 contract: install
 	@echo "WARNING: this places REAL calls to CALLPASS_CONTRACT_DN through CALLPASS_CONTRACT_URL."

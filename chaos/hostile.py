@@ -14,6 +14,8 @@ from typing import Any
 import redis
 import yaml
 
+from worker.contracts.names import START_TASK
+
 __all__ = [
     "FOREIGN_KINDS",
     "HOSTILE_HEADERS",
@@ -24,7 +26,6 @@ __all__ = [
     "raw_message",
 ]
 
-START_TASK = "callpass.start_call"
 _EMBED = {"callbacks": None, "errbacks": None, "chain": None, "chord": None}
 
 

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
+from worker.contracts.names import START_TASK
 from worker.devstack import ensure_debian_program, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -52,7 +53,6 @@ STACK_ENV_DROPPED = (
 TASKS_COLUMNS = "name,uuid,state,kwargs,result,runtime"
 #: Celery states after which a task changes no more.
 FINAL_STATES = frozenset({"SUCCESS", "FAILURE", "REVOKED", "REJECTED", "IGNORED"})
-START_TASK = "callpass.start_call"
 #: A stand-alone run of 10+ digits: a phone number in clear (see worker.masking).
 UNMASKED_RE = re.compile(r"(?<![0-9A-Za-z-])\+?[0-9]{10,}(?![0-9A-Za-z-])")
 SETTLED_RE = re.compile(r"^(\d+) calls settled in ")

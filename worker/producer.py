@@ -18,9 +18,9 @@ from celery.exceptions import TimeoutError as CeleryTimeoutError
 from celery.result import AsyncResult
 
 from worker.codes import CodeCheck
+from worker.contracts.names import PLACED, START_TASK, VERIFY_TASK
 from worker.masking import masked_reprs
 from worker.outbox import Outbox, lost_after_s
-from worker.runtime import PLACED, START_TASK, VERIFY_TASK
 from worker.settings import get_settings
 from worker.validation import TIMEOUT_MIN_S, parse_start_request
 
@@ -106,7 +106,7 @@ def wait_for_pin(result: AsyncResult[Any], timeout_s: float = 30.0) -> dict[str,
     """
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        state = result.state
+        state: str = result.state  # celery-types knows only Celery's own states
         if state == PLACED:
             return dict(result.info)
         if state == "SUCCESS":

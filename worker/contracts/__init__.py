@@ -2,5 +2,13 @@
 
 Importing this package pulls in nothing of the worker (no settings, no Redis, no Celery app),
 so a producing service can use it on its own. ``schemas/*.json`` are generated from these
-models (``make schemas``).
+models (``make schemas``, :mod:`worker.contracts.schemas`)::
+
+    names       task names, the PLACED state, queue defaults
+    start_call  the start_call arguments, each rule beside its field
+    placed      the PLACED info (also the data of call.placed)
+    outcome     the outcome document (also the data of call.completed)
+    events      the webhook events call.placed and call.completed
+    verify      the verify_code answer
+    schemas     the generator of schemas/*.json
 """
