@@ -42,10 +42,10 @@ from worker.errors import (
     RateLimitedError,
     ServerError,
 )
-from worker.lifecycle import OUTAGE_POLL_INTERVAL_S, Pipeline
-from worker.outcomes import Outcome
-from worker.records import RequestStore, now
-from worker.schedule import PollSchedule
+from worker.pipeline.core import OUTAGE_POLL_INTERVAL_S, Pipeline
+from worker.pipeline.outcomes import Outcome
+from worker.pipeline.schedule import PollSchedule
+from worker.pipeline.store import RequestStore, now
 from worker.webhooks import COMPLETED_EVENT, PLACED_EVENT
 
 #: The database the sweep tests have to themselves (the suite's other tests use 0).

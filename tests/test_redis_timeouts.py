@@ -11,8 +11,8 @@ import pytest
 import redis
 
 from worker.celery_app import celery_config
-from worker.lifecycle import Pipeline
-from worker.records import RequestStore
+from worker.pipeline.core import Pipeline
+from worker.pipeline.store import RequestStore
 from worker.runtime import records_redis
 from worker.settings import Settings
 

@@ -28,9 +28,9 @@ from kombu.message import Message
 from vine import promise
 
 from worker import metrics
-from worker.document import build_outcome
-from worker.outcomes import Outcome
-from worker.records import now
+from worker.pipeline.document import build_outcome
+from worker.pipeline.outcomes import Outcome
+from worker.pipeline.store import now
 from worker.runtime import PLACED, POLL_TASK, VERIFY_TASK, WEBHOOK_TASK, CeleryResultSink
 
 __all__ = ["ForeignMessageConsumer", "Refusal", "answer_for", "read_task_id", "refusal_for"]

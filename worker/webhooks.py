@@ -33,7 +33,7 @@ from urllib.parse import urlsplit
 import requests
 
 from worker import metrics
-from worker.document import iso
+from worker.pipeline.document import iso
 from worker.retry_after import retry_after_s
 from worker.webhook_deadline import AttemptDeadline, attempt_deadline
 from worker.webhook_guard import DestinationPolicy, DestinationRefused, refusal_of

@@ -19,8 +19,6 @@ import redis
 
 from worker import metrics
 from worker.client import CallPassClient
-from worker.codes import PinVault
-from worker.document import OutcomeError, build_outcome, iso
 from worker.errors import (
     ApiRejectedError,
     AuthError,
@@ -32,10 +30,12 @@ from worker.errors import (
 )
 from worker.logs import bind_log_context
 from worker.masking import mask_dn
-from worker.outbox import Outbox
-from worker.outcomes import Outcome
-from worker.records import RequestRecord, RequestStore, dn_digest, now
-from worker.schedule import PollSchedule
+from worker.pipeline.document import OutcomeError, build_outcome, iso
+from worker.pipeline.outbox import Outbox
+from worker.pipeline.outcomes import Outcome
+from worker.pipeline.pins import PinVault
+from worker.pipeline.schedule import PollSchedule
+from worker.pipeline.store import RequestRecord, RequestStore, dn_digest, now
 from worker.settings import START_RETRY_DELAYS_S
 from worker.validation import parse_start_request, validate_request_id
 from worker.webhook_guard import DestinationRefused
@@ -101,7 +101,7 @@ class Pipeline:
     #: How long past its expected next step a request waits before the sweeper re-drives it:
     #: longer than the broker's visibility time-out, so redelivery comes first.
     progress_slack_s: float = 315.0
-    #: Producers' notes of requests sent (see worker.outbox); ``None``: not used.
+    #: Producers' notes of requests sent (see worker.pipeline.outbox); ``None``: not used.
     outbox: Outbox | None = None
     #: Where pins are kept for ``verify_code`` (as digests); ``None``: not kept.
     pins: PinVault | None = None

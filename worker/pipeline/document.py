@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any, TypedDict
 
-from worker.outcomes import Outcome
+from worker.pipeline.outcomes import Outcome
 from worker.sane_values import formattable_time
 
 __all__ = ["OUTCOME_VERSION", "OutcomeDocument", "build_outcome", "iso"]
