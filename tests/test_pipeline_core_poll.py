@@ -42,8 +42,9 @@ from worker.errors import (
     RateLimitedError,
     ServerError,
 )
-from worker.pipeline.core import OUTAGE_POLL_INTERVAL_S, Pipeline
+from worker.pipeline.core import Pipeline
 from worker.pipeline.outcomes import Outcome
+from worker.pipeline.poller import OUTAGE_POLL_INTERVAL_S
 from worker.pipeline.schedule import PollSchedule
 from worker.pipeline.store import RequestStore, now
 from worker.webhooks import COMPLETED_EVENT, PLACED_EVENT

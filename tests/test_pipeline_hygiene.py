@@ -54,7 +54,7 @@ def test_no_stored_time_makes_settling_raise(records: redis.Redis, stored: str) 
 
     record = pipeline.store.load(request_id)
     assert record is not None
-    pipeline._settle(record, Outcome.ANSWERED, raw_result="NORMAL_CLEARING")
+    pipeline.settler.settle(record, Outcome.ANSWERED, raw_result="NORMAL_CLEARING")
 
     state, doc = pipeline.sink.last(task_id)  # type: ignore[attr-defined]
     assert state == "SUCCESS"

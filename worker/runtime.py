@@ -15,7 +15,8 @@ from worker.client import CallPassClient
 from worker.guard import ApiGuard
 from worker.limits import DestinationLimiter, GlobalRateLimiter
 from worker.masking import masked_reprs
-from worker.pipeline.core import Dispatcher, Pipeline, ResultSink
+from worker.pipeline import Dispatcher, ResultSink
+from worker.pipeline.core import Pipeline
 from worker.pipeline.outbox import Outbox, lost_after_s
 from worker.pipeline.pins import PinVault, derive_key
 from worker.pipeline.schedule import PollSchedule

@@ -1,7 +1,7 @@
 """Background threads of each worker: the sweeper and the webhook mover.
 
 The sweeper re-drives requests whose next step went missing (see
-:meth:`worker.pipeline.core.Pipeline.sweep`); one process at a time sweeps, under a short Redis
+:mod:`worker.pipeline.sweeper`); one process at a time sweeps, under a short Redis
 lease. The mover sends webhook events whose next attempt is due (see
 :mod:`worker.webhook_store`); taking events is atomic, so every worker runs one.
 """
