@@ -1,4 +1,5 @@
-"""Fakes and helpers for the in-process pipeline tests (tests/test_pipeline_core*.py, tests/test_pipeline_parts.py).
+"""Fakes and helpers for the in-process pipeline tests (tests/test_pipeline_core*.py and
+tests/test_pipeline_parts.py).
 
 The pipeline runs against the suite's real Redis; fakes stand in only for what it reaches
 through its protocols (dispatcher, result sink, API client, webhooks). Time is controlled
