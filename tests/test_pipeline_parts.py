@@ -5,7 +5,7 @@ and the parts' dependencies (publishing never reaches back into settling)."""
 import ast
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import pytest
 import redis
@@ -17,6 +17,8 @@ from tests.pipeline_fakes import (
     PLACE_DEADLINE_S,
     PROGRESS_SLACK_S,
     TIMEOUT_S,
+    FakeClient,
+    FakeDispatcher,
     FakeSink,
     FakeWebhooks,
     placed_info,
@@ -29,9 +31,12 @@ from worker.contracts.placed import PlacedInfo
 from worker.masking import mask_dn
 from worker.pipeline import store as store_module
 from worker.pipeline.admission import Admission
+from worker.pipeline.dialer import Delivery, Dialer
 from worker.pipeline.document import build_outcome, iso, parse_outcome
 from worker.pipeline.outcomes import Outcome
+from worker.pipeline.poller import Poller
 from worker.pipeline.publisher import Publisher
+from worker.pipeline.schedule import PollSchedule
 from worker.pipeline.settlement import Settler
 from worker.pipeline.states import RequestState
 from worker.pipeline.store import RequestRecord, RequestStore, dn_digest, now
@@ -312,3 +317,95 @@ def test_admission_refuses_with_the_field_and_the_rule(
         field,
     )
     assert rule in doc["error"]["rule"]
+
+
+# -- poller and dialer, built by hand --------------------------------------------------------
+
+
+class Parts(NamedTuple):
+    store: RequestStore
+    sink: FakeSink
+    dispatcher: FakeDispatcher
+    client: FakeClient
+    poller: Poller
+    dialer: Dialer
+
+
+def parts(records: redis.Redis, client: FakeClient | None = None) -> Parts:
+    store, sink, dispatcher = RequestStore(records, ttl_s=600), FakeSink(), FakeDispatcher()
+    client = client or FakeClient()
+    publisher = Publisher(store, sink)
+    settler = Settler(store, publisher, PROGRESS_SLACK_S, False)
+    poller = Poller(
+        lambda: client,
+        store,
+        dispatcher,
+        PollSchedule(),
+        publisher,
+        settler,
+        default_timeout_s=TIMEOUT_S,
+        poll_outage_s=300.0,
+        progress_slack_s=PROGRESS_SLACK_S,
+    )
+    dialer = Dialer(
+        lambda: client,
+        store,
+        dispatcher,
+        publisher,
+        settler,
+        poller,
+        default_timeout_s=TIMEOUT_S,
+        place_deadline_s=PLACE_DEADLINE_S,
+        max_start_s=MAX_START_S,
+        progress_slack_s=PROGRESS_SLACK_S,
+        admit_destination=lambda digest, request_id: 0.0,
+        pins=None,
+        pins_leave_worker=True,
+    )
+    return Parts(store, sink, dispatcher, client, poller, dialer)
+
+
+def test_the_dialer_places_a_claimed_request_once_and_hands_it_to_the_poller(
+    records: redis.Redis,
+) -> None:
+    p = parts(records)
+    task_id, request_id = claimed(p.store)
+    delivery = Delivery(task_id, DN, {"dn": DN, "request_id": request_id})
+
+    assert p.dialer.advance(loaded(p.store, request_id), delivery) == "placed"
+    assert p.dialer.advance(loaded(p.store, request_id), delivery) == "placed"  # a redelivery
+    assert p.client.starts == 1
+    record = loaded(p.store, request_id)
+    assert record.state == RequestState.PLACED
+    [(_, token, _)] = p.dispatcher.polls
+    assert record.get("poll_token") == token
+    assert p.sink.last(task_id)[1]["callid"] == record.get("callid")
+
+
+def test_the_dialer_gives_a_live_dialer_time_without_dialing(records: redis.Redis) -> None:
+    p = parts(records)
+    _, request_id = claimed(p.store, state="dialing", dialing_at=repr(now() - 10))
+    p.dialer.recover(loaded(p.store, request_id))
+    assert loaded(p.store, request_id).state == RequestState.DIALING
+    assert progress_due(records, request_id) == within(now() + PROGRESS_SLACK_S)
+    assert (p.client.starts, p.sink.writes) == (0, [])
+
+
+@pytest.mark.parametrize("token", ["live-token", ""])
+def test_the_poller_sends_a_quiet_chains_poll_again_or_starts_one(
+    records: redis.Redis, token: str
+) -> None:
+    p = parts(records)
+    _, request_id = claimed(
+        p.store, state="placed", callid="c-1", placed_at=repr(now() - 2), poll_token=token
+    )
+    p.poller.repoll(loaded(p.store, request_id))
+    [(polled, sent_token, delay)] = p.dispatcher.polls
+    assert polled == request_id
+    if token:
+        assert (sent_token, delay) == (token, 0.0)
+        assert progress_due(records, request_id) == within(now() + PROGRESS_SLACK_S)
+    else:
+        assert loaded(p.store, request_id).get("poll_token") == sent_token
+        assert delay > 0
+    assert p.client.status_requests == []

@@ -6,7 +6,7 @@ one record instead of dialing again.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from worker import metrics
@@ -34,7 +34,7 @@ class Admitted:
     """A claimed request: its record as the claim found or made it, and the number."""
 
     record: RequestRecord
-    dn: str
+    dn: str = field(repr=False)  # never shown in clear
 
 
 @dataclass

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -47,12 +47,13 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Delivery:
-    """The start_call message being handled: what a resend needs."""
+    """The start_call message being handled: what a resend needs (the number kept out of
+    reprs: it is never shown in clear)."""
 
     task_id: str
-    dn: str
-    kwargs: dict[str, Any]
-    attempt: int
+    dn: str = field(repr=False)
+    kwargs: dict[str, Any] = field(repr=False)
+    attempt: int = 0
 
 
 @dataclass
