@@ -20,7 +20,7 @@ from celery import Celery
 
 from worker.celery_app import celery_config
 from worker.devstack import Proc, Stack, child_env, free_port, wait_for_worker, wait_until
-from worker.outbox import Outbox, lost_after_s
+from worker.pipeline.outbox import Outbox, lost_after_s
 from worker.producer import enqueue_call
 from worker.settings import Settings
 from worker.webhooks.events import event_id_for

@@ -1,4 +1,4 @@
-"""Celery tasks of callpass-worker: thin wrappers over :mod:`worker.lifecycle` and
+"""Celery tasks of callpass-worker: thin wrappers over :mod:`worker.pipeline` and
 :mod:`worker.webhooks`."""
 
 from tasks.calls import poll_status, start_call, verify_code

@@ -23,8 +23,8 @@ from celery.exceptions import Reject
 from kombu.exceptions import OperationalError
 
 from worker.celery_app import app
-from worker.codes import CodeCheck
 from worker.masking import MaskedRequest
+from worker.pipeline.pins import CodeCheck
 from worker.runtime import get_pipeline
 from worker.sane_values import sane_count, sane_time
 
@@ -164,7 +164,7 @@ class CodeMaskedRequest(MaskedRequest):
     acks_late=True,
 )
 def verify_code(request_id: object, code: object) -> CodeCheck:
-    """Check a code the user typed: ``{valid, reason, attempts_left}`` (see worker.codes)."""
+    """Check a code the user typed: ``{valid, reason, attempts_left}`` (worker.pipeline.pins)."""
     if not isinstance(request_id, str) or not request_id:
         return {"valid": False, "reason": "unknown_request", "attempts_left": 0}
     pins = get_pipeline(app).pins  # the worker's one vault: key derived and scripts loaded once

@@ -1,4 +1,5 @@
-"""Fakes and helpers for the in-process pipeline tests (tests/test_pipeline_core*.py).
+"""Fakes and helpers for the in-process pipeline tests (tests/test_pipeline_core*.py and
+tests/test_pipeline_parts.py).
 
 The pipeline runs against the suite's real Redis; fakes stand in only for what it reaches
 through its protocols (dispatcher, result sink, API client, webhooks). Time is controlled
@@ -16,12 +17,12 @@ import pytest
 import redis
 
 from worker.client import CallStatus, StartedCall
-from worker.document import iso
-from worker.lifecycle import Pipeline
 from worker.masking import mask_dn
-from worker.outbox import Outbox
-from worker.records import INFLIGHT_KEY, RequestRecord, RequestStore, dn_digest, now
-from worker.schedule import PollSchedule
+from worker.pipeline.core import Pipeline
+from worker.pipeline.document import iso
+from worker.pipeline.outbox import Outbox
+from worker.pipeline.schedule import PollSchedule
+from worker.pipeline.store import INFLIGHT_KEY, RequestRecord, RequestStore, dn_digest, now
 
 DN = "79161234567"
 #: make_pipeline's timings: a request must be placed within PLACE_DEADLINE_S of its request

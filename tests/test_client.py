@@ -22,7 +22,7 @@ from worker.errors import (
     ServerError,
     TransientError,
 )
-from worker.outcomes import Outcome
+from worker.pipeline.outcomes import Outcome
 from worker.settings import SIMULATOR_DEV_TOKEN, SecretStr
 
 TOKEN = SecretStr(SIMULATOR_DEV_TOKEN)

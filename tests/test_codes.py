@@ -12,11 +12,11 @@ import pytest
 import redis
 from celery import Celery
 
-import worker.codes
+import worker.pipeline.pins
 from tests.conftest import OwnWorker, Simulator
 from tests.helpers import settle, unique_dn
-from worker.codes import REASONS, PinVault, derive_key
 from worker.devstack import wait_until
+from worker.pipeline.pins import REASONS, PinVault, derive_key
 from worker.producer import enqueue_call, verify_code, wait_for_pin
 
 
@@ -99,13 +99,13 @@ def test_only_a_keyed_digest_is_stored_and_compared_in_constant_time(
     other_stored = redis.Redis.from_url(redis_url).hget(PinVault.PIN + other, "digest")
     assert other_stored != stored[b"digest"]  # the request id is part of the MAC
     calls: list[tuple[Any, Any]] = []
-    real = worker.codes.hmac.compare_digest
+    real = worker.pipeline.pins.hmac.compare_digest
 
     def spy(a: Any, b: Any) -> bool:
         calls.append((a, b))
         return real(a, b)
 
-    monkeypatch.setattr(worker.codes.hmac, "compare_digest", spy)
+    monkeypatch.setattr(worker.pipeline.pins.hmac, "compare_digest", spy)
     vault.verify(request_id, "0447")
     assert len(calls) == 1
 

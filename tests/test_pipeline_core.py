@@ -34,8 +34,7 @@ from tests.pipeline_fakes import (
     unique_request,
     within,
 )
-from worker.codes import PinVault
-from worker.document import build_outcome
+from worker.contracts.events import COMPLETED_EVENT, PLACED_EVENT
 from worker.errors import (
     ApiRejectedError,
     AuthError,
@@ -46,12 +45,13 @@ from worker.errors import (
     PermanentError,
     ServerError,
 )
-from worker.lifecycle import Pipeline
-from worker.outbox import DUE_KEY, note_key
-from worker.outcomes import Outcome
-from worker.records import RequestStore, dn_digest, now
-from worker.schedule import START_RETRY_DELAYS_S
-from worker.webhooks.events import COMPLETED_EVENT, PLACED_EVENT
+from worker.pipeline.core import Pipeline
+from worker.pipeline.document import build_outcome
+from worker.pipeline.outbox import DUE_KEY, note_key
+from worker.pipeline.outcomes import Outcome
+from worker.pipeline.pins import PinVault
+from worker.pipeline.schedule import START_RETRY_DELAYS_S
+from worker.pipeline.store import RequestStore, dn_digest, now
 
 # -- start: a fresh request ------------------------------------------------------------------
 

@@ -34,6 +34,7 @@ from tests.pipeline_fakes import (
     within,
 )
 from worker.client import CallStatus
+from worker.contracts.events import COMPLETED_EVENT, PLACED_EVENT
 from worker.errors import (
     AuthError,
     ConnectError,
@@ -42,11 +43,11 @@ from worker.errors import (
     RateLimitedError,
     ServerError,
 )
-from worker.lifecycle import OUTAGE_POLL_INTERVAL_S, Pipeline
-from worker.outcomes import Outcome
-from worker.records import RequestStore, now
-from worker.schedule import PollSchedule
-from worker.webhooks.events import COMPLETED_EVENT, PLACED_EVENT
+from worker.pipeline.core import Pipeline
+from worker.pipeline.outcomes import Outcome
+from worker.pipeline.poller import OUTAGE_POLL_INTERVAL_S
+from worker.pipeline.schedule import PollSchedule
+from worker.pipeline.store import RequestStore, now
 
 #: The database the sweep tests have to themselves (the suite's other tests use 0).
 SWEEP_DB = 13

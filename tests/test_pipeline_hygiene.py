@@ -13,10 +13,10 @@ from tests.pipeline_fakes import (
     make_pipeline,
     unique_request,
 )
-from worker.document import build_outcome, iso
-from worker.outbox import DUE_KEY, Outbox, note_key
-from worker.outcomes import Outcome
-from worker.records import RequestStore, now
+from worker.pipeline.document import build_outcome, iso
+from worker.pipeline.outbox import DUE_KEY, Outbox, note_key
+from worker.pipeline.outcomes import Outcome
+from worker.pipeline.store import RequestStore, now
 from worker.sane_values import MAX_CLOCK_SKEW_S, sane_count, sane_float, sane_time
 
 # -- start: a start that lands after its request settled, stored-value hygiene, outbox -------
@@ -54,7 +54,7 @@ def test_no_stored_time_makes_settling_raise(records: redis.Redis, stored: str) 
 
     record = pipeline.store.load(request_id)
     assert record is not None
-    pipeline._settle(record, Outcome.ANSWERED, raw_result="NORMAL_CLEARING")
+    pipeline.settler.settle(record, Outcome.ANSWERED, raw_result="NORMAL_CLEARING")
 
     state, doc = pipeline.sink.last(task_id)  # type: ignore[attr-defined]
     assert state == "SUCCESS"

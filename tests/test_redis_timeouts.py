@@ -11,8 +11,8 @@ import pytest
 import redis
 
 from worker.celery_app import celery_config
-from worker.lifecycle import Pipeline
-from worker.records import RequestStore
+from worker.pipeline.insist import insist
+from worker.pipeline.store import RequestStore
 from worker.runtime import records_redis
 from worker.settings import Settings
 
@@ -67,11 +67,11 @@ def _dialing(store: RequestStore) -> str:
 def test_a_placement_whose_reply_was_lost_is_still_taken_for_done(
     store: RequestStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The worker insists on writing "placed" (``_retry_infra``); the first try landed."""
+    """The worker insists on writing "placed" (``worker.pipeline.insist``); the first try landed."""
     request_id = _dialing(store)
     monkeypatch.setattr(store, "_cas", LostFirstReply(store._cas))
     writer = uuid.uuid4().hex
-    done = Pipeline._retry_infra(
+    done = insist(
         lambda: store.compare_and_set(
             request_id, "state", "dialing", "placed", writer_token=writer, callid="c-1"
         )

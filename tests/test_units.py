@@ -24,9 +24,9 @@ from worker.errors import (
     TransientError,
 )
 from worker.masking import mask_dn, mask_text, masked_reprs
-from worker.outcomes import Outcome, classify_result, is_in_progress
+from worker.pipeline.outcomes import Outcome, classify_result, is_in_progress
+from worker.pipeline.schedule import PollSchedule
 from worker.retry_after import retry_after_s
-from worker.schedule import PollSchedule
 from worker.transport import envelope_data, translate_transport_error
 from worker.validation import parse_start_request, validate_dn, validate_timeout
 

@@ -225,8 +225,8 @@ _sweepers: list[Any] = []
 
 @signals.worker_ready.connect
 def _start_sweeper(sender: Any = None, **_: Any) -> None:
+    from worker.pipeline.threads import Sweeper, WebhookMover
     from worker.runtime import get_pipeline
-    from worker.sweeper import Sweeper, WebhookMover
 
     pipeline = get_pipeline(app)
     threads: list[Any] = [Sweeper(pipeline)]

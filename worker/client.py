@@ -35,7 +35,7 @@ from worker.errors import (
 )
 from worker.guard import RequestGuard
 from worker.masking import mask_dn
-from worker.outcomes import Outcome, classify_result
+from worker.pipeline.outcomes import Outcome, classify_result
 from worker.settings import SecretStr, Settings
 from worker.transport import envelope_data, translate_transport_error
 from worker.validation import validate_callid, validate_dn, validate_timeout

@@ -28,9 +28,9 @@ from kombu.message import Message
 from vine import promise
 
 from worker import metrics
-from worker.document import build_outcome
-from worker.outcomes import Outcome
-from worker.records import now
+from worker.pipeline.document import OutcomeError, build_outcome
+from worker.pipeline.outcomes import Outcome
+from worker.pipeline.store import now
 from worker.runtime import PLACED, POLL_TASK, VERIFY_TASK, WEBHOOK_TASK, CeleryResultSink
 
 __all__ = ["ForeignMessageConsumer", "Refusal", "answer_for", "read_task_id", "refusal_for"]
@@ -161,9 +161,9 @@ def answer_for(task_name: str | None, task_id: str, refusal: Refusal) -> dict[st
         Outcome.INVALID,
         completed_at=received,
         request_id=task_id,
-        error={"field": refusal.field, "rule": refusal.rule},
+        error=OutcomeError(field=refusal.field, rule=refusal.rule),
         requested_at=received,
-    )
+    ).model_dump(mode="json")
 
 
 class ForeignMessageConsumer(Consumer):

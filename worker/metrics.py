@@ -23,7 +23,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import REGISTRY, Collector
 
-from worker.records import INFLIGHT_KEY
+from worker.pipeline.store import INFLIGHT_KEY
 from worker.webhooks.store import DEAD_KEY
 
 __all__ = [

@@ -17,10 +17,10 @@ from celery import Celery
 from celery.exceptions import TimeoutError as CeleryTimeoutError
 from celery.result import AsyncResult
 
-from worker.codes import CodeCheck
 from worker.contracts.names import PLACED, START_TASK, VERIFY_TASK
 from worker.masking import masked_reprs
-from worker.outbox import Outbox, lost_after_s
+from worker.pipeline.outbox import Outbox, lost_after_s
+from worker.pipeline.pins import CodeCheck
 from worker.settings import get_settings
 from worker.validation import TIMEOUT_MIN_S, parse_start_request
 
@@ -51,7 +51,7 @@ def enqueue_call(
     """Send ``callpass.start_call``; the returned result resolves to the outcome document.
 
     With ``outbox`` (the workers' Redis), the request is noted before it is published, so a
-    message the broker loses on its way to a worker is published again (see worker.outbox).
+    message the broker loses on its way to a worker is published again (see worker.pipeline.outbox).
     """
     kwargs: dict[str, Any] = {"dn": dn}
     if timeout is not None:

@@ -12,15 +12,16 @@ from celery import Celery
 
 from worker.breaker import CircuitBreaker
 from worker.client import CallPassClient
-from worker.codes import PinVault, derive_key
 from worker.guard import ApiGuard
-from worker.lifecycle import Dispatcher, Pipeline, ResultSink
 from worker.limits import DestinationLimiter, GlobalRateLimiter
 from worker.masking import masked_reprs
-from worker.outbox import Outbox, lost_after_s
-from worker.records import RequestStore
+from worker.pipeline import Dispatcher, ResultSink
+from worker.pipeline.core import Pipeline
+from worker.pipeline.outbox import Outbox, lost_after_s
+from worker.pipeline.pins import PinVault, derive_key
+from worker.pipeline.schedule import PollSchedule
+from worker.pipeline.store import RequestStore
 from worker.redis_sockets import records_socket_options
-from worker.schedule import PollSchedule
 from worker.settings import Settings, get_settings, is_rabbitmq
 from worker.webhooks.delivery import MAX_RETRY_AFTER_S, WebhookDeliverer
 from worker.webhooks.events import WebhookEvents

@@ -2,7 +2,7 @@
 
 One ``call.placed`` (data: the PLACED info) and one ``call.completed`` (data: the outcome
 document) per request that gave a webhook URL; schemas ``call.placed.v1.json`` and
-``call.completed.v1.json``. The headers are Standard Webhooks' (see worker.webhook_signature).
+``call.completed.v1.json``. The headers are Standard Webhooks' (see worker.webhooks.signature).
 """
 
 from __future__ import annotations

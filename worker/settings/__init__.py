@@ -14,10 +14,6 @@ from __future__ import annotations
 
 from pydantic import SecretStr
 
-# MAX_INLINE_WAIT_S and START_RETRY_DELAYS_S are not settings: they moved to the modules that
-# use them. Importable from here only until the branches written before the move are merged.
-from worker.api_retry import MAX_INLINE_WAIT_S as MAX_INLINE_WAIT_S
-from worker.schedule import START_RETRY_DELAYS_S as START_RETRY_DELAYS_S
 from worker.settings.errors import SettingsError
 from worker.settings.loading import get_settings, load_settings, reset_settings
 from worker.settings.model import SIMULATOR_DEV_TOKEN, Settings, is_rabbitmq

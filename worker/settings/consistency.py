@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from worker.addresses import is_loopback
-from worker.schedule import START_RETRY_MAX_DELAY_S
+from worker.pipeline.schedule import START_RETRY_MAX_DELAY_S
 from worker.settings.errors import SettingsError
 from worker.settings.variables import variable_name
 

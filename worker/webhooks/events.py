@@ -20,17 +20,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from worker.document import iso
+from worker.pipeline.document import iso
 from worker.webhooks.destinations import DestinationPolicy, DestinationRefused
 from worker.webhooks.store import WebhookStore
 
-__all__ = ["COMPLETED_EVENT", "EVENT_TYPES", "PLACED_EVENT", "WebhookEvents", "event_id_for"]
+__all__ = ["WebhookEvents", "event_id_for"]
 
 log = logging.getLogger(__name__)
-
-PLACED_EVENT = "call.placed"
-COMPLETED_EVENT = "call.completed"
-EVENT_TYPES = (PLACED_EVENT, COMPLETED_EVENT)
 
 #: Sends one ``callpass.deliver_webhook`` message: (event id, attempt).
 Dispatch = Callable[[str, int], None]

@@ -1,10 +1,7 @@
 """Request records in Redis: the memory that makes a call happen at most once.
 
-One hash per request id (``callpass:req:<request_id>``) holds the request's state machine::
-
-    claimed ──CAS──▶ dialing ──▶ placed ──▶ (outcome set)
-       │                │
-       └────────────────┴──────▶ (outcome set: invalid, api_error, unknown, expired, …)
+One hash per request id (``callpass:req:<request_id>``) holds the request's state machine
+(:class:`~worker.pipeline.states.RequestState`; the scripts receive its values as arguments):
 
 * ``claim`` creates the record atomically; a redelivered or repeated ``start_call`` finds it
   and resumes instead of dialing again.
@@ -25,13 +22,16 @@ import hashlib
 import json
 import time
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import cast
 
 import redis
 
+from worker.contracts.outcome import OutcomeDocument
+from worker.pipeline.document import parse_outcome
+from worker.pipeline.states import RequestState
 from worker.sane_values import sane_float
 
-__all__ = ["RequestRecord", "RequestStore"]
+__all__ = ["INFLIGHT_KEY", "RequestRecord", "RequestStore", "dn_digest", "now"]
 
 KEY_PREFIX = "callpass:req:"
 
@@ -68,8 +68,8 @@ for i = 5, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
 return 1
 """
 
-# KEYS[1] record, KEYS[2] in-flight set; ARGV: outcome JSON, key prefix, and when the sweeper
-# should look again ('' for never). Returns the outcome that stands.
+# KEYS[1] record, KEYS[2] in-flight set; ARGV: outcome JSON, key prefix, when the sweeper
+# should look again ('' for never), the settled state. Returns the outcome that stands.
 _SETTLE = """
 local id = string.sub(KEYS[1], string.len(ARGV[2]) + 1)
 if ARGV[3] == '' then
@@ -79,7 +79,7 @@ else
 end
 if redis.call('EXISTS', KEYS[1]) == 1 then
   redis.call('HSETNX', KEYS[1], 'outcome', ARGV[1])
-  redis.call('HSET', KEYS[1], 'state', 'settled')
+  redis.call('HSET', KEYS[1], 'state', ARGV[4])
   return redis.call('HGET', KEYS[1], 'outcome')
 end
 return ARGV[1]
@@ -142,9 +142,14 @@ class RequestRecord:
         return self.get("state")
 
     @property
-    def outcome(self) -> dict[str, Any] | None:
+    def task_id(self) -> str:
+        """The task id of the delivery that created the record (where PLACED info is read)."""
+        return self.get("task_id")
+
+    @property
+    def outcome(self) -> OutcomeDocument | None:
         raw = self.fields.get("outcome")
-        return cast(dict[str, Any], json.loads(raw)) if raw else None
+        return parse_outcome(json.loads(raw)) if raw else None
 
 
 class RequestStore:
@@ -171,7 +176,7 @@ class RequestStore:
         Returns 1 (created), 0 (it existed) or -1 (it exists for another number: nothing is
         subscribed, so that request's pin never reaches this task's result).
         """
-        pairs: list[str] = ["state", "claimed"]
+        pairs: list[str] = ["state", RequestState.CLAIMED]
         for name, value in initial.items():
             pairs += [name, value]
         key = self.key(request_id)
@@ -241,24 +246,26 @@ class RequestStore:
         return bool(self._redis.set(f"callpass:lock:{name}", "1", nx=True, px=int(ttl_s * 1000)))
 
     def settle(
-        self, request_id: str, outcome: dict[str, Any], recheck_at: float | None = None
-    ) -> dict[str, Any]:
+        self, request_id: str, outcome: OutcomeDocument, recheck_at: float | None = None
+    ) -> OutcomeDocument:
         """Write the outcome once; return the one that stands (maybe an earlier one).
 
         The record keeps the outcome without the pin: the pin lives only in what the producer
-        reads (see ``Pipeline._publish_outcome``). With ``recheck_at`` the request stays
-        in-flight until :meth:`forget`, so the sweeper finishes publishing after a crash.
+        reads (see :class:`~worker.pipeline.publisher.Publisher`). With ``recheck_at`` the
+        request stays in-flight until :meth:`forget`, so the sweeper finishes publishing after
+        a crash.
         """
         raw = self._settle(
             keys=[self.key(request_id), INFLIGHT_KEY],
             args=[
-                json.dumps({**outcome, "pin": None}),
+                json.dumps({**outcome.model_dump(mode="json"), "pin": None}),
                 KEY_PREFIX,
                 "" if recheck_at is None else repr(recheck_at),
+                RequestState.SETTLED,
             ],
         )
         text = raw.decode() if isinstance(raw, bytes) else str(raw)
-        return cast(dict[str, Any], json.loads(text))
+        return parse_outcome(json.loads(text))
 
 
 def _pairs_to_dict(flat: list[bytes]) -> dict[str, str]:

@@ -1,7 +1,7 @@
 """Background threads of each worker: the sweeper and the webhook mover.
 
 The sweeper re-drives requests whose next step went missing (see
-:meth:`worker.lifecycle.Pipeline.sweep`); one process at a time sweeps, under a short Redis
+:mod:`worker.pipeline.sweeper`); one process at a time sweeps, under a short Redis
 lease. The mover sends webhook events whose next attempt is due (see
 :mod:`worker.webhooks.store`); taking events is atomic, so every worker runs one.
 """
@@ -12,7 +12,7 @@ import logging
 import threading
 from collections.abc import Callable
 
-from worker.lifecycle import Pipeline
+from worker.pipeline.core import Pipeline
 from worker.webhooks.events import WebhookEvents
 
 __all__ = ["Periodic", "Sweeper", "WebhookMover"]

@@ -1,0 +1,275 @@
+"""Dialing: ``claimed → dialing → placed``, at most one start request per request.
+
+Only the delivery that moves the record ``claimed → dialing`` (compare-and-set) sends a start
+request. A delivery that finds the request further on resumes it instead: it publishes what
+stands, or waits for the delivery that is dialing. A record left in ``dialing`` by a worker
+that died mid-request is recovered from the PLACED info that worker published, or settles
+``unknown``; it is never dialed again.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from worker import metrics
+from worker.client import StartedCall
+from worker.contracts.outcome import Outcome, OutcomeError
+from worker.contracts.placed import PlacedInfo
+from worker.errors import (
+    ApiRejectedError,
+    AuthError,
+    InvalidRequestError,
+    OutcomeUnknownError,
+    PermanentError,
+    TransientError,
+)
+from worker.logs import bind_log_context
+from worker.pipeline.document import iso
+from worker.pipeline.insist import insist
+from worker.pipeline.pins import PinVault
+from worker.pipeline.poller import Poller
+from worker.pipeline.ports import ClientFactory, Dispatcher
+from worker.pipeline.publisher import Publisher
+from worker.pipeline.schedule import START_RETRY_DELAYS_S
+from worker.pipeline.settlement import Settler
+from worker.pipeline.states import RequestState
+from worker.pipeline.store import RequestRecord, RequestStore, now
+
+__all__ = ["Dialer"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """The start_call message being handled: what a resend needs (the number kept out of
+    reprs: it is never shown in clear)."""
+
+    task_id: str
+    dn: str = field(repr=False)
+    kwargs: dict[str, Any] = field(repr=False)
+    attempt: int = 0
+
+
+@dataclass
+class Dialer:
+    client: ClientFactory
+    store: RequestStore
+    dispatcher: Dispatcher
+    publisher: Publisher
+    settler: Settler
+    poller: Poller
+    default_timeout_s: int
+    place_deadline_s: float
+    #: Longest a start request can take with its inline retries; a record stuck in
+    #: ``dialing`` for longer belongs to a worker that died mid-request.
+    max_start_s: float
+    progress_slack_s: float
+    #: Counts calls per number; returns seconds to wait (0: go ahead).
+    admit_destination: Callable[[str, str], float]
+    pins: PinVault | None
+    pins_leave_worker: bool
+
+    def advance(self, record: RequestRecord, delivery: Delivery) -> str:
+        """Take the request on from where its record is; return a summary for Flower."""
+        resumed = self._resume(record, delivery)
+        if resumed is not None:
+            return resumed
+        request_id = record.request_id
+        requested_at = record.number("requested_at") or now()
+        if now() > requested_at + self.place_deadline_s:
+            self.settler.settle(record, Outcome.EXPIRED, api_message="placement deadline passed")
+            return "expired"
+        wait_s = self.admit_destination(record.get("dn_digest"), request_id)
+        if wait_s > 0:
+            metrics.limit_refused("destination")
+            self.settler.settle(
+                record,
+                Outcome.RATE_LIMITED,
+                api_message="too many calls to this number (CALLPASS_DN_LIMITS)",
+                retry_at=now() + wait_s,
+            )
+            return "rate_limited"
+        if not self.store.compare_and_set(
+            request_id, "state", RequestState.CLAIMED, RequestState.DIALING, dialing_at=repr(now())
+        ):
+            # Lost the race to another delivery: handle what it left, like a redelivery.
+            raced = self.store.load(request_id)
+            if raced is None or raced.state == RequestState.CLAIMED:
+                raise RuntimeError(f"request {request_id}: claim changed under us")
+            return self.advance(raced, delivery)
+        return self._dial(record, delivery, requested_at)
+
+    def _resume(self, record: RequestRecord, delivery: Delivery) -> str | None:
+        """A request past ``claimed``: publish what stands; ``None`` for a claimed one."""
+        standing = record.outcome
+        if standing is not None:
+            self.publisher.outcome(record, standing)
+            return "settled"
+        if record.state == RequestState.PLACED:
+            self.publisher.republish_placed(record)
+            if not record.get("poll_token"):
+                self.poller.start_chain(record, record.seconds_since_placed())
+            return "placed"
+        if record.state == RequestState.DIALING:
+            return self._dialing_elsewhere(record, delivery)
+        return None
+
+    def _dialing_elsewhere(self, record: RequestRecord, delivery: Delivery) -> str:
+        dialing_for = now() - (record.number("dialing_at") or 0)
+        if dialing_for < self.max_start_s:
+            # Another delivery is dialing and will publish; look again once it must be
+            # done, in case it died (acking this message must not drop the request).
+            requested_at = record.number("requested_at") or now()
+            delay = self.max_start_s - dialing_for + 1.0
+            self.dispatcher.resend_start(
+                delivery.task_id, delivery.kwargs, requested_at, delivery.attempt, delay
+            )
+            return "dialing elsewhere"
+        # The dialer died: recover its call from the PLACED info, or settle unknown.
+        self.recover(record)
+        fresh = self.store.load(record.request_id) or record
+        if fresh.state == RequestState.PLACED:
+            self.publisher.republish_placed(fresh)
+        return fresh.state
+
+    def recover(self, record: RequestRecord) -> None:
+        """A record in ``dialing``: give its dialer time, or take over from a dead one."""
+        dialing_for = now() - (record.number("dialing_at") or 0)
+        if dialing_for < self.max_start_s:
+            self.store.expect_progress(record.request_id, now() + self.progress_slack_s)
+            return
+        recovered = self.publisher.stored_placed(record)
+        callid = recovered.get("callid") if recovered else None
+        if recovered and callid and self._mark_placed(record, str(callid), recovered):
+            placed = self.store.load(record.request_id) or record
+            self.poller.start_chain(placed, placed.seconds_since_placed())
+            return
+        self.settler.settle(
+            record,
+            Outcome.UNKNOWN,
+            api_message="the worker stopped while the start request was in flight",
+            call_placed=None,
+        )
+
+    def _dial(self, record: RequestRecord, delivery: Delivery, requested_at: float) -> str:
+        timeout = record.integer("timeout", self.default_timeout_s)
+        started = self._send_start(record, delivery, timeout, requested_at)
+        if isinstance(started, str):
+            return started
+        return self._placed(record, started, timeout)
+
+    def _send_start(
+        self, record: RequestRecord, delivery: Delivery, timeout: int, requested_at: float
+    ) -> StartedCall | str:
+        """The start request's answer, or a summary once the request is settled/deferred."""
+        try:
+            return self.client().start_call_async(
+                delivery.dn,
+                timeout,
+                request_id=record.request_id,
+                send_by=requested_at + self.place_deadline_s,
+            )
+        except OutcomeUnknownError as exc:
+            self.settler.settle(record, Outcome.UNKNOWN, api_message=exc.message, call_placed=None)
+            return "unknown"
+        except AuthError as exc:
+            self.settler.settle(record, Outcome.AUTH_FAILED, api_message=exc.message)
+            return "auth_failed"
+        except (ApiRejectedError, PermanentError) as exc:
+            self.settler.settle(record, Outcome.API_ERROR, api_message=exc.message)
+            return "api_error"
+        except InvalidRequestError as exc:
+            error = OutcomeError(field=exc.field, rule=exc.rule)
+            self.settler.settle(record, Outcome.INVALID, error=error)
+            return "invalid"
+        except TransientError as exc:
+            return self._defer(record, delivery, requested_at, exc)
+
+    def _defer(
+        self, record: RequestRecord, delivery: Delivery, requested_at: float, exc: TransientError
+    ) -> str:
+        """The start never reached the API (the client resends nothing else): try again."""
+        request_id = record.request_id
+        self.store.compare_and_set(request_id, "state", RequestState.DIALING, RequestState.CLAIMED)
+        delay = START_RETRY_DELAYS_S[min(delivery.attempt, len(START_RETRY_DELAYS_S) - 1)]
+        if now() + delay > requested_at + self.place_deadline_s:
+            self.settler.settle(
+                record, Outcome.EXPIRED, api_message=f"API unreachable until deadline: {exc}"
+            )
+            return "expired"
+        log.warning("start for request %s not sent (%s); again in %.1fs", request_id, exc, delay)
+        self.store.expect_progress(request_id, now() + delay + self.progress_slack_s)
+        self.dispatcher.resend_start(
+            delivery.task_id, delivery.kwargs, requested_at, delivery.attempt + 1, delay
+        )
+        return "start deferred"
+
+    def _placed(self, record: RequestRecord, started: StartedCall, timeout: int) -> str:
+        """The API placed the call: publish it, record it, start polling."""
+        request_id = record.request_id
+        placed_at = now()
+        pins = self.pins
+        if pins is not None:  # the digest first: a producer may check a code the moment it sees it
+            insist(lambda: pins.store(request_id, started.pin))
+        info = PlacedInfo(
+            request_id=request_id,
+            callid=started.callid,
+            pin=started.pin if self.pins_leave_worker else None,
+            placed_at=iso(placed_at) or "",
+            timeout=timeout,
+        )
+        # The pin goes to the producer's result first; the record then says "placed" without
+        # it. One writer token for every try: a try whose reply was lost after it landed is
+        # not taken for "settled meanwhile" by the next one.
+        self.publisher.placed(request_id, info)
+        writer = uuid.uuid4().hex
+        if not insist(lambda: self._mark_placed(record, started.callid, info.model_dump(), writer)):
+            # Settled meanwhile (a duplicate judged this start lost): the outcome stands, and
+            # goes out again over the PLACED info just published on top of it.
+            log.warning(
+                "call %s for request %s was placed after the request settled",
+                started.callid,
+                request_id,
+            )
+            self.publisher.outcome_if_settled(request_id)
+            return "placed late"
+        placed = self.store.load(request_id) or record
+        self.publisher.announce_placed(placed, info)
+        log.info(
+            "call %s placed to %s for request %s",
+            started.callid,
+            record.get("dn_masked"),
+            request_id,
+        )
+        self.poller.start_chain(placed, elapsed_s=0.0)
+        return "placed"
+
+    def _mark_placed(
+        self, record: RequestRecord, callid: str, info: dict[str, Any], writer: str = ""
+    ) -> bool:
+        """``dialing → placed`` with the call's id and placement time (from its PLACED info)."""
+        bind_log_context(callid=callid)
+        placed_at = info.get("placed_at")
+        return self.store.compare_and_set(
+            record.request_id,
+            "state",
+            RequestState.DIALING,
+            RequestState.PLACED,
+            writer_token=writer,
+            callid=callid,
+            placed_at=repr(_epoch(placed_at) if isinstance(placed_at, str) else now()),
+        )
+
+
+def _epoch(iso_text: str) -> float:
+    """An ISO-8601 time as epoch seconds; now for text that is not one (never raises)."""
+    try:
+        return datetime.fromisoformat(iso_text.replace("Z", "+00:00")).timestamp()
+    except (ValueError, OverflowError):
+        return now()

@@ -1,0 +1,87 @@
+"""Building the outcome document every request settles with (the model:
+:class:`worker.contracts.outcome.OutcomeDocument`, schema ``schemas/outcome.v1.json``).
+
+The document stays a model until it leaves the worker (a result, a webhook event); only there
+is it serialised, with ``model_dump(mode="json")``. Building never raises: values that came
+from outside (a stored field, a foreign task id) and break the contract are shown as ``null``.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import ValidationError
+
+from worker.contracts.outcome import Outcome, OutcomeDocument, OutcomeError
+from worker.sane_values import formattable_time
+
+__all__ = ["OutcomeDocument", "OutcomeError", "build_outcome", "iso", "parse_outcome"]
+
+log = logging.getLogger(__name__)
+
+#: The contract's bounds (``worker.contracts.outcome``), checked before building.
+_PIN_RE = re.compile(r"[0-9]{4,6}", re.ASCII)
+_REQUEST_ID_MAX = 128
+_TIMEOUT_RANGE = range(2, 100)
+
+
+def iso(ts: float | None) -> str | None:
+    """Epoch seconds → ISO-8601 UTC with milliseconds; ``None`` for a time it cannot show.
+
+    Never raises: a settle must not fail on a time that came from outside (NaN, ``inf``).
+    """
+    ts = formattable_time(ts)
+    if ts is None:
+        return None
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def build_outcome(
+    outcome: Outcome,
+    *,
+    completed_at: float,
+    request_id: str | None = None,
+    dn_masked: str | None = None,
+    callid: str | None = None,
+    pin: str | None = None,
+    raw_result: str | None = None,
+    api_message: str | None = None,
+    error: OutcomeError | None = None,
+    timeout: int | None = None,
+    requested_at: float | None = None,
+    placed_at: float | None = None,
+    status_requests: int = 0,
+    call_placed: bool | None = False,
+    retry_at: float | None = None,
+) -> OutcomeDocument:
+    """Build a document; ``call_placed`` is ``None`` when nobody can know (a lost start)."""
+    return OutcomeDocument(
+        request_id=request_id if request_id is None or len(request_id) <= _REQUEST_ID_MAX else None,
+        dn_masked=dn_masked,
+        callid=callid,
+        pin=pin if pin is not None and _PIN_RE.fullmatch(pin) else None,
+        outcome=outcome,
+        call_placed=True if callid is not None else call_placed,
+        raw_result=raw_result,
+        api_message=api_message,
+        error=error,
+        timeout=timeout if timeout in _TIMEOUT_RANGE else None,
+        requested_at=iso(requested_at),
+        placed_at=iso(placed_at),
+        completed_at=iso(completed_at) or "",
+        status_requests=max(0, status_requests),
+        retry_at=iso(retry_at),
+    )
+
+
+def parse_outcome(stored: dict[str, Any]) -> OutcomeDocument:
+    """A document read back (from a request record): validated, or as it is when it breaks
+    the contract (written by another version), so it still reaches its producers."""
+    try:
+        return OutcomeDocument.model_validate(stored)
+    except ValidationError as exc:
+        log.warning("a stored outcome breaks the contract (%d errors)", exc.error_count())
+        return OutcomeDocument.model_construct(**stored)

@@ -1,0 +1,79 @@
+"""Settling a request: its outcome written once, from one read of its record, then published.
+
+Whoever settles later (a duplicate delivery, the sweeper) reads the first outcome back and
+publishes that one: a request has exactly one outcome.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from worker import metrics
+from worker.contracts.outcome import Outcome, OutcomeError
+from worker.pipeline.document import build_outcome
+from worker.pipeline.publisher import Publisher
+from worker.pipeline.store import RequestRecord, RequestStore, now
+
+__all__ = ["Settler"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Settler:
+    store: RequestStore
+    publisher: Publisher
+    #: How long the sweeper waits before it finishes a settle that has a webhook event.
+    progress_slack_s: float
+    #: Whether webhook events are stored at all (``False``: no request has one).
+    webhooks_configured: bool
+
+    def settle(
+        self,
+        record: RequestRecord,
+        outcome: Outcome,
+        *,
+        raw_result: str | None = None,
+        api_message: str | None = None,
+        error: OutcomeError | None = None,
+        call_placed: bool | None = False,
+        retry_at: float | None = None,
+    ) -> None:
+        """Settle ``record``'s request with ``outcome`` (or publish the one that stands)."""
+        request_id = record.request_id
+        fresh = self.store.load(request_id) or record  # the settle's one read of the record
+        doc = build_outcome(
+            outcome,
+            completed_at=now(),
+            request_id=request_id,
+            dn_masked=fresh.get("dn_masked") or None,
+            callid=fresh.get("callid") or None,
+            raw_result=raw_result,
+            api_message=api_message,
+            error=error,
+            timeout=fresh.integer("timeout", 0) or None,
+            requested_at=fresh.number("requested_at"),
+            placed_at=fresh.number("placed_at"),
+            status_requests=fresh.integer("status_requests", 0),
+            call_placed=call_placed,
+            retry_at=retry_at,
+        )
+        # With a webhook, settling and storing the event are two steps: the sweeper finishes
+        # the second if this process dies between them.
+        has_webhook = self.webhooks_configured and bool(fresh.get("webhook_url"))
+        recheck_at = now() + self.progress_slack_s if has_webhook else None
+        standing = self.store.settle(request_id, doc, recheck_at)
+        if standing.completed_at == doc.completed_at:  # ours stands: count it once
+            metrics.request_settled(
+                standing.outcome, standing.status_requests if doc.callid else None
+            )
+        log.info(
+            "request %s settled: %s (%s status requests)",
+            request_id,
+            standing.outcome,
+            standing.status_requests,
+        )
+        self.publisher.outcome(fresh, standing)  # the pin goes back in there
+        if has_webhook:
+            self.store.forget(request_id)
