@@ -317,6 +317,24 @@ def test_a_dead_dialers_call_is_recovered_from_its_placed_info(records: redis.Re
     assert client.starts == 0
 
 
+def test_two_recoverers_of_one_dead_dialer_leave_its_call_placed(records: redis.Redis) -> None:
+    client = FakeClient()
+    pipeline = make_pipeline(records, client)
+    dead_since = repr(now() - MAX_START_S - 1)
+    task_id, request_id = seed(records, pipeline, "dialing", dialing_at=dead_since)
+    sink_of(pipeline).publish_placed(task_id, placed_info("c-dead", now() - 3))
+    # Both read the record while it was still dialing; the first one recovers the call.
+    seen_by_both = record_of(pipeline, request_id)
+    pipeline.dialer.recover(seen_by_both)
+    pipeline.dialer.recover(seen_by_both)
+
+    record = record_of(pipeline, request_id)
+    assert (record.state, record.get("callid")) == ("placed", "c-dead")
+    assert record.outcome is None
+    assert len(dispatcher_of(pipeline).polls) == 1
+    assert client.starts == 0
+
+
 def test_a_dead_dialer_without_placed_info_settles_unknown(records: redis.Redis) -> None:
     client = FakeClient()
     pipeline = make_pipeline(records, client)

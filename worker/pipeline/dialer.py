@@ -146,10 +146,16 @@ class Dialer:
             return
         recovered = self.publisher.stored_placed(record)
         callid = recovered.get("callid") if recovered else None
-        if recovered and callid and self._mark_placed(record, str(callid), recovered):
-            placed = self.store.load(record.request_id) or record
-            self.poller.start_chain(placed, placed.seconds_since_placed())
-            return
+        if recovered and callid:
+            if self._mark_placed(record, str(callid), recovered):
+                placed = self.store.load(record.request_id) or record
+                self.poller.start_chain(placed, placed.seconds_since_placed())
+                return
+            moved_on = self.store.load(record.request_id)
+            if moved_on is None or moved_on.state != RequestState.DIALING:
+                # Another recoverer (a redelivery, the sweeper) took it over first: its call
+                # is placed and polled, and an unknown over it would be wrong.
+                return
         self.settler.settle(
             record,
             Outcome.UNKNOWN,
