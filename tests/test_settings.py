@@ -70,7 +70,7 @@ def test_plain_http_is_for_loopback_or_needs_the_setting_that_says_so() -> None:
 
 
 def test_skipping_tls_verification_needs_the_setting_that_says_so() -> None:
-    from worker.celery_app import startup_warnings
+    from worker.worker_signals import startup_warnings
 
     insecure = Settings.from_env({"CALLPASS_INSECURE_SKIP_TLS_VERIFY": "true"})
     assert insecure.tls_verify is False
