@@ -53,8 +53,10 @@ def create_app(settings: Settings) -> Celery:
 def create_flower_app(settings: Settings) -> Celery:
     """The app Flower gets (``callpass flower``): Flower needs events, not results, and
     without the result backend its result API cannot show pins."""
+    from worker.flower_entry import drop_result_backend
+
     app = create_app(settings)
-    app.conf.update({"result_backend": None})
+    drop_result_backend(app)
     return app
 
 

@@ -27,10 +27,13 @@ import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import click
+
 from worker.flower_guard import check_flower_args
 
 __all__ = [
     "CELERY_FLOWER",
+    "drop_result_backend",
     "guard_flower_command",
     "login_variables",
     "refuse_unsafe_flower",
@@ -68,20 +71,28 @@ def guard_flower_command(command: Any) -> Any:
 
     @functools.wraps(callback)
     def guarded(*args: Any, **kwargs: Any) -> Any:
-        context = args[0] if args else None  # Click's context: its obj holds Celery's app
+        # Click's context (Flower's callback gets it from click.pass_context, not from its
+        # caller): its obj holds the app Celery's CLI built.
+        context = click.get_current_context(silent=True)
         app = getattr(getattr(context, "obj", None), "app", None)
         _hand_over_our_login(app)
         # Click hands Flower everything after `flower` as `tornado_argv`.
         refuse_unsafe_flower(list(kwargs.get("tornado_argv", ())), os.environ)
-        # Flower needs events, not results: whatever app or --result-backend it was given,
-        # without the backend its result API cannot show pins.
-        if app is not None:
-            app.conf.result_backend = None
+        if app is not None:  # whatever app or --result-backend it was given
+            drop_result_backend(app)
         return callback(*args, **kwargs)
 
     setattr(guarded, _GUARDED, True)
     command.callback = guarded
     return command
+
+
+def drop_result_backend(app: Any) -> None:
+    """Flower needs events, not results: without a result backend its result API cannot show
+    pins. Celery's ``--result-backend`` (``CELERY_RESULT_BACKEND``) wins over the app's
+    ``result_backend`` setting, but not over the backend the app itself names."""
+    app.conf.result_backend = None
+    app.backend_cls = "disabled"
 
 
 def _hand_over_our_login(app: object) -> None:
