@@ -26,7 +26,7 @@ from worker.celery_app import celery_config
 from worker.devstack import Proc, Stack, child_env, wait_for_worker, wait_until
 from worker.pipeline.schedule import PollSchedule
 from worker.producer import enqueue_call
-from worker.settings import SIMULATOR_DEV_TOKEN, Settings
+from worker.settings import SIMULATOR_DEV_TOKEN, load_settings
 
 __all__ = ["MIXES", "Bench", "Variant"]
 
@@ -101,7 +101,7 @@ class Bench:
             env = self._ours_env(sim_url, queue, dict(variant.env))
             env["CALLPASS_WORKER_POOL"] = variant.pool  # `--pool prefork` alone would not do
             app = Celery("bench-producer", set_as_current=False)
-            app.config_from_object(celery_config(Settings.from_env(env)))
+            app.config_from_object(celery_config(load_settings(env)))
             proc = self.stack.start_worker(child_env(env), name, *pool)
         else:
             env = {"BENCH_REDIS_URL": self.redis_url, "CALLPASS_API_URL": sim_url}

@@ -22,7 +22,7 @@ from worker.celery_app import celery_config
 from worker.devstack import Proc, Stack, child_env, free_port, wait_for_worker, wait_until
 from worker.pipeline.outbox import Outbox, lost_after_s
 from worker.producer import enqueue_call
-from worker.settings import Settings
+from worker.settings import load_settings
 from worker.webhooks.events import event_id_for
 
 if TYPE_CHECKING:
@@ -137,7 +137,7 @@ class Harness:
             **(worker_env or {}),
         }
         self.app = Celery("chaos-producer", set_as_current=False)
-        self.app.config_from_object(celery_config(Settings.from_env(self.env)))
+        self.app.config_from_object(celery_config(load_settings(self.env)))
         self.redis = redis.Redis.from_url(self.redis_url, socket_timeout=5)
         visibility = float(self.env["CALLPASS_VISIBILITY_TIMEOUT_S"])
         self.outbox = Outbox(self.redis, grace_s=lost_after_s(visibility))

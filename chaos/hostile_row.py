@@ -19,7 +19,7 @@ from chaos.hostile import (
     publish_raw,
     raw_message,
 )
-from worker.settings import Settings
+from worker.settings import load_settings
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -129,7 +129,7 @@ def hostile_messages(run_dir: Path, size: Size) -> Row:
     began = time.monotonic()
     deadline = {"CALLPASS_PLACE_DEADLINE_S": f"{PLACE_DEADLINE_S:g}"}
     h = Harness(run_dir, workers=0, worker_env=deadline)
-    queue = Settings.from_env(h.env).queue
+    queue = load_settings(h.env).queue
     sent = Sent()
     try:
         _start_workers(h)

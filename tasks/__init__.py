@@ -1,7 +1,7 @@
 """Celery tasks of callpass-worker: thin wrappers over :mod:`worker.pipeline` and
-:mod:`worker.webhooks`."""
+:mod:`worker.webhooks`, declared on an app by ``create_app`` (``worker/celery_app.py``)."""
 
-from tasks.calls import poll_status, start_call, verify_code
-from tasks.webhooks import deliver_webhook
+from tasks.calls import register_call_tasks
+from tasks.webhooks import register_webhook_tasks
 
-__all__ = ["deliver_webhook", "poll_status", "start_call", "verify_code"]
+__all__ = ["register_call_tasks", "register_webhook_tasks"]

@@ -18,17 +18,17 @@ from collections.abc import Callable
 from typing import Any
 
 import redis
-from celery import Task
+from celery import Celery, Task
 from celery.exceptions import Reject
 from kombu.exceptions import OperationalError
 
-from worker.celery_app import app
+from worker.contracts.names import POLL_TASK, START_TASK, VERIFY_TASK
+from worker.contracts.verify import UNKNOWN_REQUEST
 from worker.masking import MaskedRequest
-from worker.pipeline.pins import CodeCheck
-from worker.runtime import get_pipeline
 from worker.sane_values import sane_count, sane_time
+from worker.worker_parts import WorkerParts
 
-__all__ = ["poll_status", "start_call", "verify_code"]
+__all__ = ["register_call_tasks"]
 
 log = logging.getLogger(__name__)
 
@@ -67,15 +67,19 @@ class PipelineRequest(MaskedRequest):
         self._expires = None
 
 
-_COMMON: dict[str, Any] = {
-    "base": CallpassTask,
-    "bind": True,
-    "ignore_result": True,
-    # A bug (FAILURE) is still recorded, so a producer's get() raises instead of hanging.
-    "store_errors_even_if_ignored": True,
-    "Request": PipelineRequest,
-    "acks_late": True,
-}
+def _declare_pipeline_task(app: Celery, name: str, run: Callable[..., str]) -> None:
+    app.task(
+        name=name,
+        # This app's own: a shared task would be copied into every app created after it.
+        shared=False,
+        base=CallpassTask,
+        bind=True,
+        ignore_result=True,
+        # A bug (FAILURE) is still recorded, so a producer's get() raises instead of hanging.
+        store_errors_even_if_ignored=True,
+        Request=PipelineRequest,
+        acks_late=True,
+    )(run)
 
 
 def _infra_delay(task: Task[Any, str]) -> tuple[int, float]:
@@ -114,39 +118,57 @@ def _guarded(
         return "deferred"
 
 
-@app.task(name="callpass.start_call", **_COMMON)
-def start_call(self: Task[Any, str], /, *args: Any, **kwargs: Any) -> str:
-    """Validate, claim the request id, place the call with async v2.0, hand over to polls.
+def register_call_tasks(app: Celery, parts: WorkerParts) -> None:
+    """Declare ``start_call``, ``poll_status`` and ``verify_code`` on ``app``; their pipeline
+    is ``parts``' (built once in each worker process)."""
+    _declare_pipeline_task(app, START_TASK, _start_call(parts))
+    _declare_pipeline_task(app, POLL_TASK, _poll_status(parts))
+    app.task(
+        name=VERIFY_TASK,
+        shared=False,
+        base=CallpassTask,
+        Request=CodeMaskedRequest,
+        acks_late=True,
+    )(_verify_code(parts))
 
-    Keyword arguments: ``dn`` (str), ``timeout`` (int seconds, 2-99), ``webhook_url`` and
-    ``request_id`` (both optional). Anything else settles as ``invalid``.
-    """
-    pipeline = get_pipeline(app)
-    # Headers are a producer's word: a time that is not sane (NaN, ahead of our clock, before
-    # the epoch) would move or switch off the placement deadline, so it counts as absent.
-    requested_at = sane_time(
-        self.request.get("callpass_requested_at"),
-        pipeline.now(),
-        source="header callpass_requested_at",
-    )
-    attempt = sane_count(self.request.get("callpass_attempt"), MAX_ATTEMPT_HEADER)
-    task_id = str(self.request.id)
 
-    def resend(infra_attempt: int, delay: float) -> None:
-        pipeline.dispatcher.resend_start(
-            task_id,
-            kwargs,
-            requested_at or pipeline.now(),
-            attempt,
-            delay,
-            extra_headers={"callpass_infra_attempt": infra_attempt},
+def _start_call(parts: WorkerParts) -> Callable[..., str]:
+    def start_call(self: Task[Any, str], /, *args: Any, **kwargs: Any) -> str:
+        """Validate, claim the request id, place the call with async v2.0, hand over to polls.
+
+        Keyword arguments: ``dn`` (str), ``timeout`` (int seconds, 2-99), ``webhook_url`` and
+        ``request_id`` (both optional). Anything else settles as ``invalid``.
+        """
+        pipeline = parts.pipeline()
+        # Headers are a producer's word: a time that is not sane (NaN, ahead of our clock,
+        # before the epoch) would move or switch off the placement deadline: it counts as absent.
+        requested_at = sane_time(
+            self.request.get("callpass_requested_at"),
+            pipeline.now(),
+            source="header callpass_requested_at",
+        )
+        attempt = sane_count(self.request.get("callpass_attempt"), MAX_ATTEMPT_HEADER)
+        task_id = str(self.request.id)
+
+        def resend(infra_attempt: int, delay: float) -> None:
+            pipeline.dispatcher.resend_start(
+                task_id,
+                kwargs,
+                requested_at or pipeline.now(),
+                attempt,
+                delay,
+                extra_headers={"callpass_infra_attempt": infra_attempt},
+            )
+
+        return _guarded(
+            self,
+            lambda: pipeline.start(
+                task_id, args, kwargs, requested_at=requested_at, attempt=attempt
+            ),
+            resend,
         )
 
-    return _guarded(
-        self,
-        lambda: pipeline.start(task_id, args, kwargs, requested_at=requested_at, attempt=attempt),
-        resend,
-    )
+    return start_call
 
 
 class CodeMaskedRequest(MaskedRequest):
@@ -157,30 +179,27 @@ class CodeMaskedRequest(MaskedRequest):
         self._argsrepr, self._kwargsrepr = "(request_id, <code>)", "{}"
 
 
-@app.task(
-    name="callpass.verify_code",
-    base=CallpassTask,
-    Request=CodeMaskedRequest,
-    acks_late=True,
-)
-def verify_code(request_id: object, code: object) -> CodeCheck:
-    """Check a code the user typed: ``{valid, reason, attempts_left}`` (worker.pipeline.pins)."""
-    if not isinstance(request_id, str) or not request_id:
-        return {"valid": False, "reason": "unknown_request", "attempts_left": 0}
-    pins = get_pipeline(app).pins  # the worker's one vault: key derived and scripts loaded once
-    if pins is None:
-        return {"valid": False, "reason": "unknown_request", "attempts_left": 0}
-    return pins.verify(request_id, code)
+def _verify_code(parts: WorkerParts) -> Callable[[object, object], dict[str, Any]]:
+    def verify_code(request_id: object, code: object) -> dict[str, Any]:
+        """Check a code the user typed: a ``CodeCheck`` (worker.contracts.verify) as JSON."""
+        pins = parts.pipeline().pins  # the process's one vault: key derived, scripts loaded once
+        if not isinstance(request_id, str) or not request_id or pins is None:
+            return UNKNOWN_REQUEST.model_dump(mode="json")
+        return pins.verify(request_id, code).model_dump(mode="json")
+
+    return verify_code
 
 
-@app.task(name="callpass.poll_status", **_COMMON)
-def poll_status(self: Task[Any, str], /, request_id: str, token: str) -> str:
-    """Ask for the call's status once; settle, or schedule the next poll of the chain."""
-    pipeline = get_pipeline(app)
+def _poll_status(parts: WorkerParts) -> Callable[..., str]:
+    def poll_status(self: Task[Any, str], /, request_id: str, token: str) -> str:
+        """Ask for the call's status once; settle, or schedule the next poll of the chain."""
+        pipeline = parts.pipeline()
 
-    def resend(infra_attempt: int, delay: float) -> None:
-        pipeline.dispatcher.send_poll(
-            request_id, token, delay, extra_headers={"callpass_infra_attempt": infra_attempt}
-        )
+        def resend(infra_attempt: int, delay: float) -> None:
+            pipeline.dispatcher.send_poll(
+                request_id, token, delay, extra_headers={"callpass_infra_attempt": infra_attempt}
+            )
 
-    return _guarded(self, lambda: pipeline.poll(request_id, token), resend)
+        return _guarded(self, lambda: pipeline.poll(request_id, token), resend)
+
+    return poll_status

@@ -9,29 +9,41 @@ its lease ends (see worker.webhooks.store).
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 import redis
+from celery import Celery
 from kombu.exceptions import OperationalError
 
-from worker.celery_app import app
-from worker.runtime import WEBHOOK_TASK, get_webhook_deliverer
+from worker.contracts.names import WEBHOOK_TASK
+from worker.worker_parts import WorkerParts
 
-__all__ = ["deliver_webhook"]
+__all__ = ["register_webhook_tasks"]
 
 log = logging.getLogger(__name__)
 
 
-@app.task(name=WEBHOOK_TASK, ignore_result=True, acks_late=True)
-def deliver_webhook(event_id: str, attempt: int) -> str:
-    """Deliver the event if attempt ``attempt`` is still due; return a word for Flower."""
-    if not isinstance(event_id, str) or not isinstance(attempt, int):
-        return "malformed"
-    try:
-        return get_webhook_deliverer(app).deliver(event_id, attempt)
-    except (redis.RedisError, OperationalError) as exc:
-        log.warning(
-            "webhook %s: Redis unavailable (%s); retried when its lease ends",
-            event_id,
-            type(exc).__name__,
-        )
-        return "deferred"
+def register_webhook_tasks(app: Celery, parts: WorkerParts) -> None:
+    """Declare ``deliver_webhook`` on ``app``; its deliverer is ``parts``'."""
+    # This app's own: a shared task would be copied into every app created after it.
+    app.task(name=WEBHOOK_TASK, shared=False, ignore_result=True, acks_late=True)(
+        _deliver_webhook(parts)
+    )
+
+
+def _deliver_webhook(parts: WorkerParts) -> Callable[[str, int], str]:
+    def deliver_webhook(event_id: str, attempt: int) -> str:
+        """Deliver the event if attempt ``attempt`` is still due; return a word for Flower."""
+        if not isinstance(event_id, str) or not isinstance(attempt, int):
+            return "malformed"
+        try:
+            return parts.webhook_deliverer().deliver(event_id, attempt)
+        except (redis.RedisError, OperationalError) as exc:
+            log.warning(
+                "webhook %s: Redis unavailable (%s); retried when its lease ends",
+                event_id,
+                type(exc).__name__,
+            )
+            return "deferred"
+
+    return deliver_webhook

@@ -16,7 +16,7 @@ from celery import Celery
 from simulator.faults import FaultConfig
 from worker.celery_app import celery_config
 from worker.devstack import Proc, Stack, child_env, wait_for_worker
-from worker.settings import Settings
+from worker.settings import load_settings
 
 #: Two signing secrets, as during a rotation: every delivery carries both signatures.
 WEBHOOK_SECRETS = [
@@ -107,7 +107,7 @@ def app(worker_env: dict[str, str]) -> Celery:
     with the defaults (the user's Redis on 6379), which the suite must never touch.
     """
     producer = Celery("callpass-test-producer", set_as_current=False)
-    producer.config_from_object(celery_config(Settings.from_env(worker_env)))
+    producer.config_from_object(celery_config(load_settings(worker_env)))
     return producer
 
 

@@ -20,7 +20,7 @@ import requests
 from worker.api_http import read_capped
 from worker.client import CallPassClient
 from worker.errors import DeadlinePassedError, MalformedResponseError, OutcomeUnknownError
-from worker.settings import SIMULATOR_DEV_TOKEN, SecretStr, Settings, SettingsError
+from worker.settings import SIMULATOR_DEV_TOKEN, SecretStr, SettingsError, load_settings
 
 TOKEN = SecretStr(SIMULATOR_DEV_TOKEN)
 CAP = 65_536  # the default CALLPASS_API_MAX_BODY_BYTES
@@ -133,9 +133,9 @@ def test_an_answer_within_the_cap_is_read_whole(padded: PaddedApi) -> None:
 
 
 def test_the_cap_is_a_setting_with_a_floor() -> None:
-    assert Settings.from_env({"CALLPASS_API_MAX_BODY_BYTES": "2048"}).api_max_body_bytes == 2048
+    assert load_settings({"CALLPASS_API_MAX_BODY_BYTES": "2048"}).api_max_body_bytes == 2048
     with pytest.raises(SettingsError, match="CALLPASS_API_MAX_BODY_BYTES"):
-        Settings.from_env({"CALLPASS_API_MAX_BODY_BYTES": "10"})
+        load_settings({"CALLPASS_API_MAX_BODY_BYTES": "10"})
 
 
 def test_no_start_is_written_after_its_send_by(padded: PaddedApi) -> None:

@@ -15,8 +15,9 @@ from celery import Celery
 import worker.pipeline.pins
 from tests.conftest import OwnWorker, Simulator
 from tests.helpers import settle, unique_dn
+from worker.contracts.verify import CodeReason
 from worker.devstack import wait_until
-from worker.pipeline.pins import REASONS, PinVault, derive_key
+from worker.pipeline.pins import PinVault, derive_key
 from worker.producer import enqueue_call, verify_code, wait_for_pin
 
 
@@ -38,21 +39,25 @@ def rid() -> str:
 def test_a_correct_code_is_ok_once_then_consumed(vault: PinVault) -> None:
     request_id = rid()
     vault.store(request_id, "0446")
-    assert vault.verify(request_id, "0446") == {"valid": True, "reason": "ok", "attempts_left": 2}
-    assert vault.verify(request_id, "0446")["reason"] == "expired"
+    assert vault.verify(request_id, "0446").model_dump(mode="json") == {
+        "valid": True,
+        "reason": "ok",
+        "attempts_left": 2,
+    }
+    assert vault.verify(request_id, "0446").reason == "expired"
 
 
 def test_wrong_codes_count_down_to_too_many_attempts(vault: PinVault) -> None:
     request_id = rid()
     vault.store(request_id, "0446")
-    answers = [vault.verify(request_id, "0447") for _ in range(3)]
-    assert [(a["reason"], a["attempts_left"]) for a in answers] == [
+    answers = [vault.verify(request_id, "0447").model_dump(mode="json") for _ in range(3)]
+    assert [(a.reason, a.attempts_left) for a in answers] == [
         ("mismatch", 2),
         ("mismatch", 1),
         ("mismatch", 0),
     ]
     # Even the right code is refused now: 853 possible pins must not be brute-forced.
-    assert vault.verify(request_id, "0446") == {
+    assert vault.verify(request_id, "0446").model_dump(mode="json") == {
         "valid": False,
         "reason": "too_many_attempts",
         "attempts_left": 0,
@@ -68,9 +73,9 @@ def test_malformed_codes_are_refused_without_spending_an_attempt(
 ) -> None:
     request_id = rid()
     vault.store(request_id, "0446")
-    answer = vault.verify(request_id, code)
+    answer = vault.verify(request_id, code).model_dump(mode="json")
     assert answer == {"valid": False, "reason": "malformed_code", "attempts_left": 3}
-    assert vault.verify(request_id, "0446")["reason"] == "ok"
+    assert vault.verify(request_id, "0446").reason == "ok"
 
 
 def test_unknown_and_expired_requests_are_told_apart(redis_url: str) -> None:
@@ -80,7 +85,7 @@ def test_unknown_and_expired_requests_are_told_apart(redis_url: str) -> None:
     request_id = rid()
     vault.store(request_id, "0446")
     wait_until(lambda: not client.exists(PinVault.PIN + request_id), 10, "the pin's TTL")
-    assert vault.verify(request_id, "0446") == {
+    assert vault.verify(request_id, "0446").model_dump(mode="json") == {
         "valid": False,
         "reason": "expired",
         "attempts_left": 0,
@@ -111,7 +116,7 @@ def test_only_a_keyed_digest_is_stored_and_compared_in_constant_time(
 
 
 def test_reasons_are_the_documented_ones() -> None:
-    assert set(REASONS) == {
+    assert {reason.value for reason in CodeReason} == {
         "ok", "mismatch", "expired", "too_many_attempts", "unknown_request", "malformed_code",
     }  # fmt: skip
 
@@ -128,9 +133,9 @@ def test_a_producer_checks_the_code_through_the_worker(app: Celery) -> None:
         verify_code(app, request_id, placed["pin"]),
         verify_code(app, rid(), placed["pin"]),
     ]
-    assert [a["reason"] for a in answers] == ["mismatch", "ok", "unknown_request"]
+    assert [a.reason for a in answers] == ["mismatch", "ok", "unknown_request"]
     for answer in answers:
-        jsonschema.validate(answer, VERIFY_SCHEMA)
+        jsonschema.validate(answer.model_dump(mode="json"), VERIFY_SCHEMA)
     settle(result)
 
 

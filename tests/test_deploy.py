@@ -22,7 +22,7 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
-from worker.settings import SIMULATOR_DEV_TOKEN, SecretStr, Settings
+from worker.settings import SIMULATOR_DEV_TOKEN, SecretStr, Settings, load_settings
 
 ROOT = Path(__file__).resolve().parent.parent
 K8S = ROOT / "deploy" / "k8s"
@@ -249,7 +249,7 @@ def _labels_match(selector: dict[str, str], labels: dict[str, str]) -> bool:
 
 def test_the_configmap_holds_valid_settings(docs: list[Doc]) -> None:
     config = _config(docs)
-    settings = Settings.from_env(_settings_env(docs))  # raises SettingsError naming the variable
+    settings = load_settings(_settings_env(docs))  # raises SettingsError naming the variable
     assert config["CALLPASS_QUEUE"] == settings.queue == "callpass"
     assert config["CALLPASS_LOG_FORMAT"] == "json"
     assert settings.metrics_port == 9808
@@ -261,7 +261,7 @@ def test_the_configmap_holds_valid_settings(docs: list[Doc]) -> None:
 
 def test_the_grace_period_outlasts_soft_shutdown_and_the_longest_task(docs: list[Doc]) -> None:
     deployment, _ = _worker(docs)
-    settings = Settings.from_env(_settings_env(docs))
+    settings = load_settings(_settings_env(docs))
     grace = deployment["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
     needed = settings.soft_shutdown_s + settings.max_start_s
     assert grace > needed, f"terminationGracePeriodSeconds {grace} <= {needed:g} s"
@@ -460,7 +460,7 @@ def test_production_ships_no_simulator_and_no_placeholder_secrets(
     assert "simulator" not in json.dumps(_config(docs))
     # The real Secrets are created out of band; an apply must never overwrite them.
     assert not _all(docs, "Secret")
-    settings = Settings.from_env(_settings_env(docs))
+    settings = load_settings(_settings_env(docs))
     assert urlsplit(settings.api_url).scheme == "https" and not settings.insecure_allow_http
     assert not settings.insecure_skip_tls_verify
 
@@ -479,7 +479,7 @@ def test_staging_runs_against_the_simulator(rendered: dict[str, list[Doc]]) -> N
     assert config["CALLPASS_INSECURE_ALLOW_HTTP"] == "true"
     token = _one(docs, "Secret", "callpass-api")["stringData"]["CALLPASS_API_TOKEN"]
     assert token == SIMULATOR_DEV_TOKEN
-    assert Settings.from_env(_settings_env(docs)).uses_simulator_token
+    assert load_settings(_settings_env(docs)).uses_simulator_token
 
 
 def test_overlays_use_their_own_namespace(rendered: dict[str, list[Doc]]) -> None:

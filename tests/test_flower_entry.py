@@ -17,13 +17,14 @@ import sys
 from importlib.metadata import entry_points
 from pathlib import Path
 
+import click
 import pytest
 
 from worker.devstack import Proc, Stack, child_env, free_port, wait_until
 
 LOGIN = "admin:long-enough-password"
 #: The ways to start Flower, up to where its own options begin. Without ``-A``, Celery's
-#: default app: worker.celery_app (and its import-time hook) never runs.
+#: default app: worker.celery_app is never read.
 LAUNCHERS = {
     "celery-A-app": ["-m", "celery", "-A", "worker.celery_app", "flower"],
     "callpass-flower": ["-m", "worker.cli", "flower"],
@@ -56,11 +57,15 @@ def _flower_env(redis_url: str, extra: dict[str, str]) -> dict[str, str]:
 
 
 def _start(
-    stack: Stack, launcher: str, args: list[str], env: dict[str, str]
+    stack: Stack,
+    launcher: str,
+    args: list[str],
+    env: dict[str, str],
+    launchers: dict[str, list[str]] = LAUNCHERS,
 ) -> tuple[Proc, int, str]:
     """Start Flower; wait until it exits or listens: (process, port, "exited"/"listening")."""
     port = free_port()
-    start = [a.format(redis_url=env["CALLPASS_REDIS_URL"]) for a in LAUNCHERS[launcher]]
+    start = [a.format(redis_url=env["CALLPASS_REDIS_URL"]) for a in launchers[launcher]]
     name = f"flower-{launcher}-{port}"  # a log file of its own
     proc = stack.spawn(name, [sys.executable, *start, f"--port={port}", *args], env)
 
@@ -132,12 +137,15 @@ def test_flower_without_our_app_is_guarded_too(
     assert "callpass: Flower would listen on '127.1' without authentication" in log
 
 
-def test_callpass_flower_serves_with_a_sound_login(
-    stack: Stack, redis_url: str, empty_conf: Path
+@pytest.mark.parametrize("launcher", ["callpass-flower", "celery-A-app"])
+def test_our_flower_serves_with_a_sound_login_from_our_settings(
+    stack: Stack, redis_url: str, empty_conf: Path, launcher: str
 ) -> None:
+    """Both hand Flower CALLPASS_FLOWER_BASIC_AUTH: `callpass flower` itself, and the entry
+    point's guard when the app is worker.celery_app's."""
     env = _flower_env(redis_url, {"CALLPASS_FLOWER_BASIC_AUTH": LOGIN})
     args = ["--address=127.1", f"--conf={empty_conf}"]
-    proc, port, outcome = _start(stack, "callpass-flower", args, env)
+    proc, port, outcome = _start(stack, launcher, args, env)
     assert outcome == "listening", proc.log_tail()
     try:
         assert _empty_login_statuses(port) == {"/": 401, "/api/workers": 401}
@@ -185,9 +193,48 @@ def test_the_guarded_command_drops_any_result_backend(monkeypatch: pytest.Monkey
     def flowers_callback(ctx: object, tornado_argv: tuple[str, ...]) -> None:
         seen["backend"] = ctx.obj.app.conf.result_backend  # type: ignore[attr-defined]
 
-    command = SimpleNamespace(callback=flowers_callback)
+    command = SimpleNamespace(callback=click.pass_context(flowers_callback))
     entry.guard_flower_command(command)
     monkeypatch.setattr(entry, "refuse_unsafe_flower", lambda args, environ: None)
     app = SimpleNamespace(conf=SimpleNamespace(result_backend="redis://127.0.0.1:1/0"))
-    command.callback(SimpleNamespace(obj=SimpleNamespace(app=app)), tornado_argv=())
+    # As Click runs it: the context is the current one, and the callback gets only the options.
+    with click.Context(click.Command("flower"), obj=SimpleNamespace(app=app)):
+        command.callback(tornado_argv=())
     assert seen == {"backend": None}
+    assert app.backend_cls == "disabled"  # type: ignore[attr-defined]
+
+
+#: Each launcher, Celery's given a result backend on its command line (which Celery puts in
+#: CELERY_RESULT_BACKEND, over any app's own setting).
+WITH_A_BACKEND = {
+    **LAUNCHERS,
+    "celery-A-app": [
+        "-m", "celery", "-A", "worker.celery_app", "--result-backend={redis_url}", "flower"
+    ],
+    "celery-without-A": [
+        "-m", "celery", "--broker={redis_url}", "--result-backend={redis_url}", "flower"
+    ],
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("launcher", sorted(WITH_A_BACKEND))
+def test_flowers_result_api_never_reads_an_outcome(
+    stack: Stack, redis_url: str, empty_conf: Path, launcher: str
+) -> None:
+    """A stored outcome (pin included) is in Redis; Flower, however started, has no result
+    backend to read it with: its result API answers 503, not the document."""
+    from celery import Celery
+
+    writer = Celery("outcome-writer", set_as_current=False, backend=redis_url, broker=redis_url)
+    task_id = f"flower-result-{launcher}"
+    writer.backend.store_result(task_id, {"outcome": "answered", "pin": "4321"}, "SUCCESS")
+    env = _flower_env(redis_url, {"FLOWER_BASIC_AUTH": LOGIN})
+    args = ["--address=127.0.0.1", f"--conf={empty_conf}"]
+    proc, port, outcome = _start(stack, launcher, args, env, WITH_A_BACKEND)
+    assert outcome == "listening", proc.log_tail()
+    good = "Basic " + base64.b64encode(LOGIN.encode()).decode()
+    try:
+        assert _status(port, f"/api/task/result/{task_id}", good) == 503
+        assert _status(port, "/api/workers", good) == 200  # the login works: not a 401 test
+    finally:
+        proc.stop()

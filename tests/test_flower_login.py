@@ -28,7 +28,7 @@ from tests.flower_resolver import FlowerResolver, flower_resolver
 from worker.flower_entry import login_variables
 from worker.flower_guard import check_flower_options, is_loopback
 from worker.flower_options import effective_options, read_flower_config
-from worker.settings import Settings, SettingsError
+from worker.settings import SettingsError, load_settings
 
 EXAMPLES = int(os.environ.get("CALLPASS_FLOWER_PROPERTY_EXAMPLES", "1000"))
 
@@ -166,7 +166,7 @@ def test_every_accepted_configuration_refuses_empty_and_blank_logins(
 ) -> None:
     args, env, file_text, login = config
     try:  # what `callpass flower` does with CALLPASS_FLOWER_BASIC_AUTH
-        checked = Settings.from_env({"CALLPASS_FLOWER_BASIC_AUTH": login}).flower_basic_auth
+        checked = load_settings({"CALLPASS_FLOWER_BASIC_AUTH": login}).flower_basic_auth
     except SettingsError:
         event("refused by the settings check")
         return  # refused: `callpass flower` stops with a configuration error

@@ -96,7 +96,7 @@ def test_a_pin_kept_in_the_vault_is_there_before_placed_and_never_published(
 
     class CheckingSink(FakeSink):
         def publish_placed(self, task_id: str, meta: dict[str, Any]) -> None:
-            checks.append(vault.verify(meta["request_id"], FAKE_PIN)["valid"])
+            checks.append(vault.verify(meta["request_id"], FAKE_PIN).valid)
             super().publish_placed(task_id, meta)
 
     sink = CheckingSink()

@@ -33,7 +33,7 @@ from tests.test_pipeline import (
 from worker.celery_app import celery_config
 from worker.devstack import Proc, Stack, wait_until
 from worker.producer import enqueue_call, wait_for_pin
-from worker.settings import Settings
+from worker.settings import load_settings
 
 AMQP_URL = os.environ.get("CALLPASS_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672//")
 
@@ -76,7 +76,7 @@ def worker_env(redis_url: str, sim: Simulator) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def app(worker_env: dict[str, str]) -> Iterator[Celery]:
     producer = Celery("callpass-test-rabbitmq", set_as_current=False)
-    producer.config_from_object(celery_config(Settings.from_env(worker_env)))
+    producer.config_from_object(celery_config(load_settings(worker_env)))
     yield producer
     delete_queues(producer)  # leave nothing on the shared broker
 

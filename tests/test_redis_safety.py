@@ -20,7 +20,7 @@ from tests.conftest import Simulator
 from worker.celery_app import celery_config
 from worker.devstack import Proc, Stack, child_env, free_port, wait_for_worker, wait_until
 from worker.masking import MaskingFilter, hide_url_credentials, redact_url
-from worker.settings import Settings, SettingsError
+from worker.settings import SettingsError, load_settings
 
 #: Fixed, not random: it appears in test ids, which both pytest-xdist processes must agree on.
 PASSWORD = "Redis-pw-5e3d1c0a9b8f7e6d"
@@ -56,7 +56,7 @@ def test_callpass_config_prints_no_password_of_any_url() -> None:
 
 def test_settings_show_no_url_password_in_their_repr() -> None:
     # Tracebacks and debug lines may show a Settings object.
-    settings = Settings.from_env({"CALLPASS_REDIS_URL": f"redis://u:{PASSWORD}@127.0.0.1:6390/0"})
+    settings = load_settings({"CALLPASS_REDIS_URL": f"redis://u:{PASSWORD}@127.0.0.1:6390/0"})
     assert PASSWORD not in repr(settings) and PASSWORD not in str(settings)
     assert "redis_url='redis://***@127.0.0.1:6390/0'" in repr(settings)
 
@@ -69,9 +69,9 @@ def test_a_password_in_a_redis_query_string_is_refused_by_name_not_echoed() -> N
     assert "CALLPASS_REDIS_URL" in out.stderr and "password=…" in out.stderr
     assert PASSWORD not in out.stdout + out.stderr
     with pytest.raises(SettingsError, match="CALLPASS_RESULT_BACKEND: must not carry credentials"):
-        Settings.from_env({"CALLPASS_RESULT_BACKEND": "redis://h:6379/0?db=1&token=x"})
+        load_settings({"CALLPASS_RESULT_BACKEND": "redis://h:6379/0?db=1&token=x"})
     # TLS options in the query are not credentials.
-    Settings.from_env({"CALLPASS_REDIS_URL": "rediss://h:6380/0?ssl_keyfile=/k&ssl_cert_reqs=none"})
+    load_settings({"CALLPASS_REDIS_URL": "rediss://h:6380/0?ssl_keyfile=/k&ssl_cert_reqs=none"})
 
 
 @pytest.mark.parametrize(
@@ -114,19 +114,19 @@ def test_log_lines_lose_url_credentials_wherever_they_are() -> None:
 
 
 def test_the_eviction_check_setting_names_its_choices() -> None:
-    assert Settings.from_env({}).redis_eviction_policy_check == "refuse"
+    assert load_settings({}).redis_eviction_policy_check == "refuse"
     with pytest.raises(
         SettingsError, match="CALLPASS_REDIS_EVICTION_POLICY_CHECK: must be one of refuse, warn"
     ):
-        Settings.from_env({"CALLPASS_REDIS_EVICTION_POLICY_CHECK": "ignore"})
+        load_settings({"CALLPASS_REDIS_EVICTION_POLICY_CHECK": "ignore"})
 
 
 def test_every_redis_in_use_is_checked_once_with_what_it_holds() -> None:
     from worker.redis_policy import redis_roles
 
-    same = Settings.from_env({"CALLPASS_REDIS_URL": "redis://r:6379/0"})
+    same = load_settings({"CALLPASS_REDIS_URL": "redis://r:6379/0"})
     assert redis_roles(same) == {"redis://r:6379/0": ["records", "broker", "results"]}
-    split = Settings.from_env(
+    split = load_settings(
         {
             "CALLPASS_REDIS_URL": "redis://r:6379/0",
             "CALLPASS_BROKER_URL": "amqp://u:p@mq:5672//",  # RabbitMQ: no maxmemory-policy
@@ -160,7 +160,7 @@ def worker_on_own_redis(
         **env,
     }
     app = Celery(f"{name}-producer", set_as_current=False)
-    app.config_from_object(celery_config(Settings.from_env(worker_env)))
+    app.config_from_object(celery_config(load_settings(worker_env)))
     proc = stack.start_worker(child_env(worker_env), name)
     try:
         yield proc, app, worker_env

@@ -14,11 +14,11 @@ from worker.celery_app import celery_config
 from worker.pipeline.insist import insist
 from worker.pipeline.store import RequestStore
 from worker.runtime import records_redis
-from worker.settings import Settings
+from worker.settings import load_settings
 
 
 def test_broker_backend_and_records_have_time_outs_keepalive_and_no_retry() -> None:
-    config = celery_config(Settings.from_env({"CALLPASS_REDIS_URL": "redis://127.0.0.1:1/0"}))
+    config = celery_config(load_settings({"CALLPASS_REDIS_URL": "redis://127.0.0.1:1/0"}))
     broker = config["broker_transport_options"]
     assert 0 < broker["socket_timeout"] <= 10
     assert 0 < broker["socket_connect_timeout"] <= 5

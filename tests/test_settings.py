@@ -8,13 +8,13 @@ import sys
 import pytest
 
 from worker.devstack import child_env
-from worker.settings import SIMULATOR_DEV_TOKEN, Settings, SettingsError
+from worker.settings import SIMULATOR_DEV_TOKEN, SettingsError, load_settings
 
 SECRET = "a" * 63 + "Z"  # malformed (upper case), and must never be echoed
 
 
 def test_defaults_suit_local_use() -> None:
-    settings = Settings.from_env({})
+    settings = load_settings({})
     assert settings.api_url == "http://127.0.0.1:8099/"
     assert settings.uses_simulator_token
     assert settings.effective_broker_url == settings.redis_url == settings.effective_result_backend
@@ -46,7 +46,7 @@ def test_malformed_values_name_the_variable_and_the_rule(
     variable: str, value: str, rule_part: str
 ) -> None:
     with pytest.raises(SettingsError) as info:
-        Settings.from_env({variable: value})
+        load_settings({variable: value})
     assert info.value.variable == variable
     assert rule_part in info.value.rule
     assert SECRET not in str(info.value)
@@ -54,28 +54,28 @@ def test_malformed_values_name_the_variable_and_the_rule(
 
 def test_token_is_accepted_in_both_lengths_and_never_shown() -> None:
     for token in ("b" * 32, "c" * 64):
-        settings = Settings.from_env({"CALLPASS_API_TOKEN": token})
+        settings = load_settings({"CALLPASS_API_TOKEN": token})
         assert settings.api_token.get_secret_value() == token
         assert token not in repr(settings) and token not in str(settings.api_token)
         assert not settings.uses_simulator_token
 
 
 def test_plain_http_is_for_loopback_or_needs_the_setting_that_says_so() -> None:
-    assert Settings.from_env({"CALLPASS_API_URL": "http://127.0.0.1:9/"}).api_url
-    assert Settings.from_env({"CALLPASS_API_URL": "http://[::1]:9/"}).api_url
-    settings = Settings.from_env(
+    assert load_settings({"CALLPASS_API_URL": "http://127.0.0.1:9/"}).api_url
+    assert load_settings({"CALLPASS_API_URL": "http://[::1]:9/"}).api_url
+    settings = load_settings(
         {"CALLPASS_API_URL": "http://sim:8099/", "CALLPASS_INSECURE_ALLOW_HTTP": "true"}
     )
     assert settings.api_url == "http://sim:8099/"
 
 
 def test_skipping_tls_verification_needs_the_setting_that_says_so() -> None:
-    from worker.celery_app import startup_warnings
+    from worker.worker_signals import startup_warnings
 
-    insecure = Settings.from_env({"CALLPASS_INSECURE_SKIP_TLS_VERIFY": "true"})
+    insecure = load_settings({"CALLPASS_INSECURE_SKIP_TLS_VERIFY": "true"})
     assert insecure.tls_verify is False
     assert any("NOT checked" in w for w in startup_warnings(insecure))
-    assert startup_warnings(Settings.from_env({})) == []
+    assert startup_warnings(load_settings({})) == []
 
 
 def test_a_worker_with_a_malformed_setting_does_not_start() -> None:
@@ -97,10 +97,10 @@ def test_a_worker_with_a_malformed_setting_does_not_start() -> None:
 
 
 def test_webhook_deadline_and_lease_default_from_the_timeout() -> None:
-    settings = Settings.from_env({"CALLPASS_WEBHOOK_TIMEOUT_S": "20"})
+    settings = load_settings({"CALLPASS_WEBHOOK_TIMEOUT_S": "20"})
     assert settings.effective_webhook_deadline_s == 40
     assert settings.effective_webhook_lease_s == 120
-    assert Settings.from_env({}).webhook_concurrency == 4
+    assert load_settings({}).webhook_concurrency == 4
 
 
 @pytest.mark.parametrize(
@@ -113,7 +113,7 @@ def test_webhook_deadline_and_lease_default_from_the_timeout() -> None:
 )
 def test_a_webhook_lease_must_outlast_the_attempt_deadline(env: dict[str, str]) -> None:
     with pytest.raises(SettingsError) as caught:
-        Settings.from_env(env)
+        load_settings(env)
     assert caught.value.variable == "CALLPASS_WEBHOOK_LEASE_S"
     assert "CALLPASS_WEBHOOK_DEADLINE_S" in caught.value.rule
 
@@ -132,7 +132,7 @@ def test_malformed_webhook_limits_name_the_variable_and_the_rule(
     variable: str, value: str, rule_part: str
 ) -> None:
     with pytest.raises(SettingsError) as caught:
-        Settings.from_env({variable: value})
+        load_settings({variable: value})
     assert caught.value.variable == variable
     assert rule_part in caught.value.rule
 
@@ -154,7 +154,7 @@ def test_malformed_webhook_limits_name_the_variable_and_the_rule(
 )
 def test_every_flower_login_entry_is_checked(value: str, entry: int) -> None:
     with pytest.raises(SettingsError) as info:
-        Settings.from_env({"CALLPASS_FLOWER_BASIC_AUTH": value})
+        load_settings({"CALLPASS_FLOWER_BASIC_AUTH": value})
     assert info.value.variable == "CALLPASS_FLOWER_BASIC_AUTH"
     assert f"entry #{entry} must be user:password" in info.value.rule
     assert "long-enough" not in str(info.value)  # the rule, never the password
@@ -162,5 +162,5 @@ def test_every_flower_login_entry_is_checked(value: str, entry: int) -> None:
 
 def test_flower_logins_that_need_a_password_are_accepted() -> None:
     for value in ("", "admin:long-enough", "admin:long-enough,ops:an0ther-one:with-colon"):
-        login = Settings.from_env({"CALLPASS_FLOWER_BASIC_AUTH": value}).flower_basic_auth
+        login = load_settings({"CALLPASS_FLOWER_BASIC_AUTH": value}).flower_basic_auth
         assert login.get_secret_value() == value

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr, ValidationError
 
-from worker.settings import Settings, SettingsError, get_settings, load_settings, reset_settings
+from worker.settings import Settings, SettingsError, load_settings
 from worker.settings.variables import OTHER_TOOLS, PREFIX, variable_name
 
 README = Path(__file__).resolve().parents[1] / "README.md"
@@ -150,19 +150,6 @@ def test_load_settings_reads_only_the_mapping_it_is_given_and_caches_nothing(
     assert load_settings().queue == "from-the-environment"
     monkeypatch.setenv("CALLPASS_QUEUE", "changed")
     assert load_settings().queue == "changed"
-
-
-def test_get_settings_reads_once_until_reset(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("CALLPASS_QUEUE", "first")
-    reset_settings()
-    try:
-        assert get_settings().queue == "first"
-        monkeypatch.setenv("CALLPASS_QUEUE", "second")
-        assert get_settings() is get_settings() and get_settings().queue == "first"
-        reset_settings()
-        assert get_settings().queue == "second"
-    finally:
-        reset_settings()
 
 
 def test_variable_names_are_exact(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -12,7 +12,7 @@ from tests.conftest import Simulator
 from worker.client import CallPassClient
 from worker.devstack import Stack
 from worker.errors import ConnectError
-from worker.settings import SIMULATOR_DEV_TOKEN, SecretStr, Settings
+from worker.settings import SIMULATOR_DEV_TOKEN, SecretStr, load_settings
 
 TOKEN = SecretStr(SIMULATOR_DEV_TOKEN)
 
@@ -49,7 +49,7 @@ def test_with_its_ca_bundle_the_client_places_calls_over_https(
     https_sim: tuple[Simulator, Path],
 ) -> None:
     sim, cert = https_sim
-    settings = Settings.from_env({"CALLPASS_API_URL": sim.url, "CALLPASS_CA_BUNDLE": str(cert)})
+    settings = load_settings({"CALLPASS_API_URL": sim.url, "CALLPASS_CA_BUNDLE": str(cert)})
     client = CallPassClient.from_settings(settings)
     started = client.start_call_async("79990008001", 5)
     assert client.get_status(started.callid).callid == started.callid

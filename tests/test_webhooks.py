@@ -20,7 +20,7 @@ from tests.helpers import callpass, settle, unique_dn
 from worker.celery_app import celery_config
 from worker.devstack import wait_until
 from worker.producer import enqueue_call
-from worker.settings import Settings
+from worker.settings import load_settings
 from worker.webhooks.events import event_id_for
 from worker.webhooks.signature import verify_delivery
 
@@ -261,7 +261,7 @@ def test_calls_and_deliveries_each_land_in_their_own_queue_once(
     worker_env: dict[str, str], redis_url: str
 ) -> None:
     # A queue no worker consumes: the messages stay where routing put them.
-    settings = Settings.from_env({**worker_env, "CALLPASS_QUEUE": f"probe-{uuid.uuid4().hex}"})
+    settings = load_settings({**worker_env, "CALLPASS_QUEUE": f"probe-{uuid.uuid4().hex}"})
     producer = Celery("routing-probe", set_as_current=False)
     producer.config_from_object(celery_config(settings))
     calls, hooks = settings.queue, settings.effective_webhook_queue

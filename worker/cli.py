@@ -112,9 +112,9 @@ def _cmd_result(args: argparse.Namespace) -> int:
 
 def _cmd_config() -> int:
     from worker.masking import redact_setting
-    from worker.settings import get_settings
+    from worker.settings import load_settings
 
-    settings = get_settings()
+    settings = load_settings()
     for name, value in sorted(vars(settings).items()):
         print(f"CALLPASS_{name.upper()}={redact_setting(name, value)}")
     return 0
@@ -122,9 +122,9 @@ def _cmd_config() -> int:
 
 def _cmd_healthcheck(args: argparse.Namespace) -> int:
     from worker.health import heartbeat_age_s
-    from worker.settings import get_settings
+    from worker.settings import load_settings
 
-    path = get_settings().heartbeat_file
+    path = load_settings().heartbeat_file
     if not path:
         print("callpass healthcheck: CALLPASS_HEARTBEAT_FILE is not set", file=sys.stderr)
         return 2
@@ -150,9 +150,9 @@ def _cmd_webhooks(args: argparse.Namespace) -> int:
         return 0
     from worker.masking import redact_url
     from worker.runtime import records_redis, webhook_store
-    from worker.settings import get_settings
+    from worker.settings import load_settings
 
-    settings = get_settings()
+    settings = load_settings()
     store = webhook_store(settings, records_redis(settings.redis_url))
     if args.webhooks_command == "dead":
         events = store.dead_events(args.limit)

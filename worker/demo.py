@@ -11,7 +11,8 @@ from celery import Celery
 from celery.result import AsyncResult
 
 from worker.masking import mask_dn
-from worker.producer import default_outbox, enqueue_call
+from worker.pipeline.outbox import Outbox
+from worker.producer import enqueue_call
 
 __all__ = ["DEMO_NUMBERS", "DemoLine", "run_demo"]
 
@@ -61,13 +62,14 @@ def _line(dn: str, doc: dict[str, Any]) -> DemoLine:
 
 def run_demo(
     app: Celery,
+    outbox: Outbox,
     timeout_s: int = 5,
     numbers: tuple[str, ...] = DEMO_NUMBERS,
     out: TextIO = sys.stdout,
 ) -> list[DemoLine]:
-    """Enqueue one call per number and wait for all outcomes, showing progress."""
+    """Enqueue one call per number through ``outbox`` (in the workers' Redis) and wait for
+    all outcomes, showing progress."""
     started = time.monotonic()
-    outbox = default_outbox()
     results: list[tuple[str, AsyncResult[Any]]] = [
         (dn, enqueue_call(app, dn, timeout_s, outbox=outbox)) for dn in numbers
     ]

@@ -2,16 +2,19 @@
 
 ``callpass flower [Flower's options]`` is the supported way to start Flower. It takes the login
 from ``CALLPASS_FLOWER_BASIC_AUTH`` (unless ``FLOWER_BASIC_AUTH`` is set), runs the guard
-(``worker/flower_guard.py``) and only then runs ``celery -A worker.celery_app flower …`` in
-this process: our app, its masking, no result backend.
+(``worker/flower_guard.py``) and only then runs Celery's CLI in this process on
+``worker.celery_app:flower_app``: our app without the result backend, so Flower's result API
+cannot show pins.
 
-Flower started another way through Celery's command line (``celery --broker=… flower`` without
-``-A``, ``celery -A other.app flower``, ``python -m flower``) is guarded too. This package
-declares a ``celery.commands`` entry point named ``flower`` (``pyproject.toml``); Celery's CLI
-loads every such entry point when it starts (click-plugins), Flower's own among them, and
-loading ours wraps the callback of Flower's click command. It is one object whichever entry
-point Celery registers last, so the guard runs on exactly the arguments Flower receives,
-before Flower binds. Not guarded: code that runs Flower without Celery's CLI
+Flower started another way through Celery's command line (``celery -A worker.celery_app
+flower``, ``celery --broker=… flower`` without ``-A``, ``celery -A other.app flower``,
+``python -m flower``) is guarded too. This package declares a ``celery.commands`` entry point
+named ``flower`` (``pyproject.toml``); Celery's CLI loads every such entry point when it starts
+(click-plugins), Flower's own among them, and loading ours wraps the callback of Flower's click
+command. It is one object whichever entry point Celery registers last, so the guard runs on
+exactly the arguments Flower receives, before Flower binds, and drops whatever result backend
+the app has. Where the app is ``worker.celery_app``'s, Flower gets the login from our settings
+as with ``callpass flower``. Not guarded: code that runs Flower without Celery's CLI
 (``flower.command.flower.main()`` or ``flower.app.Flower`` from Python), and a Python where
 this package is not installed (entry points come from installed metadata, not ``PYTHONPATH``).
 """
@@ -24,10 +27,13 @@ import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import click
+
 from worker.flower_guard import check_flower_args
 
 __all__ = [
     "CELERY_FLOWER",
+    "drop_result_backend",
     "guard_flower_command",
     "login_variables",
     "refuse_unsafe_flower",
@@ -35,7 +41,7 @@ __all__ = [
 ]
 
 #: What ``callpass flower`` runs, followed by Flower's options.
-CELERY_FLOWER = ("celery", "-A", "worker.celery_app", "flower")
+CELERY_FLOWER = ("celery", "-A", "worker.celery_app:flower_app", "flower")
 #: The entry point's attribute (``worker.flower_entry:guarded_flower``).
 _ENTRY_POINT_ATTRIBUTE = "guarded_flower"
 _GUARDED = "_callpass_guarded"
@@ -65,19 +71,39 @@ def guard_flower_command(command: Any) -> Any:
 
     @functools.wraps(callback)
     def guarded(*args: Any, **kwargs: Any) -> Any:
+        # Click's context (Flower's callback gets it from click.pass_context, not from its
+        # caller): its obj holds the app Celery's CLI built.
+        context = click.get_current_context(silent=True)
+        app = getattr(getattr(context, "obj", None), "app", None)
+        _hand_over_our_login(app)
         # Click hands Flower everything after `flower` as `tornado_argv`.
         refuse_unsafe_flower(list(kwargs.get("tornado_argv", ())), os.environ)
-        # Flower needs events, not results: whatever app or --result-backend it was given,
-        # without the backend its result API cannot show pins (args[0]: Click's context).
-        context = args[0] if args else None
-        app = getattr(getattr(context, "obj", None), "app", None)
-        if app is not None:
-            app.conf.result_backend = None
+        if app is not None:  # whatever app or --result-backend it was given
+            drop_result_backend(app)
         return callback(*args, **kwargs)
 
     setattr(guarded, _GUARDED, True)
     command.callback = guarded
     return command
+
+
+def drop_result_backend(app: Any) -> None:
+    """Flower needs events, not results: without a result backend its result API cannot show
+    pins. Celery's ``--result-backend`` (``CELERY_RESULT_BACKEND``) wins over the app's
+    ``result_backend`` setting, but not over the backend the app itself names."""
+    app.conf.result_backend = None
+    app.backend_cls = "disabled"
+
+
+def _hand_over_our_login(app: object) -> None:
+    """Our settings' login for Flower, when ``app`` is ``worker.celery_app``'s (``celery -A
+    worker.celery_app flower``): Flower reads its environment when its command runs."""
+    from worker.celery_app import environment_settings
+
+    settings = environment_settings(app)
+    if settings is not None:
+        login = settings.flower_basic_auth.get_secret_value()
+        os.environ.update(login_variables(os.environ, login))
 
 
 def __getattr__(name: str) -> Any:
@@ -91,17 +117,17 @@ def __getattr__(name: str) -> Any:
 
 def run_flower(args: Sequence[str]) -> int:
     """``callpass flower [args]``: the guard, then Celery's CLI running Flower with our app."""
-    from worker.settings import SettingsError, get_settings
+    from worker.settings import SettingsError, load_settings
 
     try:
-        login = get_settings().flower_basic_auth.get_secret_value()
+        login = load_settings().flower_basic_auth.get_secret_value()
     except SettingsError as exc:
         print(f"callpass: configuration error: {exc}", file=sys.stderr)
         return 2
     os.environ.update(login_variables(os.environ, login))  # Flower reads it when it starts
     if "--help" not in args:  # Click prints Flower's help and exits before Flower starts
         refuse_unsafe_flower(args, os.environ)
-    # Celery's CLI reads sys.argv; worker.celery_app (imported by -A) sees a Flower process.
+    # Celery's CLI reads sys.argv; -A reads worker.celery_app's flower_app.
     sys.argv = [*CELERY_FLOWER, *args]
     from celery.bin.celery import main as celery_main
 

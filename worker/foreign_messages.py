@@ -28,10 +28,12 @@ from kombu.message import Message
 from vine import promise
 
 from worker import metrics
+from worker.contracts.names import PLACED, POLL_TASK, VERIFY_TASK, WEBHOOK_TASK
+from worker.contracts.verify import UNKNOWN_REQUEST
 from worker.pipeline.document import OutcomeError, build_outcome
 from worker.pipeline.outcomes import Outcome
 from worker.pipeline.store import now
-from worker.runtime import PLACED, POLL_TASK, VERIFY_TASK, WEBHOOK_TASK, CeleryResultSink
+from worker.runtime import CeleryResultSink
 
 __all__ = ["ForeignMessageConsumer", "Refusal", "answer_for", "read_task_id", "refusal_for"]
 
@@ -155,7 +157,7 @@ def answer_for(task_name: str | None, task_id: str, refusal: Refusal) -> dict[st
     if task_name in UNANSWERED_TASKS:
         return None
     if task_name == VERIFY_TASK:  # its own answer's shape, as for an unusable request id
-        return {"valid": False, "reason": "unknown_request", "attempts_left": 0}
+        return UNKNOWN_REQUEST.model_dump(mode="json")
     received = now()
     return build_outcome(
         Outcome.INVALID,

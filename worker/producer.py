@@ -18,10 +18,10 @@ from celery.exceptions import TimeoutError as CeleryTimeoutError
 from celery.result import AsyncResult
 
 from worker.contracts.names import PLACED, START_TASK, VERIFY_TASK
+from worker.contracts.verify import CodeCheck
 from worker.masking import masked_reprs
 from worker.pipeline.outbox import Outbox, lost_after_s
-from worker.pipeline.pins import CodeCheck
-from worker.settings import get_settings
+from worker.settings import load_settings
 from worker.validation import TIMEOUT_MIN_S, parse_start_request
 
 __all__ = [
@@ -88,12 +88,12 @@ def verify_code(app: Celery, request_id: str, code: str, timeout_s: float = 10.0
         queue=app.conf.task_default_queue,
         argsrepr="(request_id, <code>)",
     )
-    return cast(CodeCheck, result.get(timeout=timeout_s))
+    return CodeCheck.model_validate(result.get(timeout=timeout_s))
 
 
 def default_outbox() -> Outbox:
     """The outbox in the workers' Redis, as configured by the ``CALLPASS_*`` settings."""
-    settings = get_settings()
+    settings = load_settings()
     client = redis.Redis.from_url(settings.redis_url)
     return Outbox(client, grace_s=lost_after_s(settings.visibility_timeout_s))
 
@@ -135,7 +135,7 @@ class Verifier:
         v = verifier.start("79991234567", timeout=20, request_id="signup-42")
         placed = verifier.pin(v)          # {"callid", "pin", ...}; None if no call was placed
         doc = verifier.outcome(v)         # the outcome document (schemas/outcome.v1.json)
-        check = verifier.check_code(v.request_id, "0446")  # {"valid", "reason", "attempts_left"}
+        check = verifier.check_code(v.request_id, "0446")  # CodeCheck: valid, reason, attempts_left
 
     ``redis_url`` is the broker and result backend (the workers' ``CALLPASS_REDIS_URL``); the
     outbox note that guards against a lost message goes there too.
@@ -166,7 +166,7 @@ class Verifier:
     @classmethod
     def from_settings(cls) -> Verifier:
         """Configured like the workers, from the ``CALLPASS_*`` environment."""
-        s = get_settings()
+        s = load_settings()
         return cls(
             s.effective_broker_url,
             queue=s.queue,

@@ -1,9 +1,9 @@
-"""Per-process wiring of the pipeline to Celery, Redis and the HTTP client."""
+"""How the pipeline is wired to Celery, Redis and the HTTP client: explicit builders, given the
+settings and the app (``worker/worker_parts.py`` builds them once per worker process)."""
 
 from __future__ import annotations
 
 import threading
-from functools import cache
 from typing import Any
 
 import redis
@@ -12,6 +12,7 @@ from celery import Celery
 
 from worker.breaker import CircuitBreaker
 from worker.client import CallPassClient
+from worker.contracts.names import PLACED, POLL_TASK, START_TASK, WEBHOOK_TASK
 from worker.guard import ApiGuard
 from worker.limits import DestinationLimiter, GlobalRateLimiter
 from worker.masking import masked_reprs
@@ -22,21 +23,20 @@ from worker.pipeline.pins import PinVault, derive_key
 from worker.pipeline.schedule import PollSchedule
 from worker.pipeline.store import RequestStore
 from worker.redis_sockets import records_socket_options
-from worker.settings import Settings, get_settings, is_rabbitmq
+from worker.settings import Settings, is_rabbitmq
 from worker.webhooks.delivery import MAX_RETRY_AFTER_S, WebhookDeliverer
 from worker.webhooks.events import WebhookEvents
 from worker.webhooks.guard import guarded_session
 from worker.webhooks.store import WebhookStore
 
-__all__ = ["PLACED", "CeleryDispatcher", "CeleryResultSink", "get_pipeline"]
-
-#: Custom task state a producer sees once the call is placed; ``info`` holds callid and pin.
-PLACED = "PLACED"
-
-START_TASK = "callpass.start_call"
-POLL_TASK = "callpass.poll_status"
-VERIFY_TASK = "callpass.verify_code"
-WEBHOOK_TASK = "callpass.deliver_webhook"
+__all__ = [
+    "CeleryDispatcher",
+    "CeleryResultSink",
+    "build_pipeline",
+    "build_webhook_deliverer",
+    "records_redis",
+    "webhook_store",
+]
 
 
 class CeleryDispatcher(Dispatcher):
@@ -121,12 +121,13 @@ _local = threading.local()
 
 
 def _thread_client(settings: Settings, guard: ApiGuard) -> CallPassClient:
-    # One requests.Session per thread: sessions are not documented as thread-safe.
-    client: CallPassClient | None = getattr(_local, "client", None)
-    if client is None:
-        client = CallPassClient.from_settings(settings, guard)
-        _local.client = client
-    return client
+    # One requests.Session per thread: sessions are not documented as thread-safe. Kept with
+    # the guard it was built for: another pipeline in this process (its own guard) gets its own.
+    held: tuple[ApiGuard, CallPassClient] | None = getattr(_local, "client", None)
+    if held is None or held[0] is not guard:
+        held = (guard, CallPassClient.from_settings(settings, guard))
+        _local.client = held
+    return held[1]
 
 
 def pin_vault(settings: Settings, client: redis.Redis) -> PinVault:
@@ -140,7 +141,6 @@ def pin_vault(settings: Settings, client: redis.Redis) -> PinVault:
     )
 
 
-@cache
 def records_redis(url: str) -> redis.Redis:
     return redis.Redis.from_url(url, **records_socket_options())
 
@@ -174,18 +174,18 @@ def webhook_events(app: Celery, settings: Settings, client: redis.Redis) -> Webh
     )
 
 
-@cache
-def get_webhook_deliverer(app: Celery) -> WebhookDeliverer:
-    """Delivers what the pipeline's events stored: the same store, policy and lease."""
-    settings = get_settings()
-    events = get_pipeline(app).webhooks
-    assert events is not None  # get_pipeline always wires webhook events
+def build_webhook_deliverer(
+    settings: Settings, app: Celery, events: WebhookEvents
+) -> WebhookDeliverer:
+    """Delivers what ``events`` (the pipeline's) stored: the same store, policy and lease."""
+    sessions = threading.local()
 
     def session() -> requests.Session:
-        current: requests.Session | None = getattr(_local, "webhook_session", None)
+        # One session per thread, like the API client.
+        current: requests.Session | None = getattr(sessions, "session", None)
         if current is None:
             current = guarded_session(events.policy)
-            _local.webhook_session = current
+            sessions.session = current
         return current
 
     def defer(event_id: str, attempt: int, countdown_s: float) -> None:
@@ -211,9 +211,8 @@ def get_webhook_deliverer(app: Celery) -> WebhookDeliverer:
     )
 
 
-@cache
-def get_pipeline(app: Celery) -> Pipeline:
-    settings = get_settings()
+def build_pipeline(settings: Settings, app: Celery) -> Pipeline:
+    """A new pipeline with its own Redis client and API guard (the caller keeps it)."""
     redis_client = records_redis(settings.redis_url)
     breaker = CircuitBreaker(
         redis_client,

@@ -20,7 +20,7 @@ VERIFY_TASK: Final = "callpass.verify_code"
 WEBHOOK_TASK: Final = "callpass.deliver_webhook"
 
 #: Custom task state a producer sees once the call is placed; ``info`` holds callid and pin.
-PLACED: Final = "PLACED"
+PLACED: Final[str] = "PLACED"  # str: compared with the states Celery reports
 
 DEFAULT_QUEUE: Final = "callpass"
 #: Webhook deliveries go to "<queue>.webhooks" unless CALLPASS_WEBHOOK_QUEUE names another.

@@ -8,7 +8,7 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field
 
-__all__ = ["CodeCheck", "CodeReason"]
+__all__ = ["UNKNOWN_REQUEST", "CodeCheck", "CodeReason"]
 
 
 class CodeReason(StrEnum):
@@ -41,3 +41,7 @@ class CodeCheck(BaseModel):
         description="How many more codes may be tried for this request; 0 when it is "
         "unknown, expired or out of attempts."
     )
+
+
+#: The answer for a request id that names no request (or a worker that keeps no pins).
+UNKNOWN_REQUEST = CodeCheck(valid=False, reason=CodeReason.UNKNOWN_REQUEST, attempts_left=0)

@@ -11,14 +11,13 @@ from __future__ import annotations
 import hashlib
 import hmac
 import re
-from typing import TypedDict, cast
+from typing import cast
 
 import redis
 
-__all__ = ["REASONS", "CodeCheck", "PinVault"]
+from worker.contracts.verify import CodeCheck, CodeReason
 
-#: Every reason ``verify`` answers with.
-REASONS = ("ok", "mismatch", "expired", "too_many_attempts", "unknown_request", "malformed_code")
+__all__ = ["PinVault", "derive_key"]
 
 _CODE_RE = re.compile(r"[0-9]{4,6}", re.ASCII)
 
@@ -37,12 +36,6 @@ if redis.call('HGET', KEYS[1], 'digest') == ARGV[1] then
 end
 return 0
 """
-
-
-class CodeCheck(TypedDict):
-    valid: bool
-    reason: str
-    attempts_left: int
 
 
 class PinVault:
@@ -78,28 +71,30 @@ class PinVault:
 
     def verify(self, request_id: str, code: object) -> CodeCheck:
         if not isinstance(code, str) or not _CODE_RE.fullmatch(code):
-            return self._answer(False, "malformed_code", self._left(request_id))
+            return self._answer(False, CodeReason.MALFORMED_CODE, self._left(request_id))
         attempts, digest = cast(list[object], self._attempt(keys=[self.PIN + request_id]))
         if int(cast(int, attempts)) < 0:
             known = self._redis.exists(self.SEEN + request_id)
-            return self._answer(False, "expired" if known else "unknown_request", 0)
+            return self._answer(
+                False, CodeReason.EXPIRED if known else CodeReason.UNKNOWN_REQUEST, 0
+            )
         used = int(cast(int, attempts))
         if used > self._max_attempts:
-            return self._answer(False, "too_many_attempts", 0)
+            return self._answer(False, CodeReason.TOO_MANY_ATTEMPTS, 0)
         stored = digest.decode() if isinstance(digest, bytes) else str(digest)
         if hmac.compare_digest(self._digest(request_id, code), stored):
             if self._consume(keys=[self.PIN + request_id], args=[stored]):
-                return self._answer(True, "ok", self._max_attempts - used)
-            return self._answer(False, "expired", 0)  # consumed by a concurrent check
-        return self._answer(False, "mismatch", self._max_attempts - used)
+                return self._answer(True, CodeReason.OK, self._max_attempts - used)
+            return self._answer(False, CodeReason.EXPIRED, 0)  # consumed by a concurrent check
+        return self._answer(False, CodeReason.MISMATCH, self._max_attempts - used)
 
     def _left(self, request_id: str) -> int:
         raw = self._redis.hget(self.PIN + request_id, "attempts")
         return max(0, self._max_attempts - int(cast(bytes, raw))) if raw is not None else 0
 
     @staticmethod
-    def _answer(valid: bool, reason: str, attempts_left: int) -> CodeCheck:
-        return {"valid": valid, "reason": reason, "attempts_left": max(0, attempts_left)}
+    def _answer(valid: bool, reason: CodeReason, attempts_left: int) -> CodeCheck:
+        return CodeCheck(valid=valid, reason=reason, attempts_left=max(0, attempts_left))
 
 
 def derive_key(secret: str) -> bytes:

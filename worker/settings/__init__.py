@@ -15,7 +15,7 @@ from __future__ import annotations
 from pydantic import SecretStr
 
 from worker.settings.errors import SettingsError
-from worker.settings.loading import get_settings, load_settings, reset_settings
+from worker.settings.loading import load_settings
 from worker.settings.model import SIMULATOR_DEV_TOKEN, Settings, is_rabbitmq
 
 __all__ = [
@@ -23,8 +23,6 @@ __all__ = [
     "SecretStr",
     "Settings",
     "SettingsError",
-    "get_settings",
     "is_rabbitmq",
     "load_settings",
-    "reset_settings",
 ]

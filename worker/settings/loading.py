@@ -1,4 +1,5 @@
-"""Reading the settings: once, validated, as one :class:`SettingsError` when malformed."""
+"""Reading the settings, validated, as one :class:`SettingsError` when malformed (nothing is
+cached: whoever starts a process reads them once and passes them on)."""
 
 from __future__ import annotations
 
@@ -27,20 +28,3 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
             return Settings()
     except ValidationError as exc:
         raise settings_error(exc) from None
-
-
-_cached: Settings | None = None
-
-
-def get_settings() -> Settings:
-    """The process-wide settings, read on first use."""
-    global _cached
-    if _cached is None:
-        _cached = load_settings()
-    return _cached
-
-
-def reset_settings() -> None:
-    """Forget the cached settings (tests change the environment)."""
-    global _cached
-    _cached = None

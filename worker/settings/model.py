@@ -8,7 +8,7 @@ and the rule of a malformed value; the README's configuration table lists the sa
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Annotated, Any, Self
 
 from pydantic import SecretStr, SerializerFunctionWrapHandler, model_serializer, model_validator
@@ -164,13 +164,6 @@ class Settings(BaseSettings):
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         # Exact names, raw text: the rules above read the README's formats, not JSON.
         return (init_settings, EnvironmentSource(settings_cls))
-
-    @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
-        """:func:`worker.settings.load_settings` (raises :class:`SettingsError`)."""
-        from worker.settings.loading import load_settings
-
-        return load_settings(environ)
 
     @model_validator(mode="after")
     def _rules_between_settings(self) -> Self:
