@@ -23,7 +23,7 @@ from celery import Celery
 from bench.measure import BackendWatcher, cpu_seconds, percentile, rss_bytes
 from bench.profile import Profiler
 from worker.celery_app import celery_config
-from worker.devstack import Proc, Stack, child_env, wait_for_worker, wait_until
+from worker.dev.stack import Proc, Stack, child_env, wait_for_worker, wait_until
 from worker.pipeline.schedule import PollSchedule
 from worker.producer import enqueue_call
 from worker.settings import SIMULATOR_DEV_TOKEN, load_settings

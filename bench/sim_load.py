@@ -17,7 +17,7 @@ from pathlib import Path
 
 import aiohttp
 
-from worker.devstack import Stack
+from worker.dev.stack import Stack
 from worker.settings import SIMULATOR_DEV_TOKEN
 
 HEADERS = {

@@ -18,7 +18,7 @@ from chaos.partitions import (
     late_calls,
     skipped_row,  # one rule for every partition row
 )
-from worker.devstack import wait_until
+from worker.dev.stack import wait_until
 
 if TYPE_CHECKING:
     from chaos.sizes import Size

@@ -19,7 +19,7 @@ import requests
 from celery import Celery
 
 from worker.celery_app import celery_config
-from worker.devstack import Proc, Stack, child_env, free_port, wait_for_worker, wait_until
+from worker.dev.stack import Proc, Stack, child_env, free_port, wait_for_worker, wait_until
 from worker.pipeline.outbox import Outbox, lost_after_s
 from worker.producer import enqueue_call
 from worker.settings import load_settings

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
-from worker.devstack import ensure_debian_program
+from worker.dev.stack import ensure_debian_program
 
 __all__ = ["Partition", "partition_support"]
 

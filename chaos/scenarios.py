@@ -21,7 +21,7 @@ from chaos.webhook_rows import (
     webhook_receiver_trickles,
     webhook_worker_killed,
 )
-from worker.devstack import child_env, wait_until
+from worker.dev.stack import child_env, wait_until
 
 __all__ = ["PARTITION_ROWS", "SCENARIOS", "Size"]
 

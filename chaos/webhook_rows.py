@@ -11,7 +11,7 @@ from pathlib import Path
 from chaos.harness import Harness, Row
 from chaos.receiver import TRICKLE_EVERY_S, Receiver
 from chaos.sizes import SETTLE_S, Size
-from worker.devstack import wait_until
+from worker.dev.stack import wait_until
 
 __all__ = ["webhook_receiver_down", "webhook_receiver_trickles", "webhook_worker_killed"]
 

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from worker.contracts.names import START_TASK
-from worker.devstack import ensure_debian_program, free_port
+from worker.dev.stack import ensure_debian_program, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -292,7 +292,7 @@ def run(args: argparse.Namespace) -> Path:
             log(f"demo done ({info.calls} calls); Flower at {info.flower_url}")
             tasks = wait_for_tasks(info.flower_url, info.calls, 60, alive)
             seen = seen_numbers(tasks)
-            if len(seen) < info.calls:  # worker/runner.py waits for Flower to hear the worker
+            if len(seen) < info.calls:  # worker/dev/runner.py waits for Flower to hear the worker
                 raise ScreenshotError(
                     f"Flower lists {len(seen)} of the demo's {info.calls} numbers: it missed "
                     "the first events"

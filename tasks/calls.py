@@ -25,8 +25,8 @@ from kombu.exceptions import OperationalError
 from worker.contracts.names import POLL_TASK, START_TASK, VERIFY_TASK
 from worker.contracts.verify import UNKNOWN_REQUEST
 from worker.masking import MaskedRequest
+from worker.process.parts import WorkerParts
 from worker.sane_values import sane_count, sane_time
-from worker.worker_parts import WorkerParts
 
 __all__ = ["register_call_tasks"]
 

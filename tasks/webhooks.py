@@ -16,7 +16,7 @@ from celery import Celery
 from kombu.exceptions import OperationalError
 
 from worker.contracts.names import WEBHOOK_TASK
-from worker.worker_parts import WorkerParts
+from worker.process.parts import WorkerParts
 
 __all__ = ["register_webhook_tasks"]
 

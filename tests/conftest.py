@@ -15,7 +15,7 @@ from celery import Celery
 
 from simulator.faults import FaultConfig
 from worker.celery_app import celery_config
-from worker.devstack import Proc, Stack, child_env, wait_for_worker
+from worker.dev.stack import Proc, Stack, child_env, wait_for_worker
 from worker.settings import load_settings
 
 #: Two signing secrets, as during a rotation: every delivery carries both signatures.

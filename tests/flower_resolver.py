@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from worker.devstack import child_env
+from worker.dev.stack import child_env
 
 # First line out: the names of Flower's options. Then one answer per case read.
 _SCRIPT = r"""

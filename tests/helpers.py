@@ -12,7 +12,7 @@ from typing import Any
 import jsonschema
 from celery.result import AsyncResult
 
-from worker.devstack import child_env
+from worker.dev.stack import child_env
 
 SCHEMAS = Path(__file__).resolve().parent.parent / "schemas"
 OUTCOME_SCHEMA = json.loads((SCHEMAS / "outcome.v1.json").read_text())

@@ -16,7 +16,7 @@ from typing import Any, NamedTuple
 import pytest
 import redis
 
-from worker.client import CallStatus, StartedCall
+from worker.api.client import CallStatus, StartedCall
 from worker.masking import mask_dn
 from worker.pipeline.core import Pipeline
 from worker.pipeline.document import iso

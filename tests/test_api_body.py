@@ -17,9 +17,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 import requests
 
-from worker.api_http import read_capped
-from worker.client import CallPassClient
-from worker.errors import DeadlinePassedError, MalformedResponseError, OutcomeUnknownError
+from worker.api.client import CallPassClient
+from worker.api.errors import DeadlinePassedError, MalformedResponseError, OutcomeUnknownError
+from worker.api.http import read_capped
 from worker.settings import SIMULATOR_DEV_TOKEN, SecretStr, SettingsError, load_settings
 
 TOKEN = SecretStr(SIMULATOR_DEV_TOKEN)

@@ -18,9 +18,9 @@ import pytest
 
 from chaos.netns import Partition
 from tests.conftest import Simulator
-from worker.client import CallPassClient
-from worker.devstack import Stack, child_env, wait_until
-from worker.errors import OutcomeUnknownError
+from worker.api.client import CallPassClient
+from worker.api.errors import OutcomeUnknownError
+from worker.dev.stack import Stack, child_env, wait_until
 from worker.settings import SIMULATOR_DEV_TOKEN, SecretStr
 
 TOKEN = SecretStr(SIMULATOR_DEV_TOKEN)
@@ -133,7 +133,7 @@ def test_the_kernel_drops_a_start_unacknowledged_for_one_exchange_time(
 
 DYING_CLIENT = """
 import sys
-from worker.client import CallPassClient
+from worker.api.client import CallPassClient
 from worker.settings import SIMULATOR_DEV_TOKEN, SecretStr
 client = CallPassClient(sys.argv[1], SecretStr(SIMULATOR_DEV_TOKEN), read_timeout_s=60)
 client.start_call_async("79990003001", 5)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from worker.devstack import child_env
+from worker.dev.stack import child_env
 
 pytestmark = pytest.mark.slow
 

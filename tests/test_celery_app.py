@@ -18,9 +18,9 @@ from celery.backends.base import DisabledBackend
 
 from worker.celery_app import create_app, create_flower_app, environment_settings
 from worker.contracts.names import POLL_TASK, START_TASK, VERIFY_TASK, WEBHOOK_TASK
-from worker.devstack import child_env
+from worker.dev.stack import child_env
+from worker.process.parts import WorkerParts
 from worker.settings import Settings, load_settings
-from worker.worker_parts import WorkerParts
 
 TASK_NAMES = {START_TASK, POLL_TASK, VERIFY_TASK, WEBHOOK_TASK}
 NOWHERE = {"CALLPASS_REDIS_URL": "redis://127.0.0.1:1/0"}  # nothing listens; nothing connects

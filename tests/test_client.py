@@ -9,9 +9,8 @@ from collections.abc import Iterator
 import pytest
 
 from tests.conftest import Simulator
-from worker.client import CallPassClient
-from worker.devstack import Stack, free_port
-from worker.errors import (
+from worker.api.client import CallPassClient
+from worker.api.errors import (
     ApiRejectedError,
     AuthError,
     ConnectError,
@@ -22,6 +21,7 @@ from worker.errors import (
     ServerError,
     TransientError,
 )
+from worker.dev.stack import Stack, free_port
 from worker.pipeline.outcomes import Outcome
 from worker.settings import SIMULATOR_DEV_TOKEN, SecretStr
 

@@ -16,7 +16,7 @@ import worker.pipeline.pins
 from tests.conftest import OwnWorker, Simulator
 from tests.helpers import settle, unique_dn
 from worker.contracts.verify import CodeReason
-from worker.devstack import wait_until
+from worker.dev.stack import wait_until
 from worker.pipeline.pins import PinVault, derive_key
 from worker.producer import enqueue_call, verify_code, wait_for_pin
 
@@ -50,7 +50,7 @@ def test_a_correct_code_is_ok_once_then_consumed(vault: PinVault) -> None:
 def test_wrong_codes_count_down_to_too_many_attempts(vault: PinVault) -> None:
     request_id = rid()
     vault.store(request_id, "0446")
-    answers = [vault.verify(request_id, "0447").model_dump(mode="json") for _ in range(3)]
+    answers = [vault.verify(request_id, "0447") for _ in range(3)]
     assert [(a.reason, a.attempts_left) for a in answers] == [
         ("mismatch", 2),
         ("mismatch", 1),
@@ -81,7 +81,7 @@ def test_malformed_codes_are_refused_without_spending_an_attempt(
 def test_unknown_and_expired_requests_are_told_apart(redis_url: str) -> None:
     client = redis.Redis.from_url(redis_url)
     vault = PinVault(client, derive_key("k" * 32), ttl_s=1, max_attempts=3, seen_ttl_s=3600)
-    assert vault.verify(rid(), "0446")["reason"] == "unknown_request"
+    assert vault.verify(rid(), "0446").reason == "unknown_request"
     request_id = rid()
     vault.store(request_id, "0446")
     wait_until(lambda: not client.exists(PinVault.PIN + request_id), 10, "the pin's TTL")

@@ -13,12 +13,12 @@ import jsonschema
 import pytest
 from referencing import Registry, Resource
 
+from worker.api.errors import InvalidRequestError
 from worker.contracts.events import CallCompleted, CallPlaced
 from worker.contracts.outcome import Outcome, OutcomeDocument
 from worker.contracts.placed import PlacedInfo
 from worker.contracts.start_call import TIMEOUT_MAX_S, TIMEOUT_MIN_S, StartCallArguments
 from worker.contracts.verify import CodeCheck, CodeReason
-from worker.errors import InvalidRequestError
 from worker.validation import (
     parse_start_request,
     validate_callid,
@@ -156,7 +156,7 @@ def test_the_contracts_import_nothing_of_the_worker() -> None:
 
 def test_the_producer_helper_does_not_pull_in_the_worker_runtime() -> None:
     loaded = _run("import json, sys, worker.producer\nprint(json.dumps(sorted(sys.modules)))")
-    assert not {"worker.runtime", "worker.celery_app", "tasks"} & set(loaded)
+    assert not {"worker.process.wiring", "worker.celery_app", "tasks"} & set(loaded)
 
 
 def _registry() -> Registry[Any]:

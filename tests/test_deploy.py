@@ -44,7 +44,7 @@ WORKER_COMMAND = [
 FLOWER_COMMAND = ["callpass", "flower", "--address=0.0.0.0", "--port=5555"]
 SIMULATOR_COMMAND = ["callpass", "simulator", "--host", "0.0.0.0", "--port", "8099"]
 
-#: What the worker exports (worker/metrics.py); histograms also as _bucket, _sum, _count.
+#: What the worker exports (worker/ops/metrics.py); histograms also as _bucket, _sum, _count.
 HISTOGRAMS = frozenset(
     {"callpass_api_request_duration_seconds", "callpass_status_requests_per_call"}
 )
@@ -524,7 +524,7 @@ def test_metric_names_reads_promql() -> None:
 
 
 def test_the_exported_names_are_the_workers_own() -> None:
-    from worker.metrics import EXPORTED as WORKER_EXPORTS
+    from worker.ops.metrics import EXPORTED as WORKER_EXPORTS
 
     assert set(WORKER_EXPORTS) == EXPORTED
 

@@ -8,8 +8,8 @@ import pytest
 
 EXPECTED = {
     "worker": ["__version__"],
-    "worker.client": ["CallPassClient", "CallStatus", "StartedCall"],
-    "worker.errors": [
+    "worker.api.client": ["CallPassClient", "CallStatus", "StartedCall"],
+    "worker.api.errors": [
         "ApiRejectedError",
         "AuthError",
         "CallPassError",

@@ -20,7 +20,7 @@ from pathlib import Path
 import click
 import pytest
 
-from worker.devstack import Proc, Stack, child_env, free_port, wait_until
+from worker.dev.stack import Proc, Stack, child_env, free_port, wait_until
 
 LOGIN = "admin:long-enough-password"
 #: The ways to start Flower, up to where its own options begin. Without ``-A``, Celery's
@@ -127,7 +127,7 @@ def test_flower_without_our_app_is_guarded_too(
 ) -> None:
     """``celery --broker=… flower`` (no ``-A``): the entry point guards Flower's command."""
     names = [ep.value for ep in entry_points(group="celery.commands")]
-    assert "worker.flower_entry:guarded_flower" in names, "reinstall the project: make install"
+    assert "worker.flower.entry:guarded_flower" in names, "reinstall the project: make install"
     args = ["--address=127.1", f"--conf={empty_conf}"]
     proc, _, outcome = _start(stack, "celery-without-A", args, _flower_env(redis_url, {}))
     if outcome == "listening":
@@ -157,7 +157,7 @@ def test_our_flower_serves_with_a_sound_login_from_our_settings(
 
 
 def test_the_hook_wraps_flowers_command_once() -> None:
-    import worker.flower_entry as entry
+    import worker.flower.entry as entry
 
     command = entry.guarded_flower  # what Celery's CLI loads through our entry point
     from flower.command import flower
@@ -186,7 +186,7 @@ def test_the_guarded_command_drops_any_result_backend(monkeypatch: pytest.Monkey
     """`celery --result-backend=redis://… flower` would let Flower's result API show pins."""
     from types import SimpleNamespace
 
-    import worker.flower_entry as entry
+    import worker.flower.entry as entry
 
     seen: dict[str, object] = {}
 

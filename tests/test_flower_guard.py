@@ -1,5 +1,5 @@
-"""Flower refuses to listen beyond loopback without authentication (worker/flower_guard.py,
-worker/flower_options.py; the login rules: tests/test_flower_login.py).
+"""Flower refuses to listen beyond loopback without authentication (worker/flower/guard.py,
+worker/flower/options.py; the login rules: tests/test_flower_login.py).
 
 The rule is a pure function of the command line, the environment and the config file's
 namespace; a comparison with the installed Flower's own option parsing keeps our reading of
@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 
 from tests.flower_resolver import FlowerResolver, flower_resolver
-from worker.devstack import Stack, child_env, free_port, wait_until
-from worker.flower_guard import check_flower_binding, check_flower_process, is_loopback
-from worker.flower_options import (
+from worker.dev.stack import Stack, child_env, free_port, wait_until
+from worker.flower.guard import check_flower_binding, check_flower_process, is_loopback
+from worker.flower.options import (
     FLOWER_OPTION_NAMES,
     FlowerOptions,
     effective_options,

@@ -25,9 +25,9 @@ from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
 from tests.flower_resolver import FlowerResolver, flower_resolver
-from worker.flower_entry import login_variables
-from worker.flower_guard import check_flower_options, is_loopback
-from worker.flower_options import effective_options, read_flower_config
+from worker.flower.entry import login_variables
+from worker.flower.guard import check_flower_options, is_loopback
+from worker.flower.options import effective_options, read_flower_config
 from worker.settings import SettingsError, load_settings
 
 EXAMPLES = int(os.environ.get("CALLPASS_FLOWER_PROPERTY_EXAMPLES", "1000"))

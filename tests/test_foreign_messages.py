@@ -20,7 +20,7 @@ from celery.result import AsyncResult
 
 from chaos.hostile import FOREIGN_KINDS, foreign_body, publish_raw, raw_message
 from tests.conftest import OwnWorker
-from worker.devstack import wait_until
+from worker.dev.stack import wait_until
 
 SCHEMAS = Path(__file__).resolve().parent.parent / "schemas"
 #: The three the issue names first; the others are Celery's other dead ends.

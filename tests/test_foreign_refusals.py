@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 from kombu.exceptions import ContentDisallowed, DecodeError
 from kombu.message import Message
 
-from worker.foreign_messages import (
+from worker.broker.foreign_messages import (
     ForeignMessageConsumer,
     Refusal,
     answer_for,

@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from tests.conftest import Simulator
-from worker.devstack import Proc
+from worker.dev.stack import Proc
 
 HEADERS = ("callpass_requested_at", "callpass_attempt", "callpass_infra_attempt")
 #: Requests per Hypothesis example, sent together then awaited together.

@@ -15,7 +15,7 @@ import sys
 
 import pytest
 
-from worker.devstack import child_env
+from worker.dev.stack import child_env
 
 #: Runs in the child. Prints one JSON report as its last line; exits 0 only if the walk did.
 _PROBE = r"""
@@ -116,7 +116,7 @@ def test_importing_every_module_has_no_side_effect(case: str) -> None:
     exit_status = proc.returncode
     assert exit_status == 0, proc.stdout + proc.stderr
     report = json.loads(proc.stdout.splitlines()[-1])
-    assert {"worker.celery_app", "worker.runtime", "tasks.calls", "tasks.webhooks"} <= set(
+    assert {"worker.celery_app", "worker.process.wiring", "tasks.calls", "tasks.webhooks"} <= set(
         report["imported"]
     )
     events: list[str] = report["events"]

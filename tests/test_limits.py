@@ -13,9 +13,14 @@ from celery import Celery
 
 from tests.conftest import OwnWorker, Simulator
 from tests.helpers import settle, unique_dn
-from worker.breaker import CircuitBreaker
-from worker.errors import ConnectError, RateLimitedError
-from worker.limits import DestinationLimiter, GlobalRateLimiter, WindowLimit, parse_window_limits
+from worker.api.breaker import CircuitBreaker
+from worker.api.errors import ConnectError, RateLimitedError
+from worker.api.limits import (
+    DestinationLimiter,
+    GlobalRateLimiter,
+    WindowLimit,
+    parse_window_limits,
+)
 from worker.producer import enqueue_call
 
 

@@ -15,8 +15,8 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from worker.logs import bind_log_context, clear_log_context, configure_logging
 from worker.masking import mask_text
+from worker.ops.logs import bind_log_context, clear_log_context, configure_logging
 
 DN = "79161234567"
 

@@ -17,7 +17,7 @@ from celery import Celery
 
 from tests.conftest import Simulator, start_worker
 from tests.helpers import callpass, settle, unique_dn
-from worker.devstack import Stack, free_port, wait_until
+from worker.dev.stack import Stack, free_port, wait_until
 from worker.producer import enqueue_call
 
 QUEUE = "observed"

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import pytest
 
 from chaos.netns import Partition
-from worker.devstack import wait_until
+from worker.dev.stack import wait_until
 
 ECHO_PORT = 7007
 ECHO_SERVER = f"""

@@ -13,7 +13,7 @@ from celery import Celery
 
 from tests.conftest import OwnWorker, Simulator
 from tests.helpers import PLACED_SCHEMA, settle, unique_dn
-from worker.devstack import Proc, wait_until
+from worker.dev.stack import Proc, wait_until
 from worker.producer import enqueue_call, wait_for_pin
 
 pytestmark = pytest.mark.usefixtures("worker")

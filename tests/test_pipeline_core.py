@@ -34,8 +34,7 @@ from tests.pipeline_fakes import (
     unique_request,
     within,
 )
-from worker.contracts.events import COMPLETED_EVENT, PLACED_EVENT
-from worker.errors import (
+from worker.api.errors import (
     ApiRejectedError,
     AuthError,
     ConnectError,
@@ -45,6 +44,7 @@ from worker.errors import (
     PermanentError,
     ServerError,
 )
+from worker.contracts.events import COMPLETED_EVENT, PLACED_EVENT
 from worker.pipeline.core import Pipeline
 from worker.pipeline.document import build_outcome
 from worker.pipeline.outbox import DUE_KEY, note_key

@@ -33,9 +33,8 @@ from tests.pipeline_fakes import (
     unique_request,
     within,
 )
-from worker.client import CallStatus
-from worker.contracts.events import COMPLETED_EVENT, PLACED_EVENT
-from worker.errors import (
+from worker.api.client import CallStatus
+from worker.api.errors import (
     AuthError,
     ConnectError,
     InvalidRequestError,
@@ -43,6 +42,7 @@ from worker.errors import (
     RateLimitedError,
     ServerError,
 )
+from worker.contracts.events import COMPLETED_EVENT, PLACED_EVENT
 from worker.pipeline.core import Pipeline
 from worker.pipeline.outcomes import Outcome
 from worker.pipeline.poller import OUTAGE_POLL_INTERVAL_S

@@ -14,7 +14,7 @@ from celery import Celery
 
 from tests.conftest import OwnWorker, Simulator
 from tests.helpers import settle, unique_dn
-from worker.devstack import Proc, Stack, free_port, wait_until
+from worker.dev.stack import Proc, Stack, free_port, wait_until
 from worker.producer import enqueue_call
 
 

@@ -32,7 +32,7 @@ from hypothesis import HealthCheck, Phase, assume, example, given, settings
 from hypothesis import strategies as st
 
 from tests.conftest import Simulator
-from worker.devstack import Proc
+from worker.dev.stack import Proc
 
 SCHEMAS = Path(__file__).resolve().parent.parent / "schemas"
 OUTCOME_SCHEMA = json.loads((SCHEMAS / "outcome.v1.json").read_text())

@@ -31,7 +31,7 @@ from tests.test_pipeline import (
     test_task_events_show_masked_arguments,
 )
 from worker.celery_app import celery_config
-from worker.devstack import Proc, Stack, wait_until
+from worker.dev.stack import Proc, Stack, wait_until
 from worker.producer import enqueue_call, wait_for_pin
 from worker.settings import load_settings
 

@@ -17,7 +17,7 @@ import jsonschema
 import pytest
 import redis
 
-from worker.devstack import wait_until
+from worker.dev.stack import wait_until
 
 SCHEMAS = Path(__file__).resolve().parent.parent / "schemas"
 

@@ -18,7 +18,7 @@ from celery import Celery
 
 from tests.conftest import Simulator
 from worker.celery_app import celery_config
-from worker.devstack import Proc, Stack, child_env, free_port, wait_for_worker, wait_until
+from worker.dev.stack import Proc, Stack, child_env, free_port, wait_for_worker, wait_until
 from worker.masking import MaskingFilter, hide_url_credentials, redact_url
 from worker.settings import SettingsError, load_settings
 
@@ -122,7 +122,7 @@ def test_the_eviction_check_setting_names_its_choices() -> None:
 
 
 def test_every_redis_in_use_is_checked_once_with_what_it_holds() -> None:
-    from worker.redis_policy import redis_roles
+    from worker.ops.redis_policy import redis_roles
 
     same = load_settings({"CALLPASS_REDIS_URL": "redis://r:6379/0"})
     assert redis_roles(same) == {"redis://r:6379/0": ["records", "broker", "results"]}

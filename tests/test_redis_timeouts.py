@@ -13,7 +13,7 @@ import redis
 from worker.celery_app import celery_config
 from worker.pipeline.insist import insist
 from worker.pipeline.store import RequestStore
-from worker.runtime import records_redis
+from worker.process.wiring import records_redis
 from worker.settings import load_settings
 
 

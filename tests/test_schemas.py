@@ -20,6 +20,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import Field
 
+from worker.api.errors import InvalidRequestError
 from worker.contracts.outcome import OutcomeDocument
 from worker.contracts.schemas import (
     SCHEMA_FILES,
@@ -30,7 +31,6 @@ from worker.contracts.schemas import (
     write_schemas,
 )
 from worker.contracts.start_call import StartCallArguments
-from worker.errors import InvalidRequestError
 from worker.validation import START_CALL_FIELDS, parse_start_request
 
 SCHEMAS = Path(__file__).resolve().parent.parent / "schemas"

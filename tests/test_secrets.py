@@ -29,7 +29,7 @@ from celery import Celery
 from chaos.receiver import Delivery, Receiver
 from tests.conftest import WEBHOOK_SECRETS, start_worker
 from tests.helpers import unique_dn
-from worker.devstack import Stack, child_env, free_port, wait_until
+from worker.dev.stack import Stack, child_env, free_port, wait_until
 from worker.producer import enqueue_call
 
 QUEUE = "secrets"

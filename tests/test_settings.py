@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from worker.devstack import child_env
+from worker.dev.stack import child_env
 from worker.settings import SIMULATOR_DEV_TOKEN, SettingsError, load_settings
 
 SECRET = "a" * 63 + "Z"  # malformed (upper case), and must never be echoed
@@ -70,7 +70,7 @@ def test_plain_http_is_for_loopback_or_needs_the_setting_that_says_so() -> None:
 
 
 def test_skipping_tls_verification_needs_the_setting_that_says_so() -> None:
-    from worker.worker_signals import startup_warnings
+    from worker.process.signals import startup_warnings
 
     insecure = load_settings({"CALLPASS_INSECURE_SKIP_TLS_VERIFY": "true"})
     assert insecure.tls_verify is False

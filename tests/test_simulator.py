@@ -98,7 +98,7 @@ def test_starts_are_counted_per_number_and_per_request_id(sim: Simulator) -> Non
 
 
 def test_the_deny_option_refuses_prefixes(stack: object) -> None:
-    from worker.devstack import Stack
+    from worker.dev.stack import Stack
 
     assert isinstance(stack, Stack)
     proc, url = stack.start_simulator("--deny", "7351")
@@ -157,7 +157,7 @@ def test_the_original_curl_examples_run_against_the_simulator(sim: Simulator) ->
 
 
 def test_an_outage_refuses_connections_then_the_calls_are_still_there(stack: object) -> None:
-    from worker.devstack import Stack, wait_until
+    from worker.dev.stack import Stack, wait_until
 
     assert isinstance(stack, Stack)
     proc, url = stack.start_simulator()

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import Simulator
-from worker.client import CallPassClient
-from worker.devstack import Stack
-from worker.errors import ConnectError
+from worker.api.client import CallPassClient
+from worker.api.errors import ConnectError
+from worker.dev.stack import Stack
 from worker.settings import SIMULATOR_DEV_TOKEN, SecretStr, load_settings
 
 TOKEN = SecretStr(SIMULATOR_DEV_TOKEN)

@@ -11,7 +11,7 @@ import requests
 import urllib3
 from celery import Celery
 
-from worker.errors import (
+from worker.api.errors import (
     ApiRejectedError,
     AuthError,
     CallPassError,
@@ -23,11 +23,11 @@ from worker.errors import (
     ServerError,
     TransientError,
 )
+from worker.api.retry_after import retry_after_s
+from worker.api.transport import envelope_data, translate_transport_error
 from worker.masking import mask_dn, mask_text, masked_reprs
 from worker.pipeline.outcomes import Outcome, classify_result, is_in_progress
 from worker.pipeline.schedule import PollSchedule
-from worker.retry_after import retry_after_s
-from worker.transport import envelope_data, translate_transport_error
 from worker.validation import parse_start_request, validate_dn, validate_timeout
 
 

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from tests.helpers import unique_dn
-from worker.errors import InvalidRequestError
+from worker.api.errors import InvalidRequestError
 from worker.producer import Verification, Verifier
 
 

@@ -9,7 +9,7 @@ import time
 import pytest
 import standardwebhooks
 
-from worker.retry_after import retry_after_s
+from worker.api.retry_after import retry_after_s
 from worker.settings import SettingsError, load_settings
 from worker.webhooks.events import event_id_for
 from worker.webhooks.signature import (

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import pytest
 import redis
 
-from worker.devstack import wait_until
+from worker.dev.stack import wait_until
 from worker.webhooks.store import DUE_KEY, EVENT_PREFIX, WebhookStore
 
 

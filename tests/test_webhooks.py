@@ -18,7 +18,7 @@ from chaos.receiver import Delivery, Receiver
 from tests.conftest import WEBHOOK_SECRETS, OwnWorker
 from tests.helpers import callpass, settle, unique_dn
 from worker.celery_app import celery_config
-from worker.devstack import wait_until
+from worker.dev.stack import wait_until
 from worker.producer import enqueue_call
 from worker.settings import load_settings
 from worker.webhooks.events import event_id_for

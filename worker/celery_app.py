@@ -18,10 +18,10 @@ from kombu import Exchange, Queue
 
 from tasks.calls import register_call_tasks
 from tasks.webhooks import register_webhook_tasks
-from worker.redis_sockets import backend_socket_settings, broker_socket_options
+from worker.broker.redis_sockets import backend_socket_settings, broker_socket_options
+from worker.process.parts import WorkerParts
+from worker.process.signals import WorkerSignals
 from worker.settings import Settings, SettingsError, is_rabbitmq, load_settings
-from worker.worker_parts import WorkerParts
-from worker.worker_signals import WorkerSignals
 
 __all__ = [
     "celery_config",
@@ -46,7 +46,7 @@ def create_app(settings: Settings) -> Celery:
 def create_flower_app(settings: Settings) -> Celery:
     """The app Flower gets (``callpass flower``): Flower needs events, not results, and
     without the result backend its result API cannot show pins."""
-    from worker.flower_entry import drop_result_backend
+    from worker.flower.entry import drop_result_backend
 
     app = create_app(settings)
     drop_result_backend(app)
@@ -79,7 +79,7 @@ def _broker_options(settings: Settings) -> dict[str, Any]:
         return {"confirm_publish": True}
     # kombu sweeps for messages of dead workers every interval x throttle s (100 s by default);
     # every 5 s, so recovery takes the visibility time-out plus seconds, not minutes more.
-    # A Redis gone silent must raise within seconds (worker/redis_sockets.py).
+    # A Redis gone silent must raise within seconds (worker/broker/redis_sockets.py).
     return {
         "visibility_timeout": settings.visibility_timeout_s,
         "unacked_restore_interval": 5,
@@ -95,8 +95,8 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         **_delivery_config(),
         **_worker_config(settings),
         # Answers (and never prints) messages Celery cannot read: pickle, YAML, raw bytes,
-        # a body that is not [args, kwargs, embed] (see worker/foreign_messages.py).
-        "worker_consumer": "worker.foreign_messages:ForeignMessageConsumer",
+        # a body that is not [args, kwargs, embed] (see worker/broker/foreign_messages.py).
+        "worker_consumer": "worker.broker.foreign_messages:ForeignMessageConsumer",
     }
 
 
@@ -105,9 +105,9 @@ def _transport_config(settings: Settings) -> dict[str, Any]:
     return {
         "broker_url": settings.effective_broker_url,
         # Redis brokers get kombu's transport with a fix that keeps a worker alive across a
-        # Redis restart (see worker/redis_transport.py).
+        # Redis restart (see worker/broker/redis_transport.py).
         "broker_transport": (
-            "worker.redis_transport:Transport"
+            "worker.broker.redis_transport:Transport"
             if settings.effective_broker_url.startswith(("redis://", "rediss://", "unix://"))
             else None
         ),

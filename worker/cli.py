@@ -71,8 +71,8 @@ def _run_options(run: argparse.ArgumentParser) -> None:
 
 
 def _cmd_call(args: argparse.Namespace) -> int:
+    from worker.api.errors import InvalidRequestError
     from worker.celery_app import app
-    from worker.errors import InvalidRequestError
     from worker.producer import default_outbox, enqueue_call, wait_for_pin
     from worker.validation import validate_dn, validate_timeout
 
@@ -121,7 +121,7 @@ def _cmd_config() -> int:
 
 
 def _cmd_healthcheck(args: argparse.Namespace) -> int:
-    from worker.health import heartbeat_age_s
+    from worker.ops.health import heartbeat_age_s
     from worker.settings import load_settings
 
     path = load_settings().heartbeat_file
@@ -149,7 +149,7 @@ def _cmd_webhooks(args: argparse.Namespace) -> int:
         print(generate_secret())
         return 0
     from worker.masking import redact_url
-    from worker.runtime import records_redis, webhook_store
+    from worker.process.wiring import records_redis, webhook_store
     from worker.settings import load_settings
 
     settings = load_settings()
@@ -188,7 +188,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return simulator_main(argv[1:])
     if argv[:1] == ["flower"]:
-        from worker.flower_entry import run_flower
+        from worker.flower.entry import run_flower
 
         return run_flower(argv[1:])
     args = _parser().parse_args(argv)
@@ -205,7 +205,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_webhooks(args)
         if args.command == "healthcheck":
             return _cmd_healthcheck(args)
-        from worker.runner import run_stack
+        from worker.dev.runner import run_stack
 
         return run_stack(
             Path(args.run_dir), args.exit_after_demo, args.demo_timeout, args.flower_port

@@ -2,7 +2,7 @@
 
 The rules are the fields of :class:`worker.contracts.start_call.StartCallArguments` (and their
 types, which the API client checks its parameters with); here a broken one becomes
-:class:`~worker.errors.InvalidRequestError` naming the field and the rule.
+:class:`~worker.api.errors.InvalidRequestError` naming the field and the rule.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from typing import Any, Final, cast
 
 from pydantic import ConfigDict, TypeAdapter, ValidationError
 
+from worker.api.errors import InvalidRequestError
 from worker.contracts.outcome import Timeout
 from worker.contracts.start_call import (
     START_CALL_FIELDS,
@@ -27,7 +28,6 @@ from worker.contracts.start_call import (
     field_rule,
     refusal_of,
 )
-from worker.errors import InvalidRequestError
 
 __all__ = [
     "START_CALL_FIELDS",

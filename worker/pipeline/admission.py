@@ -9,11 +9,11 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
-from worker import metrics
+from worker.api.errors import InvalidRequestError
 from worker.contracts.outcome import Outcome, OutcomeError
-from worker.errors import InvalidRequestError
-from worker.logs import bind_log_context
 from worker.masking import mask_dn
+from worker.ops import metrics
+from worker.ops.logs import bind_log_context
 from worker.pipeline.document import build_outcome
 from worker.pipeline.outbox import Outbox
 from worker.pipeline.publisher import Publisher

@@ -16,11 +16,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from worker import metrics
-from worker.client import StartedCall
-from worker.contracts.outcome import Outcome, OutcomeError
-from worker.contracts.placed import PlacedInfo
-from worker.errors import (
+from worker.api.client import StartedCall
+from worker.api.errors import (
     ApiRejectedError,
     AuthError,
     InvalidRequestError,
@@ -28,7 +25,10 @@ from worker.errors import (
     PermanentError,
     TransientError,
 )
-from worker.logs import bind_log_context
+from worker.contracts.outcome import Outcome, OutcomeError
+from worker.contracts.placed import PlacedInfo
+from worker.ops import metrics
+from worker.ops.logs import bind_log_context
 from worker.pipeline.document import iso
 from worker.pipeline.insist import insist
 from worker.pipeline.pins import PinVault

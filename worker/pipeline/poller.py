@@ -13,10 +13,10 @@ import uuid
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from worker.client import CallStatus
+from worker.api.client import CallStatus
+from worker.api.errors import InvalidRequestError, PermanentError, RateLimitedError, TransientError
 from worker.contracts.outcome import Outcome
-from worker.errors import InvalidRequestError, PermanentError, RateLimitedError, TransientError
-from worker.logs import bind_log_context
+from worker.ops.logs import bind_log_context
 from worker.pipeline.ports import ClientFactory, Dispatcher
 from worker.pipeline.publisher import Publisher
 from worker.pipeline.schedule import PollSchedule

@@ -1,5 +1,6 @@
 """What the pipeline reaches outside itself, as protocols: Celery (messages and results) and
-the API client. ``worker.runtime`` plugs in the real ones; the in-process tests plug in fakes.
+the API client. ``worker.process.wiring`` plugs in the real ones; the in-process tests plug in
+fakes.
 """
 
 from __future__ import annotations
@@ -8,7 +9,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:  # the protocols alone pull in nothing of the worker
-    from worker.client import CallPassClient
+    from worker.api.client import CallPassClient
 
 __all__ = ["ClientFactory", "Dispatcher", "ResultSink"]
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from worker import metrics
 from worker.contracts.outcome import Outcome, OutcomeError
+from worker.ops import metrics
 from worker.pipeline.document import build_outcome
 from worker.pipeline.publisher import Publisher
 from worker.pipeline.store import RequestRecord, RequestStore, now

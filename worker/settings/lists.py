@@ -12,7 +12,7 @@ from typing import Annotated, Any
 
 from pydantic import BeforeValidator
 
-from worker.limits import WindowLimit, parse_window_limits
+from worker.api.limits import WindowLimit, parse_window_limits
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 

@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING, Annotated, Any, Self
 from pydantic import SecretStr, SerializerFunctionWrapHandler, model_serializer, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from worker.api_retry import MAX_INLINE_WAIT_S
-from worker.limits import WindowLimit
+from worker.api.limits import WindowLimit
+from worker.api.retry import MAX_INLINE_WAIT_S
 from worker.settings.consistency import check_consistency
 from worker.settings.lists import Delays, Hosts, Networks, Prefixes, WindowLimits
 from worker.settings.rules import (

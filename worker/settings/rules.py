@@ -158,7 +158,7 @@ WebhookSecrets = Annotated[SecretStr, BeforeValidator(_read_webhook_secrets)]
 
 
 def _read_basic_auth(value: Any) -> Any:
-    from worker.flower_guard import basic_auth_problem
+    from worker.flower.guard import basic_auth_problem
 
     raw = _secret_text(value)
     if not isinstance(raw, str):

@@ -25,8 +25,8 @@ from urllib.parse import urlsplit
 
 import requests
 
-from worker import metrics
-from worker.retry_after import retry_after_s
+from worker.api.retry_after import retry_after_s
+from worker.ops import metrics
 from worker.webhooks.deadline import AttemptDeadline, attempt_deadline
 from worker.webhooks.destinations import DestinationPolicy, DestinationRefused
 from worker.webhooks.guard import refusal_of

@@ -34,7 +34,7 @@ __all__ = [
 #: Longest wait for one reply from Redis; our commands answer in milliseconds.
 SOCKET_TIMEOUT_S = 5.0
 #: Longest wait for a TCP connection; a silent Redis is tried again right after (see
-#: worker/redis_transport.py), so the first try after the link returns comes this soon.
+#: worker/broker/redis_transport.py), so the first try after the link returns comes this soon.
 CONNECT_TIMEOUT_S = 2.0
 #: An idle connection is pinged before use after this long; kombu also drops a BRPOP whose
 #: reply is this overdue (past its 1 s server-side time-out).

@@ -3,14 +3,14 @@
 One :class:`requests.Session` per client (pooled keep-alive connections, TLS verification on;
 the worker builds one client per thread, since sessions are not documented as thread-safe), explicit
 connect and read time-outs on every request, ``requests`` errors translated to
-:mod:`worker.errors` at one boundary, and short retries with tenacity:
+:mod:`worker.api.errors` at one boundary, and short retries with tenacity:
 
-* status requests are retried on any :class:`~worker.errors.TransientError`;
+* status requests are retried on any :class:`~worker.api.errors.TransientError`;
 * a start request is retried only when it provably never reached the server (no connection
   was made, or the API answered 429/503); any other fault becomes
-  :class:`~worker.errors.OutcomeUnknownError`, because a repeated start calls the person twice;
+  :class:`~worker.api.errors.OutcomeUnknownError`, because a repeated start calls the person twice;
 * a start given up on is given up on the wire too, and none is written after its ``send_by``
-  (see :mod:`worker.api_http`); answers are read up to ``max_body_bytes``.
+  (see :mod:`worker.api.http`); answers are read up to ``max_body_bytes``.
 """
 
 from __future__ import annotations
@@ -23,21 +23,21 @@ from typing import Any, TypeVar
 
 import requests
 
-from worker import metrics
-from worker.api_http import ApiAdapter, api_socket_options, read_capped
-from worker.api_retry import retrying
-from worker.errors import (
+from worker.api.errors import (
     CallPassError,
     DeadlinePassedError,
     MalformedResponseError,
     OutcomeUnknownError,
     TransientError,
 )
-from worker.guard import RequestGuard
+from worker.api.guard import RequestGuard
+from worker.api.http import ApiAdapter, api_socket_options, read_capped
+from worker.api.retry import retrying
+from worker.api.transport import envelope_data, translate_transport_error
 from worker.masking import mask_dn
+from worker.ops import metrics
 from worker.pipeline.outcomes import Outcome, classify_result
 from worker.settings import SecretStr, Settings
-from worker.transport import envelope_data, translate_transport_error
 from worker.validation import validate_callid, validate_dn, validate_timeout
 
 __all__ = ["CallPassClient", "CallStatus", "StartedCall"]

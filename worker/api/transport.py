@@ -1,4 +1,4 @@
-"""The one boundary where ``requests`` and raw HTTP answers become :mod:`worker.errors`."""
+"""The one boundary where ``requests`` and raw HTTP answers become :mod:`worker.api.errors`."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from urllib3.exceptions import (
     NewConnectionError,
 )
 
-from worker.errors import (
+from worker.api.errors import (
     ApiRejectedError,
     AuthError,
     CallPassError,
@@ -27,8 +27,8 @@ from worker.errors import (
     ServerError,
     TransientError,
 )
+from worker.api.retry_after import retry_after_s
 from worker.exception_chain import find_in_chain
-from worker.retry_after import retry_after_s
 
 __all__ = ["envelope_data", "translate_transport_error"]
 

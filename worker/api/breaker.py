@@ -1,7 +1,7 @@
 """A circuit breaker shared by all workers: when the API is down, stop hammering it.
 
 ``threshold`` transport failures within ``window_s`` open the circuit for ``cooldown_s``; while
-open, requests fail at once with :class:`~worker.errors.ConnectError` (nothing was sent, so a
+open, requests fail at once with :class:`~worker.api.errors.ConnectError` (nothing was sent, so a
 start may safely be tried again later). After the cool-down the circuit is half-open: one
 request, from one worker, probes the API; its success closes the circuit, its failure opens it
 again for another cool-down.
@@ -15,7 +15,7 @@ import time
 
 import redis
 
-from worker.errors import ConnectError
+from worker.api.errors import ConnectError
 
 __all__ = ["CircuitBreaker"]
 

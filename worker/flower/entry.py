@@ -2,7 +2,7 @@
 
 ``callpass flower [Flower's options]`` is the supported way to start Flower. It takes the login
 from ``CALLPASS_FLOWER_BASIC_AUTH`` (unless ``FLOWER_BASIC_AUTH`` is set), runs the guard
-(``worker/flower_guard.py``) and only then runs Celery's CLI in this process on
+(``worker/flower/guard.py``) and only then runs Celery's CLI in this process on
 ``worker.celery_app:flower_app``: our app without the result backend, so Flower's result API
 cannot show pins.
 
@@ -29,7 +29,7 @@ from typing import Any
 
 import click
 
-from worker.flower_guard import check_flower_args
+from worker.flower.guard import check_flower_args
 
 __all__ = [
     "CELERY_FLOWER",
@@ -42,7 +42,7 @@ __all__ = [
 
 #: What ``callpass flower`` runs, followed by Flower's options.
 CELERY_FLOWER = ("celery", "-A", "worker.celery_app:flower_app", "flower")
-#: The entry point's attribute (``worker.flower_entry:guarded_flower``).
+#: The entry point's attribute (``worker.flower.entry:guarded_flower``).
 _ENTRY_POINT_ATTRIBUTE = "guarded_flower"
 _GUARDED = "_callpass_guarded"
 

@@ -4,17 +4,17 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from worker import metrics
-from worker.breaker import CircuitBreaker
-from worker.errors import CallPassError, PermanentError, RateLimitedError
-from worker.limits import GlobalRateLimiter
+from worker.api.breaker import CircuitBreaker
+from worker.api.errors import CallPassError, PermanentError, RateLimitedError
+from worker.api.limits import GlobalRateLimiter
+from worker.ops import metrics
 
 __all__ = ["ApiGuard", "RequestGuard"]
 
 
 class RequestGuard(Protocol):
     def before_request(self) -> None:
-        """Raise a :class:`~worker.errors.TransientError` that says "not sent" to hold back."""
+        """Raise a :class:`~worker.api.errors.TransientError` that says "not sent" to hold back."""
 
     def after_request(self, error: CallPassError | None) -> None:
         """Learn how the request went (``None``: the API answered)."""

@@ -27,13 +27,13 @@ from kombu.exceptions import ContentDisallowed, DecodeError
 from kombu.message import Message
 from vine import promise
 
-from worker import metrics
 from worker.contracts.names import PLACED, POLL_TASK, VERIFY_TASK, WEBHOOK_TASK
 from worker.contracts.verify import UNKNOWN_REQUEST
+from worker.ops import metrics
 from worker.pipeline.document import OutcomeError, build_outcome
 from worker.pipeline.outcomes import Outcome
 from worker.pipeline.store import now
-from worker.runtime import CeleryResultSink
+from worker.process.wiring import CeleryResultSink
 
 __all__ = ["ForeignMessageConsumer", "Refusal", "answer_for", "read_task_id", "refusal_for"]
 

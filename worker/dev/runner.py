@@ -18,8 +18,8 @@ import requests
 from celery import Celery
 
 from worker.celery_app import create_app
-from worker.demo import run_demo
-from worker.devstack import Stack, child_env, free_port, wait_until
+from worker.dev.demo import run_demo
+from worker.dev.stack import Stack, child_env, free_port, wait_until
 from worker.masking import redact_url
 from worker.pipeline.outbox import Outbox, lost_after_s
 from worker.settings import SIMULATOR_DEV_TOKEN, Settings, load_settings

@@ -26,8 +26,8 @@ import requests
 from requests.adapters import HTTPAdapter
 from urllib3.connection import HTTPConnection
 
-from worker.errors import MalformedResponseError
-from worker.transport import translate_transport_error
+from worker.api.errors import MalformedResponseError
+from worker.api.transport import translate_transport_error
 
 __all__ = ["ApiAdapter", "api_socket_options", "read_capped"]
 

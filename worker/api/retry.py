@@ -9,7 +9,7 @@ from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_at
 from tenacity.stop import stop_base
 from tenacity.wait import wait_random_exponential
 
-from worker.errors import RateLimitedError
+from worker.api.errors import RateLimitedError
 
 __all__ = ["BACKOFF_BASE_S", "BACKOFF_CAP_S", "MAX_INLINE_WAIT_S", "retrying"]
 

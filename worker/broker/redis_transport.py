@@ -17,7 +17,7 @@ And one that makes a worker slow to come back after a silent cut (packets droppe
 refused): kombu waits 2, 4, 6 ... up to 30 s between connection attempts, so the link may be
 back for tens of seconds before the next attempt. While attempts time out (silence, not a
 refusal) we try again at once for a while, each try bounded by the connect time-out
-(worker/redis_sockets.py): the first try after the link returns comes within seconds.
+(worker/broker/redis_sockets.py): the first try after the link returns comes within seconds.
 """
 
 from __future__ import annotations

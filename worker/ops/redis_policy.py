@@ -4,7 +4,7 @@ An evicted request record lets a redelivered ``start_call`` claim the request af
 a second time; an evicted message or result loses a request or its outcome. Under
 ``noeviction`` (Redis' default) a full Redis refuses writes instead, which the worker survives.
 The worker runs :func:`check_eviction_policies` once, before it takes a message
-(``worker_init`` in ``worker/worker_signals.py``).
+(``worker_init`` in ``worker/process/signals.py``).
 """
 
 from __future__ import annotations

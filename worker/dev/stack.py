@@ -217,7 +217,7 @@ class Stack:
         return self.spawn(name, argv, env)
 
     def start_flower(self, env: Mapping[str, str], port: int) -> Proc:
-        # The supported entry point: the guard runs before Flower starts (worker/flower_entry.py).
+        # The supported entry point: the guard runs before Flower starts (worker/flower/entry.py).
         argv = [self.python, "-m", "worker.cli", "flower", "--address=127.0.0.1", f"--port={port}"]
         proc = self.spawn("flower", argv, env)
 
@@ -251,6 +251,6 @@ def child_env(overrides: Mapping[str, str]) -> dict[str, str]:
     """The current environment plus ``overrides``, with this project importable."""
     env = dict(os.environ)
     env.update(overrides)
-    root = str(Path(__file__).resolve().parent.parent)
+    root = str(Path(__file__).resolve().parents[2])  # the repository: worker/dev/ is two down
     env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH", "")) if p)
     return env

@@ -1,5 +1,5 @@
 """How the pipeline is wired to Celery, Redis and the HTTP client: explicit builders, given the
-settings and the app (``worker/worker_parts.py`` builds them once per worker process)."""
+settings and the app (``worker/process/parts.py`` builds them once per worker process)."""
 
 from __future__ import annotations
 
@@ -10,11 +10,12 @@ import redis
 import requests
 from celery import Celery
 
-from worker.breaker import CircuitBreaker
-from worker.client import CallPassClient
+from worker.api.breaker import CircuitBreaker
+from worker.api.client import CallPassClient
+from worker.api.guard import ApiGuard
+from worker.api.limits import DestinationLimiter, GlobalRateLimiter
+from worker.broker.redis_sockets import records_socket_options
 from worker.contracts.names import PLACED, POLL_TASK, START_TASK, WEBHOOK_TASK
-from worker.guard import ApiGuard
-from worker.limits import DestinationLimiter, GlobalRateLimiter
 from worker.masking import masked_reprs
 from worker.pipeline import Dispatcher, ResultSink
 from worker.pipeline.core import Pipeline
@@ -22,7 +23,6 @@ from worker.pipeline.outbox import Outbox, lost_after_s
 from worker.pipeline.pins import PinVault, derive_key
 from worker.pipeline.schedule import PollSchedule
 from worker.pipeline.store import RequestStore
-from worker.redis_sockets import records_socket_options
 from worker.settings import Settings, is_rabbitmq
 from worker.webhooks.delivery import MAX_RETRY_AFTER_S, WebhookDeliverer
 from worker.webhooks.events import WebhookEvents

@@ -14,12 +14,12 @@ from typing import Any
 import redis
 from celery import Celery, signals
 
-from worker.health import touch_heartbeat
-from worker.logs import bind_log_context, clear_log_context, configure_logging
 from worker.masking import redact_url
+from worker.ops.health import touch_heartbeat
+from worker.ops.logs import bind_log_context, clear_log_context, configure_logging
 from worker.pipeline.threads import Periodic, Sweeper, WebhookMover
+from worker.process.parts import WorkerParts
 from worker.settings import Settings
-from worker.worker_parts import WorkerParts
 
 __all__ = ["WorkerSignals", "startup_warnings"]
 
@@ -108,7 +108,7 @@ class WorkerSignals:
             self._parts.pipeline()
 
     def _announce(self) -> None:
-        from worker.redis_policy import EvictionPolicyRefused, check_eviction_policies
+        from worker.ops.redis_policy import EvictionPolicyRefused, check_eviction_policies
 
         settings = self._settings
         # Celery sets up logging only after worker_init: without this, these lines would reach
@@ -133,7 +133,7 @@ class WorkerSignals:
             self._serve_metrics()
 
     def _serve_metrics(self) -> None:
-        from worker.metrics import serve_metrics
+        from worker.ops.metrics import serve_metrics
 
         settings = self._settings
         serve_metrics(

@@ -1,6 +1,6 @@
 """What one app's tasks reach in a worker process: its pipeline and its webhook deliverer.
 
-Built once per process, where the worker process starts (``worker/worker_signals.py``: at
+Built once per process, where the worker process starts (``worker/process/signals.py``: at
 ``worker_init`` for the threads and solo pools, at ``worker_process_init`` in each prefork
 child) or else on first use. A forked child never uses its parent's: it builds its own.
 """
@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from celery import Celery
 
 from worker.pipeline.core import Pipeline
-from worker.runtime import build_pipeline, build_webhook_deliverer
+from worker.process.wiring import build_pipeline, build_webhook_deliverer
 from worker.settings import Settings
 from worker.webhooks.delivery import WebhookDeliverer
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import redis
 
-from worker.errors import RateLimitedError
+from worker.api.errors import RateLimitedError
 
 __all__ = ["DestinationLimiter", "GlobalRateLimiter", "WindowLimit", "parse_window_limits"]
 

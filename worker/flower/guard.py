@@ -3,9 +3,9 @@
 Flower shows every task's arguments, results and tracebacks, and its API revokes tasks and
 shuts workers down. Its default address is ``''`` (every interface) and it asks for no login
 unless told to. Every way we start Flower runs :func:`check_flower_args` first and stops with
-the message it returns, before Flower binds its port (``worker/flower_entry.py``).
+the message it returns, before Flower binds its port (``worker/flower/entry.py``).
 
-Two rules, on the options as Flower resolves them (``worker/flower_options.py``):
+Two rules, on the options as Flower resolves them (``worker/flower/options.py``):
 
 1. A ``--basic-auth`` list (from the command line, ``FLOWER_BASIC_AUTH`` or the config file)
    must be sound wherever Flower listens, loopback included. Flower
@@ -29,7 +29,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 from worker.addresses import is_loopback
-from worker.flower_options import effective_options, flower_arguments, read_flower_config
+from worker.flower.options import effective_options, flower_arguments, read_flower_config
 
 __all__ = [
     "basic_auth_problem",
