@@ -22,6 +22,7 @@ from celery import Celery, Task
 from celery.exceptions import Reject
 from kombu.exceptions import OperationalError
 
+from worker.backoff import capped_backoff_s
 from worker.contracts.names import POLL_TASK, START_TASK, VERIFY_TASK
 from worker.contracts.verify import UNKNOWN_REQUEST
 from worker.masking import MaskedRequest
@@ -84,8 +85,7 @@ def _declare_pipeline_task(app: Celery, name: str, run: Callable[..., str]) -> N
 
 def _infra_delay(task: Task[Any, str]) -> tuple[int, float]:
     attempt = sane_count(task.request.get("callpass_infra_attempt"), MAX_ATTEMPT_HEADER)
-    # The exponent is capped before the power: 2**1000 would overflow the float product.
-    return attempt + 1, min(INFRA_RETRY_CAP_S, INFRA_RETRY_BASE_S * 2 ** min(attempt, 16))
+    return attempt + 1, capped_backoff_s(attempt, INFRA_RETRY_BASE_S, INFRA_RETRY_CAP_S)
 
 
 def _guarded(

@@ -25,6 +25,7 @@ from worker.api.errors import (
 )
 from worker.api.retry_after import retry_after_s
 from worker.api.transport import envelope_data, translate_transport_error
+from worker.backoff import capped_backoff_s
 from worker.masking import mask_dn, mask_text, masked_reprs
 from worker.pipeline.outcomes import Outcome, classify_result, is_in_progress
 from worker.pipeline.schedule import PollSchedule
@@ -213,3 +214,9 @@ class TestEnvelope:
         assert retry_after_s("100000") is None  # more than a day: not an answer
         assert retry_after_s("-1") is None
         assert retry_after_s(None) is None
+
+
+def test_backoff_doubles_from_its_base_up_to_its_cap() -> None:
+    assert [capped_backoff_s(n, 1.0, 30.0) for n in range(7)] == [1, 2, 4, 8, 16, 30, 30]
+    assert capped_backoff_s(10**6, 1.0, 30.0) == 30.0  # no overflow for a hostile header
+    assert capped_backoff_s(-3, 0.5, 30.0) == 0.5

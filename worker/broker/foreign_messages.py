@@ -27,6 +27,7 @@ from kombu.exceptions import ContentDisallowed, DecodeError
 from kombu.message import Message
 from vine import promise
 
+from worker.backoff import capped_backoff_s
 from worker.contracts.names import PLACED, POLL_TASK, VERIFY_TASK, WEBHOOK_TASK
 from worker.contracts.verify import UNKNOWN_REQUEST
 from worker.ops import metrics
@@ -236,7 +237,7 @@ class ForeignMessageConsumer(Consumer):
             try:
                 self._store_once(task_id, answer)
             except Exception as exc:  # the backend is down: try again later, keep the message
-                delay = min(STORE_RETRY_CAP_S, STORE_RETRY_BASE_S * 2 ** min(attempt, 8))
+                delay = capped_backoff_s(attempt, STORE_RETRY_BASE_S, STORE_RETRY_CAP_S)
                 log.warning(
                     "cannot store the answer for %s (%s); again in %.0f s",
                     task_id,

@@ -14,6 +14,7 @@ from worker.api.breaker import CircuitBreaker
 from worker.api.client import CallPassClient
 from worker.api.guard import ApiGuard
 from worker.api.limits import DestinationLimiter, GlobalRateLimiter
+from worker.api.retry_after import MAX_RETRY_AFTER_S
 from worker.broker.redis_sockets import records_socket_options
 from worker.contracts.names import PLACED, POLL_TASK, START_TASK, WEBHOOK_TASK
 from worker.masking import masked_reprs
@@ -24,7 +25,7 @@ from worker.pipeline.pins import PinVault, derive_key
 from worker.pipeline.schedule import PollSchedule
 from worker.pipeline.store import RequestStore
 from worker.settings import Settings, is_rabbitmq
-from worker.webhooks.delivery import MAX_RETRY_AFTER_S, WebhookDeliverer
+from worker.webhooks.delivery import WebhookDeliverer
 from worker.webhooks.events import WebhookEvents
 from worker.webhooks.guard import guarded_session
 from worker.webhooks.store import WebhookStore

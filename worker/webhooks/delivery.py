@@ -25,7 +25,7 @@ from urllib.parse import urlsplit
 
 import requests
 
-from worker.api.retry_after import retry_after_s
+from worker.api.retry_after import MAX_RETRY_AFTER_S, retry_after_s
 from worker.ops import metrics
 from worker.webhooks.deadline import AttemptDeadline, attempt_deadline
 from worker.webhooks.destinations import DestinationPolicy, DestinationRefused
@@ -33,12 +33,11 @@ from worker.webhooks.guard import refusal_of
 from worker.webhooks.signature import signature_headers
 from worker.webhooks.store import WebhookStore
 
-__all__ = ["MAX_RETRY_AFTER_S", "WebhookDeliverer"]
+__all__ = ["WebhookDeliverer"]
 
 log = logging.getLogger(__name__)
 
 USER_AGENT = "callpass-worker-webhooks/1"
-MAX_RETRY_AFTER_S = 86_400.0
 
 #: A deferred delivery waits this long (plus up to as much again, spreading a backlog).
 DEFER_S = 1.0
