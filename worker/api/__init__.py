@@ -1,0 +1,1 @@
+"""The CallPassword API client: HTTP, retries, errors, and the limits and breaker around it."""

@@ -1,0 +1,1 @@
+"""Flower, started only behind a login: the entry point, the guard and a model of its options."""

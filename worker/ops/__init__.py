@@ -1,0 +1,1 @@
+"""What operators watch: metrics, logs, the heartbeat, the Redis eviction check."""
