@@ -21,8 +21,8 @@ from worker.api.errors import (
     ServerError,
     TransientError,
 )
+from worker.contracts.outcome import Outcome
 from worker.dev.stack import Stack, free_port
-from worker.pipeline.outcomes import Outcome
 from worker.settings import SIMULATOR_DEV_TOKEN, SecretStr
 
 TOKEN = SecretStr(SIMULATOR_DEV_TOKEN)

@@ -15,9 +15,9 @@ from referencing import Registry, Resource
 
 from worker.api.errors import InvalidRequestError
 from worker.contracts.events import CallCompleted, CallPlaced
-from worker.contracts.outcome import Outcome, OutcomeDocument
+from worker.contracts.outcome import TIMEOUT_MAX_S, TIMEOUT_MIN_S, Outcome, OutcomeDocument
 from worker.contracts.placed import PlacedInfo
-from worker.contracts.start_call import TIMEOUT_MAX_S, TIMEOUT_MIN_S, StartCallArguments
+from worker.contracts.start_call import StartCallArguments
 from worker.contracts.verify import CodeCheck, CodeReason
 from worker.validation import (
     parse_start_request,

@@ -25,7 +25,7 @@ EXPECTED = {
         "ServerError",
         "TransientError",
     ],
-    "worker.pipeline.outcomes": ["Outcome", "classify_result", "is_in_progress"],
+    "worker.api.results": ["classify_result", "is_in_progress"],
     "worker.producer": [
         "Verification",
         "Verifier",

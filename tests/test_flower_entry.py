@@ -238,3 +238,22 @@ def test_flowers_result_api_never_reads_an_outcome(
         assert _status(port, "/api/workers", good) == 200  # the login works: not a 401 test
     finally:
         proc.stop()
+
+
+def test_dropping_the_backend_also_drops_one_already_read_in_any_thread() -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from celery import Celery
+
+    from worker.flower.entry import drop_result_backend
+
+    # Nothing connects: a Redis backend object is built lazily, and nothing is stored here.
+    app = Celery("drop-test", set_as_current=False, backend="redis://127.0.0.1:1/0")
+    with ThreadPoolExecutor(max_workers=1) as other_thread:
+        assert type(app.backend).__name__ == "RedisBackend"
+        assert other_thread.submit(lambda: type(app.backend).__name__).result() == "RedisBackend"
+        drop_result_backend(app)
+        assert type(app.backend).__name__ == "DisabledBackend"
+        assert other_thread.submit(lambda: type(app.backend).__name__).result() == (
+            "DisabledBackend"
+        )

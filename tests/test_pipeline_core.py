@@ -45,10 +45,10 @@ from worker.api.errors import (
     ServerError,
 )
 from worker.contracts.events import COMPLETED_EVENT, PLACED_EVENT
+from worker.contracts.outcome import Outcome
 from worker.pipeline.core import Pipeline
 from worker.pipeline.document import build_outcome
 from worker.pipeline.outbox import DUE_KEY, note_key
-from worker.pipeline.outcomes import Outcome
 from worker.pipeline.pins import PinVault
 from worker.pipeline.schedule import START_RETRY_DELAYS_S
 from worker.pipeline.store import RequestStore, dn_digest, now

@@ -43,8 +43,8 @@ from worker.api.errors import (
     ServerError,
 )
 from worker.contracts.events import COMPLETED_EVENT, PLACED_EVENT
+from worker.contracts.outcome import Outcome
 from worker.pipeline.core import Pipeline
-from worker.pipeline.outcomes import Outcome
 from worker.pipeline.poller import OUTAGE_POLL_INTERVAL_S
 from worker.pipeline.schedule import PollSchedule
 from worker.pipeline.store import RequestStore, now

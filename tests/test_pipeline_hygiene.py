@@ -13,9 +13,9 @@ from tests.pipeline_fakes import (
     make_pipeline,
     unique_request,
 )
+from worker.contracts.outcome import Outcome
 from worker.pipeline.document import build_outcome, iso
 from worker.pipeline.outbox import DUE_KEY, Outbox, note_key
-from worker.pipeline.outcomes import Outcome
 from worker.pipeline.store import RequestStore, now
 from worker.sane_values import MAX_CLOCK_SKEW_S, sane_count, sane_float, sane_time
 

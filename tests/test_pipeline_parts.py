@@ -27,14 +27,13 @@ from tests.pipeline_fakes import (
     within,
 )
 from worker.contracts.events import COMPLETED_EVENT, PLACED_EVENT
-from worker.contracts.outcome import OutcomeDocument, OutcomeError
+from worker.contracts.outcome import Outcome, OutcomeDocument, OutcomeError
 from worker.contracts.placed import PlacedInfo
 from worker.masking import mask_dn
 from worker.pipeline import store as store_module
 from worker.pipeline.admission import Admission
 from worker.pipeline.dialer import Delivery, Dialer
 from worker.pipeline.document import build_outcome, iso, parse_outcome
-from worker.pipeline.outcomes import Outcome
 from worker.pipeline.poller import Poller
 from worker.pipeline.publisher import Publisher
 from worker.pipeline.schedule import PollSchedule

@@ -18,11 +18,11 @@ from celery.exceptions import TimeoutError as CeleryTimeoutError
 from celery.result import AsyncResult
 
 from worker.contracts.names import PLACED, START_TASK, VERIFY_TASK
-from worker.contracts.verify import CodeCheck
+from worker.contracts.outcome import TIMEOUT_MIN_S
 from worker.masking import masked_reprs
 from worker.pipeline.outbox import Outbox, lost_after_s
 from worker.settings import load_settings
-from worker.validation import TIMEOUT_MIN_S, parse_start_request
+from worker.validation import parse_start_request
 
 __all__ = [
     "Verification",
@@ -76,8 +76,9 @@ def enqueue_call(
     )
 
 
-def verify_code(app: Celery, request_id: str, code: str, timeout_s: float = 10.0) -> CodeCheck:
-    """Check a code the user typed: ``{valid, reason, attempts_left}``.
+def verify_code(app: Celery, request_id: str, code: str, timeout_s: float = 10.0) -> dict[str, Any]:
+    """Check a code the user typed: ``{valid, reason, attempts_left}``, the JSON of a
+    :class:`worker.contracts.verify.CodeCheck` as the task answers it.
 
     ``reason`` is one of ok, mismatch, expired, too_many_attempts, unknown_request,
     malformed_code. A correct code is consumed; attempts are capped per request.
@@ -88,7 +89,7 @@ def verify_code(app: Celery, request_id: str, code: str, timeout_s: float = 10.0
         queue=app.conf.task_default_queue,
         argsrepr="(request_id, <code>)",
     )
-    return CodeCheck.model_validate(result.get(timeout=timeout_s))
+    return cast(dict[str, Any], result.get(timeout=timeout_s))
 
 
 def default_outbox() -> Outbox:
@@ -135,7 +136,7 @@ class Verifier:
         v = verifier.start("79991234567", timeout=20, request_id="signup-42")
         placed = verifier.pin(v)          # {"callid", "pin", ...}; None if no call was placed
         doc = verifier.outcome(v)         # the outcome document (schemas/outcome.v1.json)
-        check = verifier.check_code(v.request_id, "0446")  # CodeCheck: valid, reason, attempts_left
+        check = verifier.check_code(v.request_id, "0446")  # {"valid", "reason", "attempts_left"}
 
     ``redis_url`` is the broker and result backend (the workers' ``CALLPASS_REDIS_URL``); the
     outbox note that guards against a lost message goes there too.
@@ -221,7 +222,7 @@ class Verifier:
             result.backend = None  # type: ignore[assignment]  # __del__ skips a None backend
             raise TimeoutError(f"no outcome for task {result.id} within {timeout_s:g} s") from None
 
-    def check_code(self, request_id: str, code: str, timeout_s: float = 10.0) -> CodeCheck:
+    def check_code(self, request_id: str, code: str, timeout_s: float = 10.0) -> dict[str, Any]:
         """``{valid, reason, attempts_left}`` for the code the user typed."""
         return verify_code(self._app, request_id, code, timeout_s)
 

@@ -18,8 +18,6 @@ from worker.api.errors import InvalidRequestError
 from worker.contracts.outcome import Timeout
 from worker.contracts.start_call import (
     START_CALL_FIELDS,
-    TIMEOUT_MAX_S,
-    TIMEOUT_MIN_S,
     WEBHOOK_URL_MAX_LEN,
     Dn,
     RequestId,
@@ -31,8 +29,6 @@ from worker.contracts.start_call import (
 
 __all__ = [
     "START_CALL_FIELDS",
-    "TIMEOUT_MAX_S",
-    "TIMEOUT_MIN_S",
     "WEBHOOK_URL_MAX_LEN",
     "StartRequest",
     "parse_start_request",

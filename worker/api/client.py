@@ -16,6 +16,7 @@ connect and read time-outs on every request, ``requests`` errors translated to
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -32,17 +33,20 @@ from worker.api.errors import (
 )
 from worker.api.guard import RequestGuard
 from worker.api.http import ApiAdapter, api_socket_options, read_capped
+from worker.api.results import classify_result
 from worker.api.retry import retrying
 from worker.api.transport import envelope_data, translate_transport_error
+from worker.contracts.outcome import PIN_PATTERN, Outcome
 from worker.masking import mask_dn
 from worker.ops import metrics
-from worker.pipeline.outcomes import Outcome, classify_result
 from worker.settings import SecretStr, Settings
 from worker.validation import validate_callid, validate_dn, validate_timeout
 
 __all__ = ["CallPassClient", "CallStatus", "StartedCall"]
 
 log = logging.getLogger(__name__)
+
+_PIN_RE = re.compile(PIN_PATTERN, re.ASCII)
 
 T = TypeVar("T")
 
@@ -75,7 +79,7 @@ class CallStatus:
 
 
 class CallPassClient:
-    """Synchronous, thread-safe for use from one thread per call; one per worker process."""
+    """Synchronous; one per thread (its ``requests.Session`` is not shared between threads)."""
 
     def __init__(
         self,
@@ -283,7 +287,7 @@ def _started(data: dict[str, Any]) -> StartedCall:
     callid, pin = data.get("callid"), data.get("pin")
     if not isinstance(callid, str) or not callid:
         raise MalformedResponseError("start answer has no callid")
-    if not isinstance(pin, str) or not (4 <= len(pin) <= 6 and pin.isascii() and pin.isdigit()):
+    if not isinstance(pin, str) or not _PIN_RE.fullmatch(pin):
         raise MalformedResponseError("start answer has no 4-6 digit pin")
     raw = data.get("result")
     return StartedCall(callid=callid, pin=pin, raw_result=None if raw is None else str(raw))

@@ -31,6 +31,7 @@ class CallPlaced(BaseModel):
     """The call is ringing: its id and the pin, before the call has ended."""
 
     model_config = ConfigDict(
+        hide_input_in_errors=True,  # errors never show a number or a pin
         frozen=True,
         extra="forbid",
         title="callpass webhook event call.placed, version 1",
@@ -49,6 +50,7 @@ class CallCompleted(BaseModel):
     """The request settled, whatever the outcome."""
 
     model_config = ConfigDict(
+        hide_input_in_errors=True,  # errors never show a number or a pin
         frozen=True,
         extra="forbid",
         title="callpass webhook event call.completed, version 1",

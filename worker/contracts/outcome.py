@@ -7,18 +7,35 @@ What ``AsyncResult(<start_call task id>).get()`` returns, and the ``data`` of a
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Annotated, Literal
+from typing import Annotated, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-__all__ = ["OUTCOME_VERSION", "Outcome", "OutcomeDocument", "OutcomeError", "Pin", "Timeout"]
+__all__ = [
+    "OUTCOME_VERSION",
+    "PIN_PATTERN",
+    "REQUEST_ID_MAX_LEN",
+    "TIMEOUT_MAX_S",
+    "TIMEOUT_MIN_S",
+    "Outcome",
+    "OutcomeDocument",
+    "OutcomeError",
+    "Pin",
+    "Timeout",
+]
 
 OUTCOME_VERSION: Literal[1] = 1
 
 #: The last digits of the caller ID: the code the user types in.
-Pin = Annotated[str, Field(pattern=r"^[0-9]{4,6}$")]
-#: How long the call rings, in whole seconds (the API's own bounds).
-Timeout = Annotated[int, Field(ge=2, le=99)]
+PIN_PATTERN: Final = "[0-9]{4,6}"
+#: How long a call may ring, in whole seconds (the API's own bounds).
+TIMEOUT_MIN_S: Final = 2
+TIMEOUT_MAX_S: Final = 99
+#: A producer's request id (or, without one, the start_call task id) in a document.
+REQUEST_ID_MAX_LEN: Final = 128
+
+Pin = Annotated[str, Field(pattern=f"^{PIN_PATTERN}$")]
+Timeout = Annotated[int, Field(ge=TIMEOUT_MIN_S, le=TIMEOUT_MAX_S)]
 #: ISO-8601 UTC with milliseconds (``2026-12-01T10:00:00.000Z``).
 Timestamp = Annotated[str, Field(json_schema_extra={"format": "date-time"})]
 
@@ -49,7 +66,7 @@ class Outcome(StrEnum):
 class OutcomeError(BaseModel):
     """Which field of a request was refused, and by which rule (``invalid`` only)."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", hide_input_in_errors=True)
 
     field: str
     rule: str
@@ -59,6 +76,7 @@ class OutcomeDocument(BaseModel):
     """The settled request; times are ISO-8601 strings, fixed when the document is built."""
 
     model_config = ConfigDict(
+        hide_input_in_errors=True,  # errors never show a number or a pin
         frozen=True,
         extra="forbid",
         title="callpass outcome document, version 1",
@@ -69,7 +87,7 @@ class OutcomeDocument(BaseModel):
     )
 
     version: Literal[1] = OUTCOME_VERSION
-    request_id: Annotated[str | None, Field(max_length=128)] = Field(
+    request_id: Annotated[str | None, Field(max_length=REQUEST_ID_MAX_LEN)] = Field(
         description="The producer's request_id, or the start_call task id when none was given."
     )
     dn_masked: str | None = Field(description="The number with its middle digits masked.")

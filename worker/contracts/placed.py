@@ -14,6 +14,7 @@ class PlacedInfo(BaseModel):
     """The call is placed: its id and the pin, at once, before the call has ended."""
 
     model_config = ConfigDict(
+        hide_input_in_errors=True,  # errors never show a number or a pin
         frozen=True,
         extra="forbid",
         title="callpass PLACED state info, version 1",

@@ -13,12 +13,10 @@ from urllib.parse import urlsplit
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 from pydantic_core import ErrorDetails, PydanticCustomError
 
-from worker.contracts.outcome import Timeout
+from worker.contracts.outcome import REQUEST_ID_MAX_LEN, TIMEOUT_MAX_S, TIMEOUT_MIN_S, Timeout
 
 __all__ = [
     "START_CALL_FIELDS",
-    "TIMEOUT_MAX_S",
-    "TIMEOUT_MIN_S",
     "WEBHOOK_URL_MAX_LEN",
     "Dn",
     "RequestId",
@@ -28,8 +26,6 @@ __all__ = [
     "refusal_of",
 ]
 
-TIMEOUT_MIN_S: Final = 2
-TIMEOUT_MAX_S: Final = 99
 WEBHOOK_URL_MAX_LEN: Final = 2048
 
 #: The keyword arguments ``callpass.start_call`` takes; anything else is refused.
@@ -39,7 +35,9 @@ _DN_RULE: Final = "must be 11 to 15 ASCII digits starting with 7, without '+' or
 _TIMEOUT_RULE: Final = f"must be between {TIMEOUT_MIN_S} and {TIMEOUT_MAX_S} seconds"
 _URL_TYPE_RULE: Final = f"must be a URL string of at most {WEBHOOK_URL_MAX_LEN} characters"
 _URL_RULE: Final = "must be an http(s) URL with a host"
-_REQUEST_ID_RULE: Final = "must be 1 to 128 characters of letters, digits, '.', '_', ':' or '-'"
+_REQUEST_ID_RULE: Final = (
+    f"must be 1 to {REQUEST_ID_MAX_LEN} characters of letters, digits, '.', '_', ':' or '-'"
+)
 
 # What urlsplit reads as an http(s) URL with a host, as a JSON Schema (ECMA-262) pattern: the
 # schema's account of _http_url_with_host. Left out: control characters inside the URL (urlsplit
@@ -64,7 +62,7 @@ def _http_url_with_host(url: str) -> str:
 
 #: E.164 without "+", starting with 7: 11 to 15 ASCII digits (the contract's reading).
 Dn = Annotated[str, Field(pattern=r"^7[0-9]{10,14}$")]
-RequestId = Annotated[str, Field(pattern=r"^[A-Za-z0-9._:-]{1,128}$")]
+RequestId = Annotated[str, Field(pattern=f"^[A-Za-z0-9._:-]{{1,{REQUEST_ID_MAX_LEN}}}$")]
 WebhookUrl = Annotated[
     str,
     Field(max_length=WEBHOOK_URL_MAX_LEN, json_schema_extra={"pattern": _URL_SCHEMA_PATTERN}),
@@ -77,6 +75,7 @@ class StartCallArguments(BaseModel):
 
     # strict: "20", 20.0 and True are not a timeout of 20 s; b"7999…" is not a number.
     model_config = ConfigDict(
+        hide_input_in_errors=True,  # errors never show a number or a pin
         frozen=True,
         extra="forbid",
         strict=True,
@@ -158,4 +157,4 @@ def refusal_of(error: ValidationError) -> tuple[str, str]:
         field = details["loc"][0] if details["loc"] else None
         if isinstance(field, str) and field in _RULES:
             return field, _RULES[field](details)
-    raise ValueError(f"not a start_call field error: {error}") from error
+    raise ValueError(f"not a start_call field error ({error.error_count()} errors)") from error

@@ -26,6 +26,7 @@ class CodeCheck(BaseModel):
     """A code the user typed, checked: a correct one is consumed; attempts are capped."""
 
     model_config = ConfigDict(
+        hide_input_in_errors=True,  # errors never show a number or a pin
         frozen=True,
         extra="forbid",
         title="callpass.verify_code answer, version 1",

@@ -10,6 +10,7 @@ from typing import Any, TextIO
 from celery import Celery
 from celery.result import AsyncResult
 
+from worker.contracts.names import PLACED
 from worker.masking import mask_dn
 from worker.pipeline.outbox import Outbox
 from worker.producer import enqueue_call
@@ -86,7 +87,7 @@ def run_demo(
             if result.id in done:
                 continue
             state: str = result.state
-            if state == "PLACED":
+            if state == PLACED:
                 pins += 1
             elif result.ready():
                 value = result.get(propagate=False)

@@ -24,6 +24,7 @@ from __future__ import annotations
 import functools
 import os
 import sys
+import threading
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -93,6 +94,10 @@ def drop_result_backend(app: Any) -> None:
     ``result_backend`` setting, but not over the backend the app itself names."""
     app.conf.result_backend = None
     app.backend_cls = "disabled"
+    # A backend read before this point stays cached (per app, or per thread when it is not
+    # thread-safe): forget it everywhere, so every thread builds the disabled one.
+    app._backend_cache = None
+    app._local = threading.local()
 
 
 def _hand_over_our_login(app: object) -> None:

@@ -121,7 +121,7 @@ class Dialer:
         return None
 
     def _dialing_elsewhere(self, record: RequestRecord, delivery: Delivery) -> str:
-        dialing_for = now() - (record.number("dialing_at") or 0)
+        dialing_for = record.seconds_dialing()
         if dialing_for < self.max_start_s:
             # Another delivery is dialing and will publish; look again once it must be
             # done, in case it died (acking this message must not drop the request).
@@ -140,14 +140,14 @@ class Dialer:
 
     def recover(self, record: RequestRecord) -> None:
         """A record in ``dialing``: give its dialer time, or take over from a dead one."""
-        dialing_for = now() - (record.number("dialing_at") or 0)
+        dialing_for = record.seconds_dialing()
         if dialing_for < self.max_start_s:
             self.store.expect_progress(record.request_id, now() + self.progress_slack_s)
             return
         recovered = self.publisher.stored_placed(record)
         callid = recovered.get("callid") if recovered else None
         if recovered and callid:
-            if self._mark_placed(record, str(callid), recovered):
+            if self._mark_placed(record, str(callid), recovered.get("placed_at")):
                 placed = self.store.load(record.request_id) or record
                 self.poller.start_chain(placed, placed.seconds_since_placed())
                 return
@@ -223,7 +223,9 @@ class Dialer:
         pins = self.pins
         if pins is not None:  # the digest first: a producer may check a code the moment it sees it
             insist(lambda: pins.store(request_id, started.pin))
-        info = PlacedInfo(
+        # Built unvalidated: nothing may raise between the API placing the call and the pin
+        # reaching the producer (the values are ours, checked when the request was admitted).
+        info = PlacedInfo.model_construct(
             request_id=request_id,
             callid=started.callid,
             pin=started.pin if self.pins_leave_worker else None,
@@ -235,7 +237,7 @@ class Dialer:
         # not taken for "settled meanwhile" by the next one.
         self.publisher.placed(request_id, info)
         writer = uuid.uuid4().hex
-        if not insist(lambda: self._mark_placed(record, started.callid, info.model_dump(), writer)):
+        if not insist(lambda: self._mark_placed(record, started.callid, info.placed_at, writer)):
             # Settled meanwhile (a duplicate judged this start lost): the outcome stands, and
             # goes out again over the PLACED info just published on top of it.
             log.warning(
@@ -257,11 +259,10 @@ class Dialer:
         return "placed"
 
     def _mark_placed(
-        self, record: RequestRecord, callid: str, info: dict[str, Any], writer: str = ""
+        self, record: RequestRecord, callid: str, placed_at: object, writer: str = ""
     ) -> bool:
-        """``dialing → placed`` with the call's id and placement time (from its PLACED info)."""
+        """``dialing → placed`` with the call's id and placement time (its PLACED info's)."""
         bind_log_context(callid=callid)
-        placed_at = info.get("placed_at")
         return self.store.compare_and_set(
             record.request_id,
             "state",

@@ -15,17 +15,24 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from worker.contracts.outcome import Outcome, OutcomeDocument, OutcomeError
+from worker.contracts.outcome import (
+    PIN_PATTERN,
+    REQUEST_ID_MAX_LEN,
+    TIMEOUT_MAX_S,
+    TIMEOUT_MIN_S,
+    Outcome,
+    OutcomeDocument,
+    OutcomeError,
+)
 from worker.sane_values import formattable_time
 
 __all__ = ["OutcomeDocument", "OutcomeError", "build_outcome", "iso", "parse_outcome"]
 
 log = logging.getLogger(__name__)
 
-#: The contract's bounds (``worker.contracts.outcome``), checked before building.
-_PIN_RE = re.compile(r"[0-9]{4,6}", re.ASCII)
-_REQUEST_ID_MAX = 128
-_TIMEOUT_RANGE = range(2, 100)
+#: The contract's bounds, checked before building (building must never raise).
+_PIN_RE = re.compile(PIN_PATTERN, re.ASCII)
+_TIMEOUT_RANGE = range(TIMEOUT_MIN_S, TIMEOUT_MAX_S + 1)
 
 
 def iso(ts: float | None) -> str | None:
@@ -59,7 +66,9 @@ def build_outcome(
 ) -> OutcomeDocument:
     """Build a document; ``call_placed`` is ``None`` when nobody can know (a lost start)."""
     return OutcomeDocument(
-        request_id=request_id if request_id is None or len(request_id) <= _REQUEST_ID_MAX else None,
+        request_id=request_id
+        if request_id is None or len(request_id) <= REQUEST_ID_MAX_LEN
+        else None,
         dn_masked=dn_masked,
         callid=callid,
         pin=pin if pin is not None and _PIN_RE.fullmatch(pin) else None,
@@ -84,4 +93,6 @@ def parse_outcome(stored: dict[str, Any]) -> OutcomeDocument:
         return OutcomeDocument.model_validate(stored)
     except ValidationError as exc:
         log.warning("a stored outcome breaks the contract (%d errors)", exc.error_count())
-        return OutcomeDocument.model_construct(**stored)
+        # Every field present (None where it is missing), so reading one never fails.
+        known = {name: stored.get(name) for name in OutcomeDocument.model_fields}
+        return OutcomeDocument.model_construct(**known)

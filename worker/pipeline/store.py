@@ -132,6 +132,10 @@ class RequestRecord:
         value = self.number(name)
         return int(value) if value is not None and value.is_integer() else default
 
+    def seconds_dialing(self) -> float:
+        """Seconds since a dialer took the request (a record without that time: very long)."""
+        return now() - (self.number("dialing_at") or 0)
+
     def seconds_since_placed(self) -> float:
         """Seconds since the call was placed (0 for a record without a placement time)."""
         placed_at = self.number("placed_at")

@@ -4,7 +4,7 @@ A message can vanish where no redelivery brings it back (a worker killed between
 it from Redis and recording it as unacked; a Redis that lost writes). Every unsettled request
 has a time by which it must show progress; past it, the sweep sends the step again. Steps are
 idempotent (poll tokens, request records), so a step sent twice does no harm. The thread that
-runs it, one process at a time, is :class:`worker.pipeline.threads.Sweeper`.
+runs it, one process at a time, is :class:`worker.process.threads.SweeperThread`.
 """
 
 from __future__ import annotations

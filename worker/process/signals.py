@@ -17,8 +17,8 @@ from celery import Celery, signals
 from worker.masking import redact_url
 from worker.ops.health import touch_heartbeat
 from worker.ops.logs import bind_log_context, clear_log_context, configure_logging
-from worker.pipeline.threads import Periodic, Sweeper, WebhookMover
 from worker.process.parts import WorkerParts
+from worker.process.threads import Periodic, SweeperThread, WebhookMoverThread
 from worker.settings import Settings
 
 __all__ = ["WorkerSignals", "startup_warnings"]
@@ -159,9 +159,9 @@ class WorkerSignals:
         if not self._ours(sender):
             return
         pipeline = self._parts.pipeline()
-        threads: list[Periodic] = [Sweeper(pipeline)]
+        threads: list[Periodic] = [SweeperThread(pipeline)]
         if pipeline.webhooks is not None and pipeline.webhooks.enabled:
-            threads.append(WebhookMover(pipeline.webhooks))
+            threads.append(WebhookMoverThread(pipeline.webhooks))
         for thread in threads:
             thread.start()
             self._threads.append(thread)

@@ -1,4 +1,5 @@
-"""Typed settings, read once from ``CALLPASS_*`` environment variables (pydantic-settings).
+"""Typed settings from ``CALLPASS_*`` environment variables (pydantic-settings), read by
+whoever starts a process and passed on from there.
 
 A malformed value raises :class:`SettingsError` naming the variable and the rule, so a
 worker with a bad configuration refuses to start instead of failing on the first call.

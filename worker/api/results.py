@@ -9,7 +9,7 @@ import re
 
 from worker.contracts.outcome import Outcome
 
-__all__ = ["Outcome", "classify_result", "is_in_progress"]
+__all__ = ["classify_result", "is_in_progress"]
 
 
 _CAUSES: dict[str, Outcome] = {

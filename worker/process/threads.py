@@ -1,4 +1,4 @@
-"""Background threads of each worker: the sweeper and the webhook mover.
+"""Background threads of each worker process: the sweeper and the webhook mover.
 
 The sweeper re-drives requests whose next step went missing (see
 :mod:`worker.pipeline.sweeper`); one process at a time sweeps, under a short Redis
@@ -15,7 +15,7 @@ from collections.abc import Callable
 from worker.pipeline.core import Pipeline
 from worker.webhooks.events import WebhookEvents
 
-__all__ = ["Periodic", "Sweeper", "WebhookMover"]
+__all__ = ["Periodic", "SweeperThread", "WebhookMoverThread"]
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +45,7 @@ class Periodic(threading.Thread):
         self._stop_event.set()
 
 
-class Sweeper(Periodic):
+class SweeperThread(Periodic):
     def __init__(self, pipeline: Pipeline, interval_s: float = 5.0) -> None:
         def step() -> int:
             if not pipeline.store.try_lock("sweeper", interval_s * 0.9):
@@ -55,7 +55,7 @@ class Sweeper(Periodic):
         super().__init__("callpass-sweeper", interval_s, step, "sweeper re-drove %d request(s)")
 
 
-class WebhookMover(Periodic):
+class WebhookMoverThread(Periodic):
     def __init__(self, events: WebhookEvents, interval_s: float = 1.0) -> None:
         super().__init__(
             "callpass-webhook-mover", interval_s, events.move_due, "sent %d due webhook(s)"
