@@ -19,10 +19,10 @@ import redis
 from worker.api.client import CallStatus, StartedCall
 from worker.masking import mask_dn
 from worker.pipeline.core import Pipeline
-from worker.pipeline.document import iso
 from worker.pipeline.outbox import Outbox
 from worker.pipeline.schedule import PollSchedule
 from worker.pipeline.store import INFLIGHT_KEY, RequestRecord, RequestStore, dn_digest, now
+from worker.sane_values import iso
 
 DN = "79161234567"
 #: make_pipeline's timings: a request must be placed within PLACE_DEADLINE_S of its request

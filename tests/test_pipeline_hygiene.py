@@ -14,10 +14,10 @@ from tests.pipeline_fakes import (
     unique_request,
 )
 from worker.contracts.outcome import Outcome
-from worker.pipeline.document import build_outcome, iso
+from worker.pipeline.document import build_outcome
 from worker.pipeline.outbox import DUE_KEY, Outbox, note_key
 from worker.pipeline.store import RequestStore, now
-from worker.sane_values import MAX_CLOCK_SKEW_S, sane_count, sane_float, sane_time
+from worker.sane_values import MAX_CLOCK_SKEW_S, iso, sane_count, sane_float, sane_time
 
 # -- start: a start that lands after its request settled, stored-value hygiene, outbox -------
 

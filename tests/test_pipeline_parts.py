@@ -33,13 +33,14 @@ from worker.masking import mask_dn
 from worker.pipeline import store as store_module
 from worker.pipeline.admission import Admission
 from worker.pipeline.dialer import Delivery, Dialer
-from worker.pipeline.document import build_outcome, iso, parse_outcome
+from worker.pipeline.document import build_outcome, parse_outcome
 from worker.pipeline.poller import Poller
 from worker.pipeline.publisher import Publisher
 from worker.pipeline.schedule import PollSchedule
 from worker.pipeline.settlement import Settler
 from worker.pipeline.states import RequestState
 from worker.pipeline.store import RequestRecord, RequestStore, dn_digest, now
+from worker.sane_values import iso
 
 PIPELINE = Path(__file__).resolve().parent.parent / "worker" / "pipeline"
 URL = "https://hooks.example.test/x"

@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 __all__ = [
     "MAX_CLOCK_SKEW_S",
     "formattable_time",
+    "iso",
     "sane_count",
     "sane_float",
     "sane_time",
@@ -78,3 +79,14 @@ def formattable_time(value: float | None) -> float | None:
     if value is None or not math.isfinite(value) or not 0 <= value <= _LATEST_FORMATTABLE:
         return None
     return value
+
+
+def iso(ts: float | None) -> str | None:
+    """Epoch seconds → ISO-8601 UTC with milliseconds; ``None`` for a time it cannot show.
+
+    Never raises: a settle must not fail on a time that came from outside (NaN, ``inf``).
+    """
+    ts = formattable_time(ts)
+    if ts is None:
+        return None
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")

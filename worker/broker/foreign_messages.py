@@ -29,10 +29,10 @@ from vine import promise
 
 from worker.backoff import capped_backoff_s
 from worker.contracts.names import PLACED, POLL_TASK, VERIFY_TASK, WEBHOOK_TASK
-from worker.contracts.outcome import Outcome
+from worker.contracts.outcome import Outcome, OutcomeError
 from worker.contracts.verify import UNKNOWN_REQUEST
 from worker.ops import metrics
-from worker.pipeline.document import OutcomeError, build_outcome
+from worker.pipeline.document import build_outcome
 from worker.pipeline.store import now
 from worker.process.wiring import CeleryResultSink
 

@@ -29,7 +29,6 @@ from worker.contracts.outcome import Outcome, OutcomeError
 from worker.contracts.placed import PlacedInfo
 from worker.ops import metrics
 from worker.ops.logs import bind_log_context
-from worker.pipeline.document import iso
 from worker.pipeline.insist import insist
 from worker.pipeline.pins import PinVault
 from worker.pipeline.poller import Poller
@@ -39,6 +38,7 @@ from worker.pipeline.schedule import START_RETRY_DELAYS_S
 from worker.pipeline.settlement import Settler
 from worker.pipeline.states import RequestState
 from worker.pipeline.store import RequestRecord, RequestStore, now
+from worker.sane_values import iso
 
 __all__ = ["Dialer"]
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import re
-from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import ValidationError
@@ -24,26 +23,15 @@ from worker.contracts.outcome import (
     OutcomeDocument,
     OutcomeError,
 )
-from worker.sane_values import formattable_time
+from worker.sane_values import iso
 
-__all__ = ["OutcomeDocument", "OutcomeError", "build_outcome", "iso", "parse_outcome"]
+__all__ = ["build_outcome", "parse_outcome"]
 
 log = logging.getLogger(__name__)
 
 #: The contract's bounds, checked before building (building must never raise).
 _PIN_RE = re.compile(PIN_PATTERN, re.ASCII)
 _TIMEOUT_RANGE = range(TIMEOUT_MIN_S, TIMEOUT_MAX_S + 1)
-
-
-def iso(ts: float | None) -> str | None:
-    """Epoch seconds → ISO-8601 UTC with milliseconds; ``None`` for a time it cannot show.
-
-    Never raises: a settle must not fail on a time that came from outside (NaN, ``inf``).
-    """
-    ts = formattable_time(ts)
-    if ts is None:
-        return None
-    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def build_outcome(

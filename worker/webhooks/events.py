@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from worker.pipeline.document import iso
+from worker.sane_values import iso
 from worker.webhooks.destinations import DestinationPolicy, DestinationRefused
 from worker.webhooks.store import WebhookStore
 
