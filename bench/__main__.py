@@ -129,18 +129,58 @@ def goals(report: dict[str, Any]) -> list[dict[str, Any]]:
                 f"req/call; frontier there: {where}"
             )
             goal(f"ours not above the fixed-interval frontier ({mix} mix)", below, value)
-    sat = {r["variant"]: r for r in report["saturation"] if r["pool"].startswith("threads")}
-    replay = report["floors"]["replay"]["cpu_s_per_call"]
-    if "ours" in sat and replay:
-        cpu = sat["ours"]["cpu_s_per_call_worker"]
-        value = f"{cpu * 1000:.2f} vs {replay * 1000:.2f} ms: {cpu / replay:.1f}x"
-        goal("worker CPU per settled call <= 3x the bare replay", cpu <= 3 * replay, value)
+    out += burst_goals(report)
     memory = report.get("memory")
     if memory:
         kept = memory["in_flight_records"] >= memory["calls"] and not memory["settled_meanwhile"]
         value = f"{memory['bytes_per_call']} B/call, {memory['in_flight_records']} in flight"
         met = memory["bytes_per_call"] <= 16_384 and kept
         goal("RSS growth <= 16 KB per in-flight call, nothing lost", met, value)
+    return out
+
+
+def burst_goals(report: dict[str, Any]) -> list[dict[str, Any]]:
+    """Issue 13's goals for a burst (threads pool, one worker process each)."""
+    sat = {r["variant"]: r for r in report["saturation"] if r["pool"].startswith("threads")}
+    ours, naive = sat.get("ours"), sat.get("fixed-1s")
+    if ours is None:
+        return []
+    out: list[dict[str, Any]] = []
+
+    def goal(text: str, met: bool, value: str) -> None:
+        out.append({"goal": text, "met": met, "value": value})
+
+    pin = ours["time_to_pin_ms"]["p99"] or 1e9
+    floor = report["floors"].get("burst", {}).get("floor_ms")
+    if floor:
+        goal("burst: time to pin p99 <= 1.3x the floor", pin <= 1.3 * floor,
+             f"{pin:.0f} vs {floor:.0f} ms: {pin / floor:.2f}x")  # fmt: skip
+    checks = ours.get("code_check_ms") or {}
+    if checks.get("p99") is not None:
+        value = f"p50 {checks['p50']}, p99 {checks['p99']} ms over {checks['checks']} checks"
+        goal(
+            "burst: verify_code p99 <= 50 ms while the burst is placed", checks["p99"] <= 50, value
+        )
+    replay = report["floors"]["replay"]["cpu_s_per_call"]
+    cpu = ours["cpu_s_per_call_worker"]
+    if replay:
+        goal("worker CPU per settled call <= 2.5x the bare replay", cpu <= 2.5 * replay,
+             f"{cpu * 1000:.2f} vs {replay * 1000:.2f} ms: {cpu / replay:.1f}x")  # fmt: skip
+    commands = ours.get("redis_commands_per_call")
+    if commands is not None:
+        goal("Redis commands per call <= 40 (aim; the benchmark's own reads included)",
+             commands <= 40, f"{commands}")  # fmt: skip
+    if naive is None:
+        return out
+    theirs = naive["time_to_pin_ms"]["p99"] or 1e9
+    goal("burst: time to pin p99 <= 0.8x fixed-1s's", pin <= 0.8 * theirs,
+         f"{pin:.0f} vs {theirs:.0f} ms: {pin / theirs:.2f}x")  # fmt: skip
+    their_cpu = naive["cpu_s_per_call_worker"]
+    goal("worker CPU per settled call <= 0.5x fixed-1s's", cpu <= 0.5 * their_cpu,
+         f"{cpu * 1000:.2f} vs {their_cpu * 1000:.2f} ms: {cpu / their_cpu:.2f}x")  # fmt: skip
+    mine_rate, their_rate = ours["settled_per_s"] or 0, naive["settled_per_s"] or 1e9
+    goal("settled calls/s at saturation >= 1.5x fixed-1s's", mine_rate >= 1.5 * their_rate,
+         f"{mine_rate} vs {their_rate}: {mine_rate / their_rate:.2f}x")  # fmt: skip
     return out
 
 
@@ -234,6 +274,7 @@ def main(argv: list[str] | None = None) -> int:
         log("floors")
         ours_std = next(r for r in report["frontier"] if r["variant"] == "ours")
         report["floors"] = {
+            "burst": bench.burst_floor(size.burst_calls),
             "noop": bench.noop_rate(size.noop_tasks),
             "replay": bench.bare_replay(size.replay_calls, ours_std["api_requests_per_call"]),
         }

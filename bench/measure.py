@@ -99,6 +99,11 @@ class BackendWatcher(threading.Thread):
             self._want_pin.add(task_id)
             self._want_outcome.add(task_id)
 
+    def answered(self) -> int:
+        """Tasks whose pin or outcome has been seen."""
+        with self._lock:
+            return len(self.pin_at.keys() | self.outcome_at.keys())
+
     def pending(self) -> int:
         with self._lock:
             return len(self._want_outcome)

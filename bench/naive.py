@@ -4,6 +4,7 @@
   only arrives with it).
 * ``naive.start`` + ``naive.poll``: v2.0 async start, then a status request every ``interval``
   seconds (a countdown task each time) until the outcome is final.
+* ``naive.floor``: one start request and one result write, nothing else (the burst floor).
 
 Both write what a producer reads under the task id, like ours: ``PLACED`` with the pin, then
 ``SUCCESS`` with ``{callid, result, completed_at, status_requests}``. Start a worker with
@@ -90,6 +91,13 @@ def poll(task_id: str, callid: str, interval: float, count: int, queue: str) -> 
         "status_requests": count,
     }
     app.backend.store_result(task_id, doc, "SUCCESS")
+
+
+@app.task(name="naive.floor", bind=True, ignore_result=True)
+def floor(self: Task[Any, Any], dn: str, timeout: int) -> None:
+    """The least a start can do: one API request and one result write (the burst floor)."""
+    data = _post("api/v2.0/start-call-password/", {"dn": dn, "timeout": timeout, "async": 1}, 10)
+    app.backend.store_result(str(self.request.id), {"callid": data["callid"]}, "PLACED")
 
 
 _counter_client: list[Any] = []

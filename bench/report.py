@@ -36,6 +36,39 @@ def _runs_table(runs: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
+def _burst_floor(report: dict[str, Any]) -> list[str]:
+    floor = report["floors"].get("burst")
+    if not floor:
+        return []
+    return [
+        f"- Burst floor: {floor['calls']} tasks of one API request and one result write each, "
+        f"at once, same pool: {floor['tasks_per_s']} tasks/s, so {floor['floor_ms']:g} ms to "
+        "the last one's result with one API round trip.",
+    ]
+
+
+def _burst_details(runs: list[dict[str, Any]]) -> list[str]:
+    """Code checks during the burst, and Redis commands per call by name."""
+    lines: list[str] = []
+    for r in runs:
+        checks = r.get("code_check_ms")
+        if checks:
+            lines.append(
+                f"- {r['variant']} ({r['pool']}): verify_code while the burst was placed: p50 "
+                f"{_fmt(checks['p50'])} / p99 {_fmt(checks['p99'])} ms over {checks['checks']} "
+                f"checks ({checks['errors']} failed)."
+            )
+        names = r.get("redis_commands_by_name") or {}
+        if names:
+            top = ", ".join(f"{name} {count:g}" for name, count in list(names.items())[:10])
+            lines.append(
+                f"- {r['variant']} ({r['pool']}): Redis commands per call "
+                f"{_fmt(r.get('redis_commands_per_call'))} (Redis CPU "
+                f"{r['cpu_s_per_call_redis'] * 1000:.2f} ms); most: {top}."
+            )
+    return lines
+
+
 def markdown(report: dict[str, Any]) -> str:
     env, replay = report["environment"], report["floors"]["replay"]
     lines = [
@@ -54,8 +87,11 @@ def markdown(report: dict[str, Any]) -> str:
         "",
         *_runs_table(report["saturation"]),
         "",
+        *_burst_details(report["saturation"]),
+        "",
         "## Floors",
         "",
+        *_burst_floor(report),
         f"- Celery no-op tasks on the same broker, pool and concurrency: "
         f"{report['floors']['noop']['tasks_per_s']} tasks/s "
         f"({report['floors']['noop']['tasks']} tasks).",

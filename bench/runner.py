@@ -20,6 +20,7 @@ import redis
 import requests
 from celery import Celery
 
+from bench.burst import CodeCheckProbe, floor_run
 from bench.measure import BackendWatcher, cpu_seconds, percentile, rss_bytes
 from bench.profile import Profiler
 from worker.celery_app import celery_config
@@ -137,7 +138,13 @@ class Bench:
         watcher = BackendWatcher(self.redis)
         watcher.start()
         enqueued: dict[str, float] = {}
+        probe_counts: dict[str, Any] = {}
+        probe_latencies: list[float] = []
         profiler = Profiler(proc.popen.pid, profile_to) if profile_to else None
+        # A person checking a code while ours places a burst.
+        probe = CodeCheckProbe(app) if variant.kind == "ours" and not rate_per_s else None
+        if probe is not None:
+            probe.start()
         try:
             cpu0 = cpu_seconds(proc.popen.pid), cpu_seconds(self.redis_proc.popen.pid)
             commands0 = self._redis_commands()
@@ -154,10 +161,16 @@ class Bench:
                 self._send(app, variant, dn, timeout, queue, task_id)
             stop_at = time.monotonic() + deadline_s
             while watcher.pending() and time.monotonic() < stop_at:
-                time.sleep(0.2)
+                if probe is not None and watcher.answered() >= calls:
+                    probe_counts = probe.stop()  # every call placed (or settled)
+                    probe_latencies, probe = list(probe.latencies), None
+                time.sleep(0.05)
             cpu1 = cpu_seconds(proc.popen.pid), cpu_seconds(self.redis_proc.popen.pid)
-            commands = self._redis_commands() - commands0
+            commands = self._redis_commands()
+            commands.subtract(commands0)
         finally:
+            if probe is not None:
+                probe_counts, probe_latencies = probe.stop(), list(probe.latencies)
             watcher.stop()
             profile = profiler.stop() if profiler else None
             proc.stop()
@@ -168,15 +181,28 @@ class Bench:
         metrics = self._metrics(
             variant, mix, calls, timeout, enqueued, watcher, stats, sim_calls, cpu0, cpu1
         )
-        # Includes the benchmark's own reads of the result keys (its watcher).
-        metrics["redis_commands_per_call"] = round(commands / max(metrics["settled"], 1), 1)
+        # Includes the benchmark's own reads of the result keys (its watcher: MGET).
+        settled = max(metrics["settled"], 1)
+        metrics["redis_commands_per_call"] = round(commands.total() / settled, 1)
+        metrics["redis_commands_by_name"] = {
+            name: round(count / settled, 2) for name, count in commands.most_common() if count
+        }
         if profile is not None:
             metrics["profile"] = profile
+        if variant.kind == "ours" and not rate_per_s:
+            metrics["code_check_ms"] = {**_ms(probe_latencies), **probe_counts}
         return metrics
 
-    def _redis_commands(self) -> int:
+    def _redis_commands(self) -> Counter[str]:
+        """Commands Redis has run so far, by name (``evalsha`` counts a script once)."""
         stats = self.redis.info("commandstats")
-        return sum(int(v["calls"]) for v in stats.values() if isinstance(v, dict))
+        return Counter(
+            {
+                name.removeprefix("cmdstat_"): int(v["calls"])
+                for name, v in stats.items()
+                if isinstance(v, dict)
+            }
+        )
 
     def _send(
         self, app: Celery, variant: Variant, dn: str, timeout: int, queue: str, task_id: str
@@ -269,6 +295,24 @@ class Bench:
         finally:
             proc.stop()
         return {"tasks": tasks, "seconds": round(elapsed, 2), "tasks_per_s": round(tasks / elapsed)}
+
+    def burst_floor(self, calls: int) -> dict[str, Any]:
+        """The burst floor: ``calls`` tasks of one API request and one result write each, at
+        once, on the same broker, pool and concurrency as ours; plus one API round trip."""
+        queue = f"bench-floor-{uuid.uuid4().hex[:6]}"
+        proc, app = self.start_worker(Variant("floor", "noop"), self.sim("standard"), queue)
+        watcher = BackendWatcher(self.redis)
+        watcher.start()
+        try:
+            seconds = floor_run(watcher, app, queue, calls)
+        finally:
+            watcher.stop()
+            proc.stop()
+        return {
+            "calls": calls,
+            "tasks_per_s": round(calls / seconds),
+            "floor_ms": round(seconds * 1000 + self.latency_ms, 1),
+        }
 
     def bare_replay(self, calls: int, requests_per_call: float) -> dict[str, Any]:
         """The same HTTP requests, one thread, same client library: the cost of the requests."""

@@ -68,7 +68,9 @@ class PipelineRequest(MaskedRequest):
         self._expires = None
 
 
-def _declare_pipeline_task(app: Celery, name: str, run: Callable[..., str]) -> None:
+def _declare_pipeline_task(
+    app: Celery, name: str, run: Callable[..., str], send_events: bool = True
+) -> None:
     app.task(
         name=name,
         # This app's own: a shared task would be copied into every app created after it.
@@ -80,6 +82,8 @@ def _declare_pipeline_task(app: Celery, name: str, run: Callable[..., str]) -> N
         store_errors_even_if_ignored=True,
         Request=PipelineRequest,
         acks_late=True,
+        # Flower's events (received, started, succeeded) cost a broker publish each.
+        send_events=send_events,
     )(run)
 
 
@@ -122,7 +126,9 @@ def register_call_tasks(app: Celery, parts: WorkerParts) -> None:
     """Declare ``start_call``, ``poll_status`` and ``verify_code`` on ``app``; their pipeline
     is ``parts``' (built once in each worker process)."""
     _declare_pipeline_task(app, START_TASK, _start_call(parts))
-    _declare_pipeline_task(app, POLL_TASK, _poll_status(parts))
+    _declare_pipeline_task(
+        app, POLL_TASK, _poll_status(parts), send_events=parts.settings.poll_task_events
+    )
     app.task(
         name=VERIFY_TASK,
         shared=False,

@@ -45,7 +45,9 @@ class FakeSink:
     on_outcome: Callable[[dict[str, Any]], None] = lambda doc: None
 
     def publish_placed(self, task_id: str, meta: dict[str, Any]) -> None:
-        self.writes.append((task_id, "PLACED", meta))
+        # As the real sink: PLACED info never replaces an outcome.
+        if self.count(task_id, "SUCCESS") == 0:
+            self.writes.append((task_id, "PLACED", meta))
 
     def publish_outcome(self, task_id: str, doc: dict[str, Any]) -> None:
         self.writes.append((task_id, "SUCCESS", doc))
@@ -223,7 +225,7 @@ def seed(records: redis.Redis, pipeline: Pipeline, state: str, **fields: str) ->
         "status_requests": "0",
         "webhook_url": "",
     }
-    pipeline.store.claim(request_id, task_id, dn_digest(DN), initial)
+    pipeline.store.claim(request_id, task_id, dn_digest(DN), initial, now() + 600)
     for name, value in {"state": state, **fields}.items():
         records.hset(RequestStore.key(request_id), name, value)
     return task_id, request_id

@@ -36,6 +36,11 @@ def test_bench_quick_writes_json_markdown_and_chart(tmp_path: Path) -> None:
         assert run["lost"] == 0, run
         assert run["api_requests_per_call"] >= 1
     assert report["memory"]["in_flight_records"] >= report["memory"]["calls"]
+    # The burst rows: its floor, code checks while it is placed, Redis commands by name.
+    assert report["floors"]["burst"]["floor_ms"] > report["environment"]["latency_ms"]
+    ours = next(r for r in report["saturation"] if r["variant"] == "ours")
+    assert ours["code_check_ms"]["checks"] >= 1 and ours["code_check_ms"]["errors"] == 0
+    assert ours["redis_commands_by_name"]["evalsha"] > 0
     assert report["goals"]
     assert "## Goals" in (out / "results.md").read_text()
     assert (out / "chart.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -26,7 +26,7 @@ from tests.pipeline_fakes import (
     unique_request,
     within,
 )
-from worker.contracts.events import COMPLETED_EVENT, PLACED_EVENT
+from worker.contracts.events import COMPLETED_EVENT
 from worker.contracts.outcome import Outcome, OutcomeDocument, OutcomeError
 from worker.contracts.placed import PlacedInfo
 from worker.masking import mask_dn
@@ -69,7 +69,7 @@ def claimed(store: RequestStore, *extra_tasks: str, **fields: str) -> tuple[str,
         **fields,
     }
     for subscriber in (task_id, *extra_tasks):
-        store.claim(request_id, subscriber, dn_digest(DN), initial)
+        store.claim(request_id, subscriber, dn_digest(DN), initial, now() + 600)
     return task_id, request_id
 
 
@@ -122,15 +122,15 @@ def test_placed_info_published_over_a_settled_request_leaves_the_outcome_last(
     publisher = Publisher(store, sink, webhooks)
     task_id, request_id = claimed(store, "t-second", webhook_url=URL)
     store.settle(request_id, build_outcome(Outcome.UNKNOWN, completed_at=now()))
+    publisher.outcome_if_settled(request_id)
 
     info = placed_doc(request_id, "c-late")
-    publisher.placed(request_id, info)
-    publisher.announce_placed(loaded(store, request_id), info)
+    publisher.placed(request_id, info)  # a start answered after its request settled
 
     for subscriber in (task_id, "t-second"):
-        assert [state for to, state, _ in sink.writes if to == subscriber] == ["PLACED", "SUCCESS"]
+        assert [state for to, state, _ in sink.writes if to == subscriber] == ["SUCCESS"]
         assert sink.last(subscriber)[1]["outcome"] == "unknown"
-    assert webhooks.events == [(PLACED_EVENT, URL, request_id), (COMPLETED_EVENT, URL, request_id)]
+    assert webhooks.events == [(COMPLETED_EVENT, URL, request_id)]
 
 
 def test_republishing_without_stored_placed_info_writes_nothing(records: redis.Redis) -> None:

@@ -4,6 +4,7 @@ lost reply is not mistaken for a write that lost (the chaos partition rows cut r
 from __future__ import annotations
 
 import socket
+import time
 import uuid
 from typing import Any
 
@@ -59,7 +60,7 @@ def store(redis_url: str) -> RequestStore:
 
 def _dialing(store: RequestStore) -> str:
     request_id = f"cas-{uuid.uuid4().hex[:12]}"
-    store.claim(request_id, "task-1", "digest", {})
+    store.claim(request_id, "task-1", "digest", {}, time.time() + 60)
     assert store.compare_and_set(request_id, "state", "claimed", "dialing")
     return request_id
 

@@ -54,9 +54,10 @@ def create_flower_app(settings: Settings) -> Celery:
 
 
 def _queues(settings: Settings) -> list[Queue]:
-    """Our queues, each with its own exchange and key: a bare Queue(name) would be bound with
-    the default queue's key, and every message would be copied into both queues."""
-    names = (settings.queue, settings.effective_webhook_queue)
+    """Our queues, most urgent first, each with its own exchange and key: a bare Queue(name)
+    would be bound with the default queue's key, and every message would be copied into both
+    queues."""
+    names = settings.consumed_queues
     if not is_rabbitmq(settings.effective_broker_url):
         return [Queue(name, Exchange(name, type="direct"), routing_key=name) for name in names]
     # RabbitMQ: quorum queues (replicated, survive a broker node) and topic exchanges, which
@@ -82,6 +83,10 @@ def _broker_options(settings: Settings) -> dict[str, Any]:
     # A Redis gone silent must raise within seconds (worker/broker/redis_sockets.py).
     return {
         "visibility_timeout": settings.visibility_timeout_s,
+        # BRPOP names the queues in their order (Settings.consumed_queues): a poll or a
+        # delivery is taken only when no start waits, so a burst of starts never waits
+        # behind polls.
+        "queue_order_strategy": "priority",
         "unacked_restore_interval": 5,
         "unacked_restore_throttle": 1,
         **broker_socket_options(),
@@ -121,9 +126,9 @@ def _transport_config(settings: Settings) -> dict[str, Any]:
         # time-out is 120 s by default, with no connect time-out and no keep-alive).
         **backend_socket_settings(),
         "task_default_queue": settings.queue,
-        # Webhook deliveries have their own queue, so a backlog of them (a receiver that is
-        # down) is served in turn with calls, not ahead of them; workers consume both unless
-        # started with -Q (e.g. dedicated webhook workers: -Q callpass.webhooks).
+        # Polls and webhook deliveries have queues of their own, taken after the calls' queue
+        # (a backlog of them delays outcomes, never a placement); workers consume all three
+        # unless started with -Q (e.g. dedicated webhook workers: -Q callpass.webhooks).
         "task_queues": _queues(settings),
         # Outcomes stay readable for a day by default, then Redis frees them.
         "result_expires": settings.result_expires_s,

@@ -17,7 +17,7 @@ from celery import Celery
 from celery.exceptions import TimeoutError as CeleryTimeoutError
 from celery.result import AsyncResult
 
-from worker.contracts.names import PLACED, START_TASK, VERIFY_TASK
+from worker.contracts.names import CODE_QUEUE_SUFFIX, PLACED, START_TASK, VERIFY_TASK
 from worker.contracts.outcome import TIMEOUT_MIN_S
 from worker.masking import masked_reprs
 from worker.pipeline.outbox import Outbox, lost_after_s
@@ -86,7 +86,8 @@ def verify_code(app: Celery, request_id: str, code: str, timeout_s: float = 10.0
     result = app.send_task(
         VERIFY_TASK,
         args=[request_id, code],
-        queue=app.conf.task_default_queue,
+        # Its own queue, which workers take from first: not behind a burst of starts.
+        queue=app.conf.task_default_queue + CODE_QUEUE_SUFFIX,
         argsrepr="(request_id, <code>)",
     )
     return cast(dict[str, Any], result.get(timeout=timeout_s))

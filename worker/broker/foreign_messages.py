@@ -34,7 +34,6 @@ from worker.contracts.verify import UNKNOWN_REQUEST
 from worker.ops import metrics
 from worker.pipeline.document import build_outcome
 from worker.pipeline.store import now
-from worker.process.wiring import CeleryResultSink
 
 __all__ = ["ForeignMessageConsumer", "Refusal", "answer_for", "read_task_id", "refusal_for"]
 
@@ -256,4 +255,4 @@ class ForeignMessageConsumer(Consumer):
         meta = self.app.backend.get_task_meta(task_id, cache=False)
         if meta.get("status") in (PLACED, "SUCCESS"):
             return
-        CeleryResultSink(self.app).publish_outcome(task_id, answer)
+        self.app.backend.store_result(task_id, answer, "SUCCESS")

@@ -13,6 +13,11 @@ Two gaps in kombu's Redis transport lose work when Redis goes away:
   messages stay in Redis' unacked hash, return after the visibility time-out, and the worker
   reconnects when Redis is back.
 
+One that costs CPU on every message: kombu builds a new redis-py client for each publish, ack
+and restore (``conn_or_acquire``), and building one fills a dict of ~200 reply parsers. A
+client over the channel's connection pool is thread-safe, so each channel keeps one, rebuilt
+whenever kombu replaces the pool (after a lost connection).
+
 And one that makes a worker slow to come back after a silent cut (packets dropped, nothing
 refused): kombu waits 2, 4, 6 ... up to 30 s between connection attempts, so the link may be
 back for tens of seconds before the next attempt. While attempts time out (silence, not a
@@ -25,6 +30,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import redis
@@ -59,6 +66,20 @@ class Channel(kombu_redis.Channel):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)  # connects (pings) Redis
         self._queue_rescued()
+
+    _shared_client: Any = None
+
+    @contextmanager
+    def conn_or_acquire(self, client: Any = None) -> Iterator[Any]:
+        if client:
+            yield client
+            return
+        pool = self.pool  # kombu builds it here, or again after a reconnect
+        shared = self._shared_client
+        if shared is None or shared.connection_pool is not pool:
+            untyped: Any = self  # kombu's Channel is untyped
+            shared = self._shared_client = untyped._create_client()
+        yield shared
 
     def _connparams(self, asynchronous: bool = False) -> Any:
         # kombu reaches here on a torn-down connection (client None) while acking or restoring

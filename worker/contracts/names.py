@@ -5,8 +5,10 @@ from __future__ import annotations
 from typing import Final
 
 __all__ = [
+    "CODE_QUEUE_SUFFIX",
     "DEFAULT_QUEUE",
     "PLACED",
+    "POLL_QUEUE_SUFFIX",
     "POLL_TASK",
     "START_TASK",
     "VERIFY_TASK",
@@ -23,5 +25,10 @@ WEBHOOK_TASK: Final = "callpass.deliver_webhook"
 PLACED: Final[str] = "PLACED"  # str: compared with the states Celery reports
 
 DEFAULT_QUEUE: Final = "callpass"
+#: Code checks go to "<queue>.codes", taken before anything else: a person waits at a form.
+#: (``verify_code`` sent to "<queue>" itself works too, behind the starts queued there.)
+CODE_QUEUE_SUFFIX: Final = ".codes"
+#: The worker's own polls go to "<queue>.polls", taken only when no start waits.
+POLL_QUEUE_SUFFIX: Final = ".polls"
 #: Webhook deliveries go to "<queue>.webhooks" unless CALLPASS_WEBHOOK_QUEUE names another.
 WEBHOOK_QUEUE_SUFFIX: Final = ".webhooks"

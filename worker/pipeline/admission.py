@@ -114,17 +114,17 @@ class Admission:
             "status_requests": "0",
             "webhook_url": webhook_url,
         }
-        claim, record = self.store.claim(request_id, task_id, dn_digest(request.dn), initial)
+        # A new record must be placed (or settled) by the deadline and the start's longest run.
+        progress_by = now() + self.place_deadline_s + self.max_start_s + self.progress_slack_s
+        claim, record = self.store.claim(
+            request_id, task_id, dn_digest(request.dn), initial, progress_by
+        )
         if claim < 0:
             error = OutcomeError(field="request_id", rule="is already used for another number")
             self._refuse(task_id, error, request_id=request_id)
             return None
         if self.outbox is not None:
             self.outbox.claimed(task_id)
-        if claim == 1:
-            self.store.expect_progress(
-                request_id, now() + self.place_deadline_s + self.max_start_s + self.progress_slack_s
-            )
         if claim == 0:
             log.info("request %s seen again (state %s): resuming", request_id, record.state)
         return Admitted(record, request.dn)

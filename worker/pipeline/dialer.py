@@ -247,15 +247,16 @@ class Dialer:
             )
             self.publisher.outcome_if_settled(request_id)
             return "placed late"
-        placed = self.store.load(request_id) or record
-        self.publisher.announce_placed(placed, info)
+        # The claim's snapshot serves on: the fields read from here on (webhook, timeout)
+        # are set once, at the claim.
+        self.publisher.announce_placed(record, info)
         log.info(
             "call %s placed to %s for request %s",
             started.callid,
             record.get("dn_masked"),
             request_id,
         )
-        self.poller.start_chain(placed, elapsed_s=0.0)
+        self.poller.start_chain(record, elapsed_s=0.0)
         return "placed"
 
     def _mark_placed(

@@ -43,7 +43,8 @@ class ResultSink(Protocol):
     """Writes what producers read under a start_call task id, as JSON-ready documents (the
     publisher serialises the models at this boundary)."""
 
-    def publish_placed(self, task_id: str, meta: dict[str, Any]) -> None: ...
+    def publish_placed(self, task_id: str, meta: dict[str, Any]) -> None:
+        """Store ``PLACED`` info, unless an outcome is stored already (it stays)."""
 
     def publish_outcome(self, task_id: str, doc: dict[str, Any]) -> None: ...
 

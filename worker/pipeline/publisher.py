@@ -37,10 +37,10 @@ class Publisher:
         insist(lambda: self._fan_out_placed(request_id, meta))
 
     def announce_placed(self, record: RequestRecord, info: PlacedInfo) -> None:
-        """The record says ``placed``: store its ``call.placed`` event, and publish the
-        outcome again if a settle raced past the publication."""
+        """The dialer moved the record to ``placed`` after publishing: store its
+        ``call.placed`` event. (A settle after that move publishes its outcome after this
+        PLACED info, and the sink never lets PLACED info replace an outcome.)"""
         self._emit(record, PLACED_EVENT, info.model_dump(mode="json"))
-        self.outcome_if_settled(record.request_id)
 
     def republish_placed(self, record: RequestRecord) -> None:
         """Give every subscribed task the PLACED info the dialer stored (a resume), copied as

@@ -35,14 +35,17 @@ __all__ = ["INFLIGHT_KEY", "RequestRecord", "RequestStore", "dn_digest", "now"]
 
 KEY_PREFIX = "callpass:req:"
 
-# KEYS[1] record, KEYS[2] task set; ARGV: ttl, task_id, dn_digest, then field/value pairs.
+# KEYS[1] record, KEYS[2] task set, KEYS[3] in-flight set; ARGV: ttl, task_id, dn_digest,
+# request id, progress-by (for a new record), then field/value pairs.
 # Returns {1 created | 0 existing | -1 another number, fields}.
 _CLAIM = """
 local created = 0
 if redis.call('EXISTS', KEYS[1]) == 0 then
-  for i = 4, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
-  redis.call('HSET', KEYS[1], 'dn_digest', ARGV[3])
+  local fields = {'dn_digest', ARGV[3]}
+  for i = 6, #ARGV do fields[#fields + 1] = ARGV[i] end
+  redis.call('HSET', KEYS[1], unpack(fields))
   redis.call('EXPIRE', KEYS[1], ARGV[1])
+  redis.call('ZADD', KEYS[3], ARGV[5], ARGV[4])
   created = 1
 elseif redis.call('HGET', KEYS[1], 'dn_digest') ~= ARGV[3] then
   return {-1, {}}
@@ -173,9 +176,15 @@ class RequestStore:
         return KEY_PREFIX + request_id
 
     def claim(
-        self, request_id: str, task_id: str, digest: str, initial: dict[str, str]
+        self,
+        request_id: str,
+        task_id: str,
+        digest: str,
+        initial: dict[str, str],
+        progress_by: float,
     ) -> tuple[int, RequestRecord]:
-        """Create the record (``initial`` fields) unless it exists, and subscribe ``task_id``.
+        """Create the record (``initial`` fields) unless it exists, and subscribe ``task_id``;
+        a new record must show progress by ``progress_by`` (see :meth:`expect_progress`).
 
         Returns 1 (created), 0 (it existed) or -1 (it exists for another number: nothing is
         subscribed, so that request's pin never reaches this task's result).
@@ -185,7 +194,8 @@ class RequestStore:
             pairs += [name, value]
         key = self.key(request_id)
         status, flat = self._claim(
-            keys=[key, key + ":tasks"], args=[self._ttl_s, task_id, digest, *pairs]
+            keys=[key, key + ":tasks", INFLIGHT_KEY],
+            args=[self._ttl_s, task_id, digest, request_id, repr(progress_by), *pairs],
         )
         return int(status), RequestRecord(request_id, _pairs_to_dict(flat))
 

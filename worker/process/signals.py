@@ -141,9 +141,7 @@ class WorkerSignals:
             settings.metrics_address,
             redis.Redis.from_url(settings.redis_url, socket_timeout=2, socket_connect_timeout=2),
             # Queue lengths only where the broker is this Redis (kombu keeps a list per queue).
-            (settings.queue, settings.effective_webhook_queue)
-            if settings.effective_broker_url == settings.redis_url
-            else (),
+            settings.consumed_queues if settings.effective_broker_url == settings.redis_url else (),
             # The configured pool is the pool: Celery keeps it over `--pool prefork`.
             settings.worker_pool,
         )

@@ -16,14 +16,15 @@ from worker.api.guard import ApiGuard
 from worker.api.limits import DestinationLimiter, GlobalRateLimiter
 from worker.api.retry_after import MAX_RETRY_AFTER_S
 from worker.broker.redis_sockets import records_socket_options
-from worker.contracts.names import PLACED, POLL_TASK, START_TASK, WEBHOOK_TASK
+from worker.contracts.names import POLL_TASK, START_TASK, WEBHOOK_TASK
 from worker.masking import masked_reprs
-from worker.pipeline import Dispatcher, ResultSink
+from worker.pipeline import Dispatcher
 from worker.pipeline.core import Pipeline
 from worker.pipeline.outbox import Outbox, lost_after_s
 from worker.pipeline.pins import PinVault, derive_key
 from worker.pipeline.schedule import PollSchedule
 from worker.pipeline.store import RequestStore
+from worker.process.result_sink import CeleryResultSink
 from worker.settings import Settings, is_rabbitmq
 from worker.webhooks.delivery import WebhookDeliverer
 from worker.webhooks.events import WebhookEvents
@@ -32,7 +33,6 @@ from worker.webhooks.store import WebhookStore
 
 __all__ = [
     "CeleryDispatcher",
-    "CeleryResultSink",
     "build_pipeline",
     "build_webhook_deliverer",
     "records_redis",
@@ -43,9 +43,10 @@ __all__ = [
 class CeleryDispatcher(Dispatcher):
     """Sends our own follow-up messages, with masked reprs and the anchoring headers."""
 
-    def __init__(self, app: Celery, queue: str) -> None:
+    def __init__(self, app: Celery, queue: str, poll_queue: str) -> None:
         self._app = app
         self._queue = queue
+        self._poll_queue = poll_queue
         self._whole_seconds = is_rabbitmq(str(app.conf.broker_url or ""))
 
     def _countdown(self, seconds: float) -> float | None:
@@ -66,7 +67,7 @@ class CeleryDispatcher(Dispatcher):
             POLL_TASK,
             kwargs={"request_id": request_id, "token": token},
             countdown=self._countdown(countdown_s),
-            queue=self._queue,
+            queue=self._poll_queue,
             headers=extra_headers or {},
         )
 
@@ -94,28 +95,6 @@ class CeleryDispatcher(Dispatcher):
                 **(extra_headers or {}),
             },
         )
-
-
-class CeleryResultSink(ResultSink):
-    """Writes the states producers read through ``AsyncResult(<start_call task id>)``."""
-
-    def __init__(self, app: Celery) -> None:
-        self._app = app
-
-    def publish_placed(self, task_id: str, meta: dict[str, Any]) -> None:
-        self._app.backend.store_result(task_id, meta, PLACED)
-
-    def publish_outcome(self, task_id: str, doc: dict[str, Any]) -> None:
-        self._app.backend.store_result(task_id, doc, "SUCCESS")
-
-    def read_placed(self, task_id: str) -> dict[str, Any] | None:
-        if not task_id:
-            return None
-        meta = self._app.backend.get_task_meta(task_id, cache=False)
-        info = meta.get("result")
-        if meta.get("status") in (PLACED, "SUCCESS") and isinstance(info, dict):
-            return dict(info)
-        return None
 
 
 _local = threading.local()
@@ -238,7 +217,7 @@ def build_pipeline(settings: Settings, app: Celery) -> Pipeline:
         client=lambda: _thread_client(settings, guard),
         store=RequestStore(redis_client, ttl_s=settings.result_expires_s),
         sink=CeleryResultSink(app),
-        dispatcher=CeleryDispatcher(app, settings.queue),
+        dispatcher=CeleryDispatcher(app, settings.queue, settings.poll_queue),
         schedule=schedule,
         default_timeout_s=settings.default_call_timeout_s,
         place_deadline_s=settings.place_deadline_s,

@@ -16,6 +16,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from worker.api.limits import WindowLimit
 from worker.api.retry import MAX_INLINE_WAIT_S
+from worker.contracts.names import CODE_QUEUE_SUFFIX, POLL_QUEUE_SUFFIX, WEBHOOK_QUEUE_SUFFIX
 from worker.settings.consistency import check_consistency
 from worker.settings.lists import Delays, Hosts, Networks, Prefixes, WindowLimits
 from worker.settings.rules import (
@@ -134,6 +135,9 @@ class Settings(BaseSettings):
     webhook_dead_ttl_s: Annotated[int, whole_number(3600, 365 * 86_400)] = 7 * 86_400
     #: Queue of delivery tasks (empty: ``<queue>.webhooks``); every worker consumes it too.
     webhook_queue: OptionalQueueName = ""
+    #: Send Flower events for ``poll_status`` tasks too (several per call; off: starts,
+    #: code checks and deliveries only).
+    poll_task_events: Flag = False
     #: Celery pool: threads (the work waits on HTTP), gevent, prefork or solo.
     worker_pool: Annotated[str, choice("threads", "gevent", "prefork", "solo")] = "threads"
     #: ``text`` for people, ``json`` (one object per line) for log collectors.
@@ -217,7 +221,21 @@ class Settings(BaseSettings):
 
     @property
     def effective_webhook_queue(self) -> str:
-        return self.webhook_queue or f"{self.queue}.webhooks"
+        return self.webhook_queue or self.queue + WEBHOOK_QUEUE_SUFFIX
+
+    @property
+    def code_queue(self) -> str:
+        return self.queue + CODE_QUEUE_SUFFIX
+
+    @property
+    def poll_queue(self) -> str:
+        return self.queue + POLL_QUEUE_SUFFIX
+
+    @property
+    def consumed_queues(self) -> tuple[str, ...]:
+        """What a worker consumes, most urgent first (the order a Redis broker serves them
+        in): code checks, starts, polls, webhook deliveries."""
+        return (self.code_queue, self.queue, self.poll_queue, self.effective_webhook_queue)
 
     @property
     def effective_broker_url(self) -> str:
