@@ -248,6 +248,9 @@ def main(argv: list[str] | None = None) -> int:
                         deadline,
                     )
                 )
+        # The floor first, beside the bursts it is the floor of.
+        log(f"burst floor: {size.burst_calls} tasks")
+        burst_floor = bench.burst_floor(size.burst_calls)
         bursts = [
             (OURS, size.burst_calls),
             (fixed(1.0), size.burst_calls),
@@ -274,7 +277,7 @@ def main(argv: list[str] | None = None) -> int:
         log("floors")
         ours_std = next(r for r in report["frontier"] if r["variant"] == "ours")
         report["floors"] = {
-            "burst": bench.burst_floor(size.burst_calls),
+            "burst": burst_floor,
             "noop": bench.noop_rate(size.noop_tasks),
             "replay": bench.bare_replay(size.replay_calls, ours_std["api_requests_per_call"]),
         }

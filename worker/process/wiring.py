@@ -69,6 +69,9 @@ class CeleryDispatcher(Dispatcher):
             countdown=self._countdown(countdown_s),
             queue=self._poll_queue,
             headers=extra_headers or {},
+            # Given, so Celery does not build them with saferepr on every poll.
+            argsrepr="()",
+            kwargsrepr=f"{{'request_id': {request_id!r}, 'token': {token!r}}}",
         )
 
     def resend_start(
