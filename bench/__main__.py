@@ -13,6 +13,7 @@ import dataclasses
 import itertools
 import os
 import platform
+import socket
 import sys
 import tempfile
 import time
@@ -20,9 +21,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from bench.report import write_report
 from bench.runner import MIXES, Bench, Variant
+from worker.masking import redact_url
 
 
 @dataclass(frozen=True)
@@ -41,15 +44,17 @@ class Size:
     noop_tasks: int
     replay_calls: int
     memory_calls: int
+    #: One burst of this many calls on 1, 2 and 4 worker processes, per broker.
+    scale_calls: int = 0
 
 
 SIZES = {
     # 20 arrivals/s keeps the frontier runs below saturation on 2 cores (ours spends about
     # 40 CPU ms per call there): a saturated run measures queueing, not the poll schedule.
     # Sized to finish within 8 minutes on 2 cores: sync-v1 runs two rounds of its pool.
-    "full": Size(10, 150, 20.0, (0.5, 1.0, 2.0, 3.0), ("standard", "concentrated"),
-                 800, 150, 500, 64, 4, 2000, 200, 10_000),
-    "quick": Size(3, 20, 20.0, (1.0,), ("standard",), 40, 0, 0, 8, 0, 200, 20, 200),
+    "full": Size(10, 120, 20.0, (0.5, 1.0, 2.0, 3.0), ("standard", "concentrated"),
+                 800, 150, 300, 64, 4, 2000, 200, 4000, 800),
+    "quick": Size(3, 20, 20.0, (1.0,), ("standard",), 40, 0, 0, 8, 0, 200, 20, 200, 0),
 }  # fmt: skip
 
 OURS = Variant("ours", "ours")
@@ -184,12 +189,45 @@ def burst_goals(report: dict[str, Any]) -> list[dict[str, Any]]:
     return out
 
 
+def _reachable(url: str) -> bool:
+    parts = urlsplit(url)
+    try:
+        socket.create_connection((parts.hostname or "127.0.0.1", parts.port or 5672), 1).close()
+    except OSError:
+        return False
+    return True
+
+
+def scale_out(bench: Bench, size: Size, amqp_url: str) -> list[dict[str, Any]]:
+    """One burst on 1, 2 and 4 worker processes sharing one Redis; with RabbitMQ too when one
+    answers at ``amqp_url`` (its queues are deleted after each run)."""
+    if not size.scale_calls:
+        return []
+    brokers: list[tuple[tuple[str, str], ...]] = [()]
+    if _reachable(amqp_url):
+        brokers.append((("CALLPASS_BROKER_URL", amqp_url),))
+    else:
+        log(f"scale-out: no RabbitMQ at {redact_url(amqp_url)}; Redis only")
+    rows = []
+    for env in brokers:
+        for workers in (1, 2, 4):
+            variant = Variant("ours", "ours", env=env, workers=workers)
+            log(f"scale-out: {workers} worker(s), {'rabbitmq' if env else 'redis'} broker")
+            rows.append(bench.run(variant, "standard", size.scale_calls, 0, size.timeout_s, 300))
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("--size", choices=sorted(SIZES), default="full")
     parser.add_argument("--out", type=Path, default=None, help="results folder")
     parser.add_argument("--latency-ms", type=int, default=50)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument(
+        "--amqp-url",
+        default=os.environ.get("CALLPASS_BENCH_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672//"),
+        help="RabbitMQ for the scale-out rows (skipped when none answers there)",
+    )
     parser.add_argument("--rate", type=float, default=None, help="frontier arrivals per second")
     parser.add_argument("--frontier-calls", type=int, default=None, help="calls per frontier run")
     parser.add_argument("--memory-calls", type=int, default=None, help="calls held in flight")
@@ -232,6 +270,7 @@ def main(argv: list[str] | None = None) -> int:
         },
         "frontier": [],
         "saturation": [],
+        "scale_out": [],
     }
     try:
         deadline = size.timeout_s + 60.0
@@ -274,6 +313,7 @@ def main(argv: list[str] | None = None) -> int:
             profile = out / "profile-ours.raw" if variant is OURS else None
             run = bench.run(variant, "standard", calls, 0, size.timeout_s, deadline + 240, profile)
             report["saturation"].append(run)
+        report["scale_out"] = scale_out(bench, size, args.amqp_url)
         log("floors")
         ours_std = next(r for r in report["frontier"] if r["variant"] == "ours")
         report["floors"] = {

@@ -36,6 +36,26 @@ def _runs_table(runs: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
+def _scale_table(runs: list[dict[str, Any]]) -> list[str]:
+    if not runs:
+        return []
+    lines = [
+        f"## Scale-out: one burst of {runs[0]['calls']} calls on 1, 2 and 4 worker processes",
+        "",
+        "| broker | workers | time to pin p50 / p99 ms | settled/s | CPU ms/call workers "
+        "| CPU ms/call Redis | lost |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in runs:
+        pin = r["time_to_pin_ms"]
+        lines.append(
+            f"| {r['broker']} | {r['workers']} | {_fmt(pin['p50'])} / {_fmt(pin['p99'])} "
+            f"| {_fmt(r['settled_per_s'])} | {r['cpu_s_per_call_worker'] * 1000:.2f} "
+            f"| {r['cpu_s_per_call_redis'] * 1000:.2f} | {r['lost']} |"
+        )
+    return [*lines, ""]
+
+
 def _burst_floor(report: dict[str, Any]) -> list[str]:
     floor = report["floors"].get("burst")
     if not floor:
@@ -89,6 +109,7 @@ def markdown(report: dict[str, Any]) -> str:
         "",
         *_burst_details(report["saturation"]),
         "",
+        *_scale_table(report.get("scale_out") or []),
         "## Floors",
         "",
         *_burst_floor(report),

@@ -53,6 +53,8 @@ class Variant:
     pool: str = "threads"
     concurrency: int = 32
     env: tuple[tuple[str, str], ...] = ()
+    #: Worker processes on the same queue (the scale-out rows).
+    workers: int = 1
 
 
 @dataclass
@@ -135,6 +137,7 @@ class Bench:
         requests.post(sim_url + "_sim/reset", timeout=10).raise_for_status()
         queue = f"bench-{uuid.uuid4().hex[:8]}"
         proc, app = self.start_worker(variant, sim_url, queue)
+        others = [self.start_worker(variant, sim_url, queue)[0] for _ in range(variant.workers - 1)]
         watcher = BackendWatcher(self.redis)
         watcher.start()
         enqueued: dict[str, float] = {}
@@ -146,7 +149,8 @@ class Bench:
         if probe is not None:
             probe.start()
         try:
-            cpu0 = cpu_seconds(proc.popen.pid), cpu_seconds(self.redis_proc.popen.pid)
+            pids = [p.popen.pid for p in (proc, *others)]
+            cpu0 = sum(map(cpu_seconds, pids)), cpu_seconds(self.redis_proc.popen.pid)
             commands0 = self._redis_commands()
             began = time.time()
             for i in range(calls):
@@ -165,7 +169,7 @@ class Bench:
                     probe_counts = probe.stop()  # every call placed (or settled)
                     probe_latencies, probe = list(probe.latencies), None
                 time.sleep(0.05)
-            cpu1 = cpu_seconds(proc.popen.pid), cpu_seconds(self.redis_proc.popen.pid)
+            cpu1 = sum(map(cpu_seconds, pids)), cpu_seconds(self.redis_proc.popen.pid)
             commands = self._redis_commands()
             commands.subtract(commands0)
         finally:
@@ -173,7 +177,9 @@ class Bench:
                 probe_counts, probe_latencies = probe.stop(), list(probe.latencies)
             watcher.stop()
             profile = profiler.stop() if profiler else None
-            proc.stop()
+            for worker in (proc, *others):
+                worker.stop()
+            drop_broker_queues(app)
         stats = requests.get(sim_url + "_sim/stats", timeout=30).json()
         sim_calls = {
             c["callid"]: c for c in requests.get(sim_url + "_sim/calls", timeout=60).json()
@@ -259,6 +265,8 @@ class Bench:
             "variant": variant.name,
             "kind": variant.kind,
             "pool": f"{variant.pool} x{variant.concurrency}",
+            "workers": variant.workers,
+            "broker": "rabbitmq" if variant_broker(variant).startswith("amqp") else "redis",
             "mix": mix,
             "calls": calls,
             "settled": done,
@@ -406,6 +414,23 @@ class Bench:
             "countdown_messages_held": held,
             "settled_meanwhile": settled,
         }
+
+
+def variant_broker(variant: Variant) -> str:
+    return dict(variant.env).get("CALLPASS_BROKER_URL", "")
+
+
+def drop_broker_queues(app: Celery) -> None:
+    """A RabbitMQ keeps the queues a run declared (quorum queues on the user's broker):
+    delete them with their exchanges. Redis' lists go with the benchmark's own Redis."""
+    if not str(app.conf.broker_url or "").startswith("amqp"):
+        return
+    with app.connection_for_write() as connection:
+        channel: Any = connection.default_channel  # amqp's Channel (typed as StdChannel)
+        for queue in app.amqp.queues.values():
+            channel.queue_delete(queue.name)
+            if queue.exchange is not None and queue.exchange.name:
+                channel.exchange_delete(queue.exchange.name)
 
 
 def _epoch(value: Any) -> float | None:
