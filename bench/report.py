@@ -131,10 +131,11 @@ def markdown(report: dict[str, Any]) -> str:
             f"{memory['countdown_messages_held']} countdown messages held (placed in "
             f"{memory['placed_in_s']} s).",
         ]
-    profiled = next((r for r in report["saturation"] if r.get("profile")), None)
-    if profiled:
+    profiled = report.get("profile") or {}
+    if profiled.get("summary"):
         lines += ["", f"## Where ours' worker CPU goes ({profiled['calls']} calls, py-spy)", ""]
-        lines += ["```", profiled["profile"], "```"]
+        lines += ["A run of its own (py-spy slows the process it samples).", ""]
+        lines += ["```", profiled["summary"], "```"]
     lines += ["", "## Goals", ""]
     lines += [
         f"- {'met' if g['met'] else 'NOT met'}: {g['goal']} ({g['value']})" for g in report["goals"]
