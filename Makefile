@@ -14,7 +14,7 @@ help:
 	@echo "make schemas   regenerate schemas/*.json from the models in worker/contracts/"
 	@echo "make chaos     kill workers, restart Redis, break the API, cut links; prints the table (~16 min)"
 	@echo "make bench-sim requests/s the simulator sustains on loopback"
-	@echo "make bench     ours against naive workers, side by side (<= 12 min; bench-results/)"
+	@echo "make bench     ours against naive workers, side by side (about 9 min; bench-results/)"
 	@echo "make bench-quick  the same as a < 60 s smoke run"
 	@echo "make contract  the API contract suite against CALLPASS_CONTRACT_URL (real calls!)"
 	@echo "make flower-screenshot  a demo run, then Flower's tasks page in headless Chromium (docs/)"

@@ -51,7 +51,7 @@ class Size:
 SIZES = {
     # 20 arrivals/s keeps the frontier runs below saturation on 2 cores (ours spends about
     # 40 CPU ms per call there): a saturated run measures queueing, not the poll schedule.
-    # Sized to finish within 8 minutes on 2 cores: sync-v1 runs two rounds of its pool.
+    # Sized to finish in about 9 minutes on 2 cores: sync-v1 runs two rounds of its pool.
     "full": Size(10, 120, 20.0, (0.5, 1.0, 2.0, 3.0), ("standard", "concentrated"),
                  800, 150, 300, 64, 4, 2000, 200, 4000, 800),
     "quick": Size(3, 20, 20.0, (1.0,), ("standard",), 40, 0, 0, 8, 0, 200, 20, 200, 0),
