@@ -72,6 +72,7 @@ def test_a_code_check_is_answered_before_the_starts_queued_ahead_of_it(
     # Two threads: the starts queued below take seconds to get through.
     proc = start_worker(stack, producer, env, queue, "--concurrency", "2")
     try:
+        assert "not their polls" not in proc.log_path.read_text()  # it takes every queue
         results = [enqueue_call(producer, unique_dn("3"), 2) for _ in range(120)]
         check = verify_code(producer, f"unknown-{uuid.uuid4().hex[:6]}", "1234", timeout_s=30)
         placed_before = sum(1 for r in results if r.state in ("PLACED", "SUCCESS"))
@@ -105,3 +106,21 @@ def test_no_poll_runs_while_starts_wait(stack: Stack, worker_env: dict[str, str]
     finally:
         proc.stop()
         proc_sim.stop()
+
+
+def test_a_worker_that_takes_starts_but_not_their_polls_says_so(
+    stack: Stack, worker_env: dict[str, str]
+) -> None:
+    queue = f"no-polls-{uuid.uuid4().hex[:6]}"
+    env = {**worker_env, "CALLPASS_QUEUE": queue, "CALLPASS_LOG_LEVEL": "WARNING"}
+    producer = Celery("no-polls-producer", set_as_current=False)
+    producer.config_from_object(celery_config(load_settings(env)))
+    proc = start_worker(stack, producer, env, queue, "-Q", f"{queue}.codes,{queue}")
+    try:
+        wait_until(
+            lambda: f"not their polls from {queue}.polls" in proc.log_path.read_text(),
+            30,
+            "the warning about the poll queue",
+        )
+    finally:
+        proc.stop()

@@ -38,6 +38,7 @@ def test_defaults_suit_local_use() -> None:
         ("CALLPASS_QUEUE", "has space", "characters"),
         ("CALLPASS_CA_BUNDLE", "/nonexistent.pem", "existing file"),
         ("CALLPASS_VISIBILITY_TIMEOUT_S", "60", "longest countdown"),
+        ("CALLPASS_WEBHOOK_QUEUE", "callpass.polls", "must differ from the calls' queues"),
         ("CALLPASS_API_URL", "http://api.example.invalid/", "must be https"),
         ("CALLPASS_API_TOKNE", SIMULATOR_DEV_TOKEN, "not a known setting"),
     ],

@@ -127,7 +127,7 @@ def _transport_config(settings: Settings) -> dict[str, Any]:
         **backend_socket_settings(),
         "task_default_queue": settings.queue,
         # Polls and webhook deliveries have queues of their own, taken after the calls' queue
-        # (a backlog of them delays outcomes, never a placement); workers consume all three
+        # (a backlog of them delays outcomes, never a placement); workers consume all four
         # unless started with -Q (e.g. dedicated webhook workers: -Q callpass.webhooks).
         "task_queues": _queues(settings),
         # Outcomes stay readable for a day by default, then Redis frees them.
@@ -154,7 +154,8 @@ def _delivery_config() -> dict[str, Any]:
 
 def _worker_config(settings: Settings) -> dict[str, Any]:
     return {
-        # One message per slot: a worker reserves no starts it cannot run yet, so a code
+        # One message per slot (per queue consumer on RabbitMQ's quorum queues, where Celery
+        # turns global QoS off): a worker reserves no starts it cannot run yet, so a code
         # check or a start sent meanwhile is next, not behind 3 x 32 reserved messages
         # (under a burst of 800: code-check p99 75 ms against 92, time to pin p99 5.4 s
         # against 6.2-7.3 s). Countdown messages do not count against this (Celery raises

@@ -3,8 +3,8 @@ own format to its Redis result backend, one script per write.
 
 Celery's ``store_result`` reads the stored state, then writes and publishes in a second round
 trip: two trips per write, and a ``PLACED`` that races past a ``SUCCESS`` between the two can
-bury the outcome. The script does the same check and write at once: an outcome, once stored,
-is never replaced by anything but another outcome (a republication of the same request).
+bury the outcome. The script does the same check and write at once: as with Celery, an outcome
+once stored is never replaced (not by PLACED info, not by another outcome).
 """
 
 from __future__ import annotations
@@ -19,16 +19,14 @@ from worker.pipeline import ResultSink
 
 __all__ = ["CeleryResultSink"]
 
-# KEYS[1] the task's meta key; ARGV: the encoded meta, its time to live (s), its state.
-# Writes unless an outcome (SUCCESS) is stored and this is not one; publishes what it wrote,
-# as Celery does, for producers waiting on the key's channel. Returns 1 written, 0 kept.
+# KEYS[1] the task's meta key; ARGV: the encoded meta, its time to live (s, 0: none).
+# Writes unless an outcome (SUCCESS) is stored; publishes what it wrote, as Celery does, for
+# producers waiting on the key's channel. Returns 1 written, 0 kept.
 _STORE_UNLESS_SETTLED = """
-if ARGV[3] ~= 'SUCCESS' then
-  local current = redis.call('GET', KEYS[1])
-  if current then
-    local ok, meta = pcall(cjson.decode, current)
-    if ok and type(meta) == 'table' and meta['status'] == 'SUCCESS' then return 0 end
-  end
+local current = redis.call('GET', KEYS[1])
+if current then
+  local ok, meta = pcall(cjson.decode, current)
+  if ok and type(meta) == 'table' and meta['status'] == 'SUCCESS' then return 0 end
 end
 if tonumber(ARGV[2]) > 0 then
   redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
@@ -45,7 +43,7 @@ class CeleryResultSink(ResultSink):
 
     def __init__(self, app: Celery) -> None:
         self._app = app
-        self._script: tuple[Any, Script] | None = None
+        self._script: Script | None = None
 
     def publish_placed(self, task_id: str, meta: dict[str, Any]) -> None:
         self._store(task_id, meta, PLACED)
@@ -66,15 +64,16 @@ class CeleryResultSink(ResultSink):
         backend: Any = self._app.backend  # Celery's RedisBackend (the settings allow no other)
         meta = backend._get_result_meta(result=result, state=state, traceback=None, request=None)
         meta["task_id"] = task_id
-        expires = int(backend.expires or 0)
-        script = self._script_for(backend)
+        args = [backend.encode(meta), int(backend.expires or 0)]
         key = backend.get_key_for_task(task_id)
-        return bool(script(keys=[key], args=[backend.encode(meta), expires, state]))
+        # Celery's own retry policy for connection errors, as its store_result has.
+        written = backend.ensure(self._run, (backend.client, key, args))
+        return bool(written)
 
-    def _script_for(self, backend: Any) -> Script:
-        # Registered on the backend's own client (its connection settings and pool), again
-        # whenever Celery builds a new backend (it may, per thread).
-        client = backend.client
-        if self._script is None or self._script[0] is not client:
-            self._script = (client, client.register_script(_STORE_UNLESS_SETTLED))
-        return self._script[1]
+    def _run(self, client: Any, key: bytes, args: list[Any]) -> Any:
+        # One script object for every thread: Celery gives each thread a backend (and client)
+        # of its own, and a script runs on whichever client it is handed.
+        script = self._script
+        if script is None:
+            script = self._script = client.register_script(_STORE_UNLESS_SETTLED)
+        return script(keys=[key], args=args, client=client)

@@ -156,6 +156,7 @@ class WorkerSignals:
     def _start_threads(self, sender: Any = None, **_: Any) -> None:
         if not self._ours(sender):
             return
+        self._warn_about_missing_queues(sender)
         pipeline = self._parts.pipeline()
         threads: list[Periodic] = [SweeperThread(pipeline)]
         if pipeline.webhooks is not None and pipeline.webhooks.enabled:
@@ -163,6 +164,18 @@ class WorkerSignals:
         for thread in threads:
             thread.start()
             self._threads.append(thread)
+
+    def _warn_about_missing_queues(self, consumer: Any) -> None:
+        """A worker taking starts (``-Q``) but not their polls places calls nobody polls."""
+        settings = self._settings
+        consumed = set(getattr(consumer.app.amqp.queues, "consume_from", None) or ())
+        if settings.queue in consumed and settings.poll_queue not in consumed:
+            log.warning(
+                "this worker takes starts from %s but not their polls from %s: add it to -Q "
+                "(or run workers that take it), or placed calls are never polled",
+                settings.queue,
+                settings.poll_queue,
+            )
 
     def _stop_threads(self, sender: Any = None, **_: Any) -> None:
         if self._ours(sender):

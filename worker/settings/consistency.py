@@ -23,6 +23,17 @@ def check_consistency(settings: Settings) -> None:
     _check_webhook_url(settings)
     _check_webhook_lease(settings)
     _check_visibility_timeout(settings)
+    _check_webhook_queue(settings)
+
+
+def _check_webhook_queue(settings: Settings) -> None:
+    # One name for two queues would serve deliveries as starts or polls, out of their order.
+    taken = (settings.code_queue, settings.queue, settings.poll_queue)
+    if settings.effective_webhook_queue in taken:
+        raise SettingsError(
+            variable_name("webhook_queue"),
+            f"must differ from the calls' queues ({', '.join(taken)})",
+        )
 
 
 def _check_api_url(settings: Settings) -> None:
