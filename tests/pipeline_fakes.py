@@ -50,6 +50,8 @@ class FakeSink:
             self.writes.append((task_id, "PLACED", meta))
 
     def publish_outcome(self, task_id: str, doc: dict[str, Any]) -> None:
+        # Every publication is kept, so tests see the pipeline republish; the real sink (and
+        # Celery's store_result) keeps the first outcome a producer could read.
         self.writes.append((task_id, "SUCCESS", doc))
         self.on_outcome(doc)
 
