@@ -13,7 +13,6 @@ import dataclasses
 import itertools
 import os
 import platform
-import socket
 import sys
 import tempfile
 import time
@@ -21,11 +20,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 from bench.report import write_report
 from bench.runner import MIXES, Bench, Variant
+from worker.dev.stack import answers
 from worker.masking import redact_url
+
+AMQP_PORT = 5672
 
 
 @dataclass(frozen=True)
@@ -189,22 +190,13 @@ def burst_goals(report: dict[str, Any]) -> list[dict[str, Any]]:
     return out
 
 
-def _reachable(url: str) -> bool:
-    parts = urlsplit(url)
-    try:
-        socket.create_connection((parts.hostname or "127.0.0.1", parts.port or 5672), 1).close()
-    except OSError:
-        return False
-    return True
-
-
 def scale_out(bench: Bench, size: Size, amqp_url: str) -> list[dict[str, Any]]:
     """One burst on 1, 2 and 4 worker processes sharing one Redis; with RabbitMQ too when one
     answers at ``amqp_url`` (its queues are deleted after each run)."""
     if not size.scale_calls:
         return []
     brokers: list[tuple[tuple[str, str], ...]] = [()]
-    if _reachable(amqp_url):
+    if answers(amqp_url, AMQP_PORT):
         brokers.append((("CALLPASS_BROKER_URL", amqp_url),))
     else:
         log(f"scale-out: no RabbitMQ at {redact_url(amqp_url)}; Redis only")

@@ -24,7 +24,7 @@ from bench.burst import CodeCheckProbe, floor_run
 from bench.measure import BackendWatcher, cpu_seconds, percentile, rss_bytes
 from bench.profile import Profiler
 from worker.celery_app import celery_config
-from worker.dev.stack import Proc, Stack, child_env, wait_for_worker, wait_until
+from worker.dev.stack import Proc, Stack, child_env, delete_queues, wait_for_worker, wait_until
 from worker.pipeline.schedule import PollSchedule
 from worker.producer import enqueue_call
 from worker.settings import SIMULATOR_DEV_TOKEN, load_settings
@@ -179,7 +179,10 @@ class Bench:
             profile = profiler.stop() if profiler else None
             for worker in (proc, *others):
                 worker.stop()
-            drop_broker_queues(app)
+            if variant_broker(variant).startswith("amqp"):
+                # A RabbitMQ keeps the quorum queues a run declared; Redis' lists go with the
+                # benchmark's own Redis.
+                delete_queues(app)
         stats = requests.get(sim_url + "_sim/stats", timeout=30).json()
         sim_calls = {
             c["callid"]: c for c in requests.get(sim_url + "_sim/calls", timeout=60).json()
@@ -418,19 +421,6 @@ class Bench:
 
 def variant_broker(variant: Variant) -> str:
     return dict(variant.env).get("CALLPASS_BROKER_URL", "")
-
-
-def drop_broker_queues(app: Celery) -> None:
-    """A RabbitMQ keeps the queues a run declared (quorum queues on the user's broker):
-    delete them with their exchanges. Redis' lists go with the benchmark's own Redis."""
-    if not str(app.conf.broker_url or "").startswith("amqp"):
-        return
-    with app.connection_for_write() as connection:
-        channel: Any = connection.default_channel  # amqp's Channel (typed as StdChannel)
-        for queue in app.amqp.queues.values():
-            channel.queue_delete(queue.name)
-            if queue.exchange is not None and queue.exchange.name:
-                channel.exchange_delete(queue.exchange.name)
 
 
 def _epoch(value: Any) -> float | None:

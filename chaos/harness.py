@@ -28,7 +28,7 @@ from worker.webhooks.events import event_id_for
 if TYPE_CHECKING:
     from chaos.netns import Partition
 
-__all__ = ["Harness", "Request", "Row", "delete_queues"]
+__all__ = ["Harness", "Request", "Row"]
 
 #: Short calls keep a scenario bounded: most end at their 3 s timeout.
 CALL_TIMEOUT_S = 3
@@ -84,15 +84,6 @@ HEADER = (
     "| scenario | requests | settled | lost | double dials | unknown | notes |\n"
     "|---|---|---|---|---|---|---|"
 )
-
-
-def delete_queues(app: Celery) -> None:
-    """Delete ``app``'s queues and their exchanges from its broker (a shared RabbitMQ)."""
-    with app.connection_for_write() as conn:
-        channel = conn.default_channel
-        for queue in app.amqp.queues.values():
-            queue.bind(channel).delete()
-            queue.exchange.bind(channel).delete()
 
 
 class Harness:

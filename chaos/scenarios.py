@@ -12,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from chaos.api_partitions import api_cut_long, api_cut_short
-from chaos.harness import Harness, Row, delete_queues
+from chaos.harness import Harness, Row
 from chaos.hostile_row import hostile_messages
 from chaos.partitions import one_worker_cut_from_redis, workers_cut_from_redis
 from chaos.sizes import SETTLE_S, Size
@@ -21,7 +21,7 @@ from chaos.webhook_rows import (
     webhook_receiver_trickles,
     webhook_worker_killed,
 )
-from worker.dev.stack import child_env, wait_until
+from worker.dev.stack import child_env, delete_queues, wait_until
 
 __all__ = ["PARTITION_ROWS", "SCENARIOS", "Size"]
 

@@ -9,16 +9,13 @@ and are deleted afterwards, so a shared broker keeps nothing of the run.
 from __future__ import annotations
 
 import os
-import socket
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import pytest
 from celery import Celery
 
-from chaos.harness import delete_queues
 from chaos.scenarios import Size, worker_killed
 from tests.conftest import TEST_WORKER_ENV, Simulator, start_worker
 from tests.helpers import settle, unique_dn
@@ -31,7 +28,7 @@ from tests.test_pipeline import (
     test_task_events_show_masked_arguments,
 )
 from worker.celery_app import celery_config
-from worker.dev.stack import Proc, Stack, wait_until
+from worker.dev.stack import Proc, Stack, answers, delete_queues, wait_until
 from worker.producer import enqueue_call, wait_for_pin
 from worker.settings import load_settings
 
@@ -47,17 +44,8 @@ __all__ = [  # the imported tests run here again, against RabbitMQ
 ]
 
 
-def _reachable(url: str) -> bool:
-    parts = urlsplit(url)
-    try:
-        with socket.create_connection((parts.hostname or "127.0.0.1", parts.port or 5672), 1):
-            return True
-    except OSError:
-        return False
-
-
 pytestmark = [
-    pytest.mark.skipif(not _reachable(AMQP_URL), reason=f"no RabbitMQ at {AMQP_URL}"),
+    pytest.mark.skipif(not answers(AMQP_URL, 5672), reason=f"no RabbitMQ at {AMQP_URL}"),
     pytest.mark.usefixtures("worker"),
 ]
 

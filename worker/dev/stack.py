@@ -17,11 +17,21 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
+from urllib.parse import urlsplit
 
 if TYPE_CHECKING:
     from celery import Celery
 
-__all__ = ["Proc", "Stack", "child_env", "free_port", "wait_for_worker", "wait_until"]
+__all__ = [
+    "Proc",
+    "Stack",
+    "answers",
+    "child_env",
+    "delete_queues",
+    "free_port",
+    "wait_for_worker",
+    "wait_until",
+]
 
 T = TypeVar("T")
 
@@ -73,6 +83,27 @@ def ensure_redis_server() -> str:
     if binary is None:
         raise RuntimeError("redis-server is missing; install it (apt-get install redis-server)")
     return binary
+
+
+def answers(url: str, default_port: int) -> bool:
+    """Whether something accepts a TCP connection at ``url``'s host and port (within 1 s)."""
+    parts = urlsplit(url)
+    address = (parts.hostname or "127.0.0.1", parts.port or default_port)
+    try:
+        with socket.create_connection(address, 1):
+            return True
+    except OSError:
+        return False
+
+
+def delete_queues(app: Celery) -> None:
+    """Delete ``app``'s queues and their exchanges from its broker (a shared RabbitMQ keeps
+    what a test or benchmark declared)."""
+    with app.connection_for_write() as conn:
+        channel = conn.default_channel
+        for queue in app.amqp.queues.values():
+            queue.bind(channel).delete()
+            queue.exchange.bind(channel).delete()
 
 
 def _port_open(port: int) -> bool:

@@ -21,7 +21,7 @@ __all__ = ["CeleryResultSink"]
 
 # KEYS[1] the task's meta key; ARGV: the encoded meta, its time to live (s, 0: none).
 # Writes unless an outcome (SUCCESS) is stored; publishes what it wrote, as Celery does, for
-# producers waiting on the key's channel. Returns 1 written, 0 kept.
+# producers waiting on the key's channel. Returns 1 written, 0 kept (nothing to do).
 _STORE_UNLESS_SETTLED = """
 local current = redis.call('GET', KEYS[1])
 if current then
@@ -60,15 +60,14 @@ class CeleryResultSink(ResultSink):
             return dict(info)
         return None
 
-    def _store(self, task_id: str, result: dict[str, Any], state: str) -> bool:
+    def _store(self, task_id: str, result: dict[str, Any], state: str) -> None:
         backend: Any = self._app.backend  # Celery's RedisBackend (the settings allow no other)
         meta = backend._get_result_meta(result=result, state=state, traceback=None, request=None)
         meta["task_id"] = task_id
         args = [backend.encode(meta), int(backend.expires or 0)]
         key = backend.get_key_for_task(task_id)
         # Celery's own retry policy for connection errors, as its store_result has.
-        written = backend.ensure(self._run, (backend.client, key, args))
-        return bool(written)
+        backend.ensure(self._run, (backend.client, key, args))
 
     def _run(self, client: Any, key: bytes, args: list[Any]) -> Any:
         # One script object for every thread: Celery gives each thread a backend (and client)

@@ -28,7 +28,7 @@ def check_consistency(settings: Settings) -> None:
 
 def _check_webhook_queue(settings: Settings) -> None:
     # One name for two queues would serve deliveries as starts or polls, out of their order.
-    taken = (settings.code_queue, settings.queue, settings.poll_queue)
+    taken = settings.call_queues
     if settings.effective_webhook_queue in taken:
         raise SettingsError(
             variable_name("webhook_queue"),

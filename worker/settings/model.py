@@ -232,10 +232,15 @@ class Settings(BaseSettings):
         return self.queue + POLL_QUEUE_SUFFIX
 
     @property
+    def call_queues(self) -> tuple[str, ...]:
+        """The queues of a call's life, most urgent first: code checks, starts, polls."""
+        return (self.code_queue, self.queue, self.poll_queue)
+
+    @property
     def consumed_queues(self) -> tuple[str, ...]:
         """What a worker consumes, most urgent first (the order a Redis broker serves them
-        in): code checks, starts, polls, webhook deliveries."""
-        return (self.code_queue, self.queue, self.poll_queue, self.effective_webhook_queue)
+        in): the calls' queues, then webhook deliveries."""
+        return (*self.call_queues, self.effective_webhook_queue)
 
     @property
     def effective_broker_url(self) -> str:
