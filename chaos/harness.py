@@ -20,6 +20,7 @@ from celery import Celery
 
 from worker.celery_app import celery_config
 from worker.dev.stack import Proc, Stack, child_env, free_port, wait_for_worker, wait_until
+from worker.pipeline.due_polls import due_polls_key
 from worker.pipeline.outbox import Outbox, lost_after_s
 from worker.producer import enqueue_call
 from worker.settings import load_settings
@@ -130,6 +131,7 @@ class Harness:
         self.app = Celery("chaos-producer", set_as_current=False)
         self.app.config_from_object(celery_config(load_settings(self.env)))
         self.redis = redis.Redis.from_url(self.redis_url, socket_timeout=5)
+        self.due_polls_key = due_polls_key(load_settings(self.env).queue)
         visibility = float(self.env["CALLPASS_VISIBILITY_TIMEOUT_S"])
         self.outbox = Outbox(self.redis, grace_s=lost_after_s(visibility))
         self.workers: dict[str, Proc] = {}
@@ -259,10 +261,12 @@ class Harness:
     def arrivals(self) -> list[float]:
         return list(requests.get(self.sim_url + "_sim/arrivals", timeout=30).json())
 
-    def scheduled_polls(self, name: str) -> int:
-        node = f"{name}@{socket.gethostname()}"
-        answer = self.app.control.inspect(destination=[node], timeout=1).scheduled() or {}
-        return len(answer.get(node, []))
+    def polls_running(self) -> int:
+        """Polls taken by a runner and not done (scored at their lease's end)."""
+        return int(self.redis.zcount(self.due_polls_key, f"({time.time() + 1.0}", "+inf"))
+
+    def polls_waiting(self) -> int:
+        return int(self.redis.zcard(self.due_polls_key))
 
     def verdict(self, scenario: str, settle_timeout_s: float, notes: str, began: float) -> Row:
         docs = self.wait_settled(settle_timeout_s)

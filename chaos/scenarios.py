@@ -131,18 +131,19 @@ def api_down(run_dir: Path, size: Size) -> Row:
 
 
 def graceful_shutdown(run_dir: Path, size: Size) -> Row:
-    """SIGTERM a worker holding in-flight polls; restart it; everything settles."""
+    """SIGTERM a worker while polls run and wait; restart it; everything settles."""
     began = time.monotonic()
     h = Harness(run_dir, workers=2)
     try:
         h.enqueue(size.shutdown_requests, timeout=5)
         enough = max(1, size.shutdown_requests // 10)
-        held = wait_until(
-            lambda: (n := h.scheduled_polls("w0")) >= enough and n, 30, "w0 holding countdown polls"
+        waiting = wait_until(
+            lambda: (n := h.polls_waiting()) >= enough and n, 30, "polls waiting in Redis"
         )
+        running = h.polls_running()
         h.kill_worker("w0", signal.SIGTERM)
         h.start_worker("w0")
-        notes = f"SIGTERM to a worker holding {held} countdown polls"
+        notes = f"SIGTERM to a worker with {waiting} polls due in Redis, {running} running"
         return h.verdict("graceful shutdown", SETTLE_S, notes, began)
     finally:
         h.close()

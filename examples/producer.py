@@ -20,7 +20,7 @@ app.conf.update(
     task_serializer="json",
     result_serializer="json",
     accept_content=["json"],
-    # Keep unacked countdown messages from coming back late (match the worker's setting).
+    # Keep unacked messages (deferred starts) from coming back early (match the worker's).
     broker_transport_options={"visibility_timeout": 300},
 )
 

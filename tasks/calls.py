@@ -166,13 +166,14 @@ def _start_call(parts: WorkerParts) -> Callable[..., str]:
                 extra_headers={"callpass_infra_attempt": infra_attempt},
             )
 
-        return _guarded(
-            self,
-            lambda: pipeline.start(
-                task_id, args, kwargs, requested_at=requested_at, attempt=attempt
-            ),
-            resend,
-        )
+        with parts.starts:
+            return _guarded(
+                self,
+                lambda: pipeline.start(
+                    task_id, args, kwargs, requested_at=requested_at, attempt=attempt
+                ),
+                resend,
+            )
 
     return start_call
 

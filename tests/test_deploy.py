@@ -56,6 +56,8 @@ EXPORTED = HISTOGRAMS | {
     "callpass_webhook_dead_letters",
     "callpass_limit_refusals_total",
     "callpass_broker_queue_length",
+    "callpass_polls_scheduled",
+    "callpass_polls_due",
 }
 #: Names an expression may use: the series above, and Prometheus' own ``up``.
 QUERYABLE = (

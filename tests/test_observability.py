@@ -141,6 +141,10 @@ def test_cluster_gauges_read_redis(observed: dict[str, Any]) -> None:
     assert sample(samples, "callpass_webhook_dead_letters") == observed["dead"]
     assert sample(samples, "callpass_broker_queue_length", queue=QUEUE) == 0
     assert ("callpass_broker_queue_length", frozenset({("queue", f"{QUEUE}.webhooks")})) in samples
+    # Polls wait in Redis, not in a queue: scheduled ones (the unsettled calls' chains) and the
+    # runners' backlog, which is never more than what is scheduled.
+    assert 0 <= sample(samples, "callpass_polls_due") <= sample(samples, "callpass_polls_scheduled")
+    assert sample(samples, "callpass_polls_scheduled") <= max(before, after)
 
 
 def test_json_log_lines_carry_the_request_ids(observed: dict[str, Any]) -> None:
@@ -151,9 +155,7 @@ def test_json_log_lines_carry_the_request_ids(observed: dict[str, Any]) -> None:
     assert lines, "no JSON log lines"
     for doc in observed["docs"]:
         own = [line for line in lines if line.get("request_id") == doc["request_id"]]
-        # The start (placed) and every poll: each line names its task and, once placed, the call.
-        tasks = {line["task_id"] for line in own}
-        assert len(tasks) >= 2, own
+        # The start's lines name its task; once placed, every line (the polls') names the call.
         settled = [line for line in own if "settled" in line["message"]]
         assert settled and all(line["callid"] == doc["callid"] for line in settled)
         placed = [line for line in own if line["message"].startswith("call ")]

@@ -11,13 +11,15 @@ import time
 import uuid
 from typing import Any
 
+import redis
 from celery import Celery
 
 from tests.conftest import Simulator, start_worker
 from tests.helpers import unique_dn
 from worker.celery_app import celery_config, create_app
-from worker.contracts.names import POLL_TASK, START_TASK
+from worker.contracts.names import START_TASK
 from worker.dev.stack import Stack, wait_until
+from worker.pipeline.due_polls import DuePolls, due_polls_key
 from worker.process.wiring import CeleryDispatcher
 from worker.producer import enqueue_call, verify_code
 from worker.settings import load_settings
@@ -51,15 +53,20 @@ class _Recorder(Celery):
         self.sent.append((name, kwargs))
 
 
-def test_polls_go_to_the_poll_queue_and_starts_stay_on_the_calls_queue() -> None:
+def test_polls_wait_in_the_queues_due_set_and_starts_go_to_the_calls_queue(
+    redis_url: str,
+) -> None:
     app = _Recorder()
-    dispatcher = CeleryDispatcher(app, "calls", "calls.polls")
-    dispatcher.send_poll("r-1", "token", 2.0)
+    client = redis.Redis.from_url(redis_url)
+    queue = f"calls-{uuid.uuid4().hex[:6]}"  # a due set no worker of the suite runs
+    dispatcher = CeleryDispatcher(app, queue, DuePolls(client, due_polls_key(queue)))
+    before = time.time()
+    dispatcher.send_poll("r:1", "token", 2.0)
     dispatcher.resend_start("t-1", {"dn": "79991234567"}, time.time(), 1, 1.0)
-    assert [(name, kw["queue"]) for name, kw in app.sent] == [
-        (POLL_TASK, "calls.polls"),
-        (START_TASK, "calls"),
-    ]
+    assert [(name, kw["queue"]) for name, kw in app.sent] == [(START_TASK, queue)]
+    due_at = client.zscore(due_polls_key(queue), "token:r:1")
+    assert due_at is not None and before + 2.0 <= due_at <= time.time() + 2.0
+    client.delete(due_polls_key(queue))
 
 
 def test_a_code_check_is_answered_before_the_starts_queued_ahead_of_it(

@@ -1,5 +1,5 @@
 """The integration tests again, with RabbitMQ as the broker (quorum queues, native delayed
-delivery); Redis stays the store of records and results.
+delivery for deferred starts); Redis stays the store of records, results and due polls.
 
 Runs when a RabbitMQ answers at ``CALLPASS_TEST_AMQP_URL`` (default: guest on 127.0.0.1:5672,
 which this project's CI machine runs); skipped otherwise. The queues get names of their own
@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import redis
 from celery import Celery
 
 from chaos.scenarios import Size, worker_killed
@@ -29,6 +30,7 @@ from tests.test_pipeline import (
 )
 from worker.celery_app import celery_config
 from worker.dev.stack import Proc, Stack, answers, delete_queues, wait_until
+from worker.pipeline.due_polls import due_polls_key
 from worker.producer import enqueue_call, wait_for_pin
 from worker.settings import load_settings
 
@@ -76,27 +78,19 @@ def worker(stack: Stack, app: Celery, worker_env: dict[str, str]) -> Iterator[Pr
     proc.stop()
 
 
-def _delayed_messages(app: Celery) -> int:
-    """Messages waiting in Celery's native delayed delivery queues on the broker."""
-    total = 0
-    with app.connection_for_write() as conn:
-        channel = conn.default_channel
-        for level in range(28):
-            declared = channel.queue_declare(f"celery_delayed_{level}", passive=True)
-            total += declared.message_count
-    return total
-
-
-def test_the_queues_are_quorum_queues_with_native_delayed_delivery(
-    app: Celery, worker: Proc
+def test_the_queues_are_quorum_queues_and_polls_wait_in_redis(
+    app: Celery, worker: Proc, worker_env: dict[str, str]
 ) -> None:
-    """Polls wait in the broker's delay queues, not unacked in a worker's memory."""
+    """Polls wait in the due set, to the millisecond, not in the broker's delay queues (which
+    round to whole seconds) nor unacked in a worker's memory."""
     queue = next(iter(app.amqp.queues.values()))
     assert queue.queue_arguments == {"x-queue-type": "quorum"}
+    due = redis.Redis.from_url(worker_env["CALLPASS_REDIS_URL"])
+    key = due_polls_key(worker_env["CALLPASS_QUEUE"])
     result = enqueue_call(app, unique_dn("3"), 8)
     assert wait_for_pin(result, timeout_s=10) is not None
-    # The first poll is seconds away: its message sits in a delay queue until then.
-    wait_until(lambda: _delayed_messages(app) > 0, 5, "a poll waiting in a delay queue")
+    # The first poll is a second away: it waits in the due set until then.
+    wait_until(lambda: due.zcard(key) > 0, 5, "a poll waiting in the due set")
     doc = settle(result)
     assert doc["outcome"] == "no_answer" and doc["status_requests"] >= 1
     assert "direct exchange" not in worker.log_path.read_text()

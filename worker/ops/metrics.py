@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -71,6 +72,8 @@ EXPORTED = (
     "callpass_webhook_dead_letters",
     "callpass_limit_refusals_total",
     "callpass_broker_queue_length",
+    "callpass_polls_scheduled",
+    "callpass_polls_due",
 )
 
 #: Webhook task results counted as such; the rest ("stale", "superseded") did not send.
@@ -109,18 +112,23 @@ def limit_refused(limit: str) -> None:
 class ClusterCollector(Collector):
     """Gauges read from Redis when scraped: the same value on every worker."""
 
-    def __init__(self, client: redis.Redis, broker_queues: tuple[str, ...]) -> None:
+    def __init__(
+        self, client: redis.Redis, broker_queues: tuple[str, ...], due_polls_key: str
+    ) -> None:
         self._redis = client
         self._queues = broker_queues  # empty: the broker is not this Redis
+        self._due_polls_key = due_polls_key
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         try:
             pipe = self._redis.pipeline(transaction=False)
             pipe.zcard(INFLIGHT_KEY)
             pipe.zcard(DEAD_KEY)
+            pipe.zcard(self._due_polls_key)
+            pipe.zcount(self._due_polls_key, "-inf", time.time())
             for queue in self._queues:
                 pipe.llen(queue)
-            in_flight, dead, *lengths = pipe.execute()
+            in_flight, dead, scheduled, due, *lengths = pipe.execute()
         except redis.RedisError as exc:
             # A scrape must not fail because Redis is away; the gauges are left out instead.
             log.warning("metrics: cannot read Redis (%s)", type(exc).__name__)
@@ -130,6 +138,12 @@ class ClusterCollector(Collector):
         )
         yield GaugeMetricFamily(
             "callpass_webhook_dead_letters", "Webhook events given up on, kept for replay", dead
+        )
+        yield GaugeMetricFamily(
+            "callpass_polls_scheduled", "Polls of placed calls waiting or running", scheduled
+        )
+        yield GaugeMetricFamily(
+            "callpass_polls_due", "Polls past their time and not taken: the runners' backlog", due
         )
         if self._queues:
             queue_length = GaugeMetricFamily(
@@ -143,7 +157,12 @@ class ClusterCollector(Collector):
 
 
 def serve_metrics(
-    port: int, address: str, client: redis.Redis, broker_queues: tuple[str, ...], pool: str
+    port: int,
+    address: str,
+    client: redis.Redis,
+    broker_queues: tuple[str, ...],
+    pool: str,
+    due_polls_key: str,
 ) -> Any:
     """Serve ``/metrics`` on ``address:port``; ``None`` (and a warning) when it cannot."""
     multiproc_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR", "")
@@ -158,7 +177,7 @@ def serve_metrics(
                 "PROMETHEUS_MULTIPROC_DIR to an empty directory to serve their counters "
                 "(only the cluster-wide gauges are served now)"
             )
-    registry.register(ClusterCollector(client, broker_queues))
+    registry.register(ClusterCollector(client, broker_queues, due_polls_key))
     try:
         server, _thread = start_http_server(port, addr=address, registry=registry)
     except OSError as exc:

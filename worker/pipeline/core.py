@@ -142,7 +142,8 @@ class Pipeline:
         return self.dialer.advance(admitted.record, delivery)
 
     def poll(self, request_id: str, token: str) -> str:
-        """Handle one ``callpass.poll_status`` message of the chain named by ``token``."""
+        """Run one poll of the chain named by ``token`` (from the due set, or a ``poll_status``
+        message of an earlier version)."""
         return self.poller.poll(request_id, token)
 
     def sweep(self, limit: int = 200) -> int:

@@ -1,9 +1,10 @@
-"""Polling a placed call: one live chain of ``poll_status`` messages per request, named by the
-record's ``poll_token``, each asking the API once and handing the chain to the next.
+"""Polling a placed call: one live chain of polls per request (waiting in Redis' due set, see
+:mod:`worker.pipeline.due_polls`), named by the record's ``poll_token``, each asking the API
+once and handing the chain to the next.
 
 A poll whose token is not the record's drops itself, so duplicates die out instead of
-multiplying; the next message is sent before the token moves on, so a crash in between leaves
-the old token valid and the redelivered message carries the chain on.
+multiplying; the next poll is added before the token moves on, so a crash in between leaves
+the old token valid and the poll, run again when its lease ends, carries the chain on.
 """
 
 from __future__ import annotations
@@ -55,7 +56,7 @@ class Poller:
     progress_slack_s: float
 
     def poll(self, request_id: str, token: str) -> str:
-        """Handle one ``callpass.poll_status`` message of the chain named by ``token``."""
+        """Run one poll of the chain named by ``token``."""
         bind_log_context(request_id=request_id)
         record = self.store.begin_poll(request_id, token)  # counts the request below, if made
         if record is None:

@@ -18,7 +18,7 @@ ClientFactory = Callable[[], "CallPassClient"]
 
 
 class Dispatcher(Protocol):
-    """Sends the pipeline's own follow-up messages."""
+    """Sends the pipeline's own follow-up steps: polls (due at a time) and re-sent starts."""
 
     def send_poll(
         self,

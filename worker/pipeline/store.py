@@ -9,7 +9,7 @@ One hash per request id (``callpass:req:<request_id>``) holds the request's stat
   A record left in ``dialing`` by a killed worker means the API may have placed the call: it
   settles as ``unknown`` and is never dialed again.
 * The outcome is written once (``HSETNX``); whoever settles later reads the first one back.
-* ``poll_token`` names the one live chain of ``poll_status`` messages: a poll whose token is
+* ``poll_token`` names the one live chain of polls: a poll whose token is
   not the record's drops itself, so duplicates die out instead of multiplying.
 
 A set ``callpass:req:<request_id>:tasks`` lists the task ids whose result must receive the

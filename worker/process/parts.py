@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from celery import Celery
 
 from worker.pipeline.core import Pipeline
+from worker.process.poll_runner import StartsInFlight
 from worker.process.wiring import build_pipeline, build_webhook_deliverer
 from worker.settings import Settings
 from worker.webhooks.delivery import WebhookDeliverer
@@ -37,6 +38,8 @@ class WorkerParts:
         self.settings = settings
         self._app = app
         self._built: _Built | None = None
+        #: Starts running in this process (the poll runner yields while they fill the pool).
+        self.starts = StartsInFlight()
         self._lock = threading.Lock()
         # A child forked while another thread of the parent held the lock would wait forever.
         ref = weakref.ref(self)

@@ -1,6 +1,6 @@
 """What a worker does around its tasks, on Celery's signals: logging, the task's log context,
 the start-up announcement and checks, the heartbeat file, the pipeline built where the process
-starts, and the background threads (sweeper, webhook mover).
+starts, and the background threads (sweeper, webhook mover, poll runner).
 
 Celery's signals are process-wide: each handler here answers only for the app it was
 connected for (the sender's app), with the settings that app was built from.
@@ -17,8 +17,12 @@ from celery import Celery, signals
 from worker.masking import redact_url
 from worker.ops.health import touch_heartbeat
 from worker.ops.logs import bind_log_context, clear_log_context, configure_logging
+from worker.pipeline.core import Pipeline
+from worker.pipeline.due_polls import due_polls_key
 from worker.process.parts import WorkerParts
+from worker.process.poll_runner import PollRunner
 from worker.process.threads import Periodic, SweeperThread, WebhookMoverThread
+from worker.process.wiring import build_poll_runner
 from worker.settings import Settings
 
 __all__ = ["WorkerSignals", "startup_warnings"]
@@ -61,6 +65,7 @@ class WorkerSignals:
         self._parts = parts
         self._serving = False  # a worker of this app starts in this process (or its parent)
         self._threads: list[Periodic] = []
+        self._poll_runner: PollRunner | None = None
 
     def connect(self) -> None:
         # Strong references: the app lives as long as its worker, and a handler only answers
@@ -144,6 +149,7 @@ class WorkerSignals:
             settings.consumed_queues if settings.effective_broker_url == settings.redis_url else (),
             # The configured pool is the pool: Celery keeps it over `--pool prefork`.
             settings.worker_pool,
+            due_polls_key(settings.queue),
         )
 
     def _touch_heartbeat(self, sender: Any = None, **_: Any) -> None:
@@ -164,11 +170,23 @@ class WorkerSignals:
         for thread in threads:
             thread.start()
             self._threads.append(thread)
+        if self._settings.poll_queue in _consumed(sender):
+            self._start_poll_runner(sender, pipeline)
+
+    def _start_poll_runner(self, consumer: Any, pipeline: Pipeline) -> None:
+        # Where the pool runs tasks in this process, a pool full of starts is a burst.
+        pool_size = int(getattr(consumer.pool, "limit", None) or self._app.conf.worker_concurrency)
+        starts = self._parts.starts
+        runner = build_poll_runner(
+            self._settings, pipeline, pool_saturated=lambda: starts.count >= pool_size
+        )
+        runner.start()
+        self._poll_runner = runner
 
     def _warn_about_missing_queues(self, consumer: Any) -> None:
         """A worker taking starts (``-Q``) but not their polls places calls nobody polls."""
         settings = self._settings
-        consumed = set(getattr(consumer.app.amqp.queues, "consume_from", None) or ())
+        consumed = _consumed(consumer)
         if settings.queue in consumed and settings.poll_queue not in consumed:
             log.warning(
                 "this worker takes starts from %s but not their polls from %s: add it to -Q "
@@ -181,3 +199,10 @@ class WorkerSignals:
         if self._ours(sender):
             for thread in self._threads:
                 thread.stop()
+            if self._poll_runner is not None:
+                self._poll_runner.stop()  # the polls running now finish, like the pool's tasks
+
+
+def _consumed(consumer: Any) -> set[str]:
+    """The queues this worker takes messages from (``-Q``, or every declared one)."""
+    return set(getattr(consumer.app.amqp.queues, "consume_from", None) or ())

@@ -4,6 +4,7 @@ settings and the app (``worker/process/parts.py`` builds them once per worker pr
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from typing import Any
 
 import redis
@@ -16,14 +17,16 @@ from worker.api.guard import ApiGuard
 from worker.api.limits import DestinationLimiter, GlobalRateLimiter
 from worker.api.retry_after import MAX_RETRY_AFTER_S
 from worker.broker.redis_sockets import records_socket_options
-from worker.contracts.names import POLL_TASK, START_TASK, WEBHOOK_TASK
+from worker.contracts.names import START_TASK, WEBHOOK_TASK
 from worker.masking import masked_reprs
 from worker.pipeline import Dispatcher
 from worker.pipeline.core import Pipeline
+from worker.pipeline.due_polls import DuePoll, DuePolls, due_polls_key
 from worker.pipeline.outbox import Outbox, lost_after_s
 from worker.pipeline.pins import PinVault, derive_key
 from worker.pipeline.schedule import PollSchedule
-from worker.pipeline.store import RequestStore
+from worker.pipeline.store import RequestStore, now
+from worker.process.poll_runner import PollRunner
 from worker.process.result_sink import CeleryResultSink
 from worker.settings import Settings, is_rabbitmq
 from worker.webhooks.delivery import WebhookDeliverer
@@ -34,6 +37,7 @@ from worker.webhooks.store import WebhookStore
 __all__ = [
     "CeleryDispatcher",
     "build_pipeline",
+    "build_poll_runner",
     "build_webhook_deliverer",
     "records_redis",
     "webhook_store",
@@ -41,12 +45,13 @@ __all__ = [
 
 
 class CeleryDispatcher(Dispatcher):
-    """Sends our own follow-up messages, with masked reprs and the anchoring headers."""
+    """Sends our own follow-up steps: polls into the due set in Redis, re-sent starts as Celery
+    messages (masked reprs, the anchoring headers)."""
 
-    def __init__(self, app: Celery, queue: str, poll_queue: str) -> None:
+    def __init__(self, app: Celery, queue: str, due_polls: DuePolls) -> None:
         self._app = app
         self._queue = queue
-        self._poll_queue = poll_queue
+        self._due_polls = due_polls
         self._whole_seconds = is_rabbitmq(str(app.conf.broker_url or ""))
 
     def _countdown(self, seconds: float) -> float | None:
@@ -56,6 +61,10 @@ class CeleryDispatcher(Dispatcher):
         # ("countdown must be a positive number") on a countdown under one second.
         return max(seconds, 1.0) if self._whole_seconds else seconds
 
+    @property
+    def due_polls(self) -> DuePolls:
+        return self._due_polls
+
     def send_poll(
         self,
         request_id: str,
@@ -63,16 +72,9 @@ class CeleryDispatcher(Dispatcher):
         countdown_s: float,
         extra_headers: dict[str, Any] | None = None,
     ) -> None:
-        self._app.send_task(
-            POLL_TASK,
-            kwargs={"request_id": request_id, "token": token},
-            countdown=self._countdown(countdown_s),
-            queue=self._poll_queue,
-            headers=extra_headers or {},
-            # Given, so Celery does not build them with saferepr on every poll.
-            argsrepr="()",
-            kwargsrepr=f"{{'request_id': {request_id!r}, 'token': {token!r}}}",
-        )
+        # No message: the poll waits in Redis for a runner (worker.process.poll_runner), which
+        # retries failed polls itself; the headers of a message are not needed.
+        self._due_polls.add(DuePoll(request_id, token), now() + max(countdown_s, 0.0))
 
     def resend_start(
         self,
@@ -122,6 +124,13 @@ def pin_vault(settings: Settings, client: redis.Redis) -> PinVault:
         max_attempts=settings.code_attempts,
         seen_ttl_s=settings.result_expires_s,
     )
+
+
+def due_polls(settings: Settings, client: redis.Redis) -> DuePolls:
+    """The due set; where the broker is this Redis, due polls yield to queued starts."""
+    on_this_redis = settings.effective_broker_url == settings.redis_url
+    yield_to = settings.call_queues[:2] if on_this_redis else ()
+    return DuePolls(client, due_polls_key(settings.queue), yield_to)
 
 
 def records_redis(url: str) -> redis.Redis:
@@ -220,7 +229,7 @@ def build_pipeline(settings: Settings, app: Celery) -> Pipeline:
         client=lambda: _thread_client(settings, guard),
         store=RequestStore(redis_client, ttl_s=settings.result_expires_s),
         sink=CeleryResultSink(app),
-        dispatcher=CeleryDispatcher(app, settings.queue, settings.poll_queue),
+        dispatcher=CeleryDispatcher(app, settings.queue, due_polls(settings, redis_client)),
         schedule=schedule,
         default_timeout_s=settings.default_call_timeout_s,
         place_deadline_s=settings.place_deadline_s,
@@ -233,4 +242,21 @@ def build_pipeline(settings: Settings, app: Celery) -> Pipeline:
         pins=pin_vault(settings, redis_client),
         pins_leave_worker=settings.pins_leave_worker,
         webhooks=webhook_events(app, settings, redis_client),
+    )
+
+
+def build_poll_runner(
+    settings: Settings, pipeline: Pipeline, pool_saturated: Callable[[], bool]
+) -> PollRunner:
+    """The runner of the polls ``pipeline`` sends (its dispatcher must be ours)."""
+    dispatcher = pipeline.dispatcher
+    if not isinstance(dispatcher, CeleryDispatcher):
+        raise TypeError("the pipeline's polls are not in a due set of ours")
+    return PollRunner(
+        dispatcher.due_polls,
+        pipeline.poll,
+        concurrency=settings.poll_concurrency,
+        lease_s=settings.poll_lease_s,
+        yield_max_s=settings.poll_yield_max_s,
+        pool_saturated=pool_saturated,
     )

@@ -78,10 +78,9 @@ def _check_webhook_lease(settings: Settings) -> None:
 
 def _check_visibility_timeout(settings: Settings) -> None:
     # A message not yet due (a countdown) or still running must never be handed to a second
-    # worker: the visibility time-out exceeds the longest countdown plus a run.
+    # worker: the visibility time-out exceeds the longest countdown plus a run. (Polls are no
+    # messages: they wait in Redis, see worker.pipeline.due_polls.)
     longest_countdown = max(
-        # the widest gap between polls: placement to the first one, or one interval
-        settings.poll_first_s + settings.poll_interval_s + settings.poll_end_slack_s + 1.0,
         START_RETRY_MAX_DELAY_S,  # a start deferred while the API is unreachable
         settings.max_start_s + 1.0,  # a duplicate waiting for a dialing delivery
     )

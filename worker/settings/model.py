@@ -46,6 +46,8 @@ if TYPE_CHECKING:
 SIMULATOR_DEV_TOKEN = "0123456789abcdef0123456789abcdef"  # noqa: S105 - public, simulator only
 
 _REDIS = ("redis", "rediss", "unix")
+#: A poll's lease outlasts its longest status exchange by this much.
+POLL_LEASE_MARGIN_S = 10.0
 
 
 def is_rabbitmq(broker_url: str) -> bool:
@@ -138,6 +140,10 @@ class Settings(BaseSettings):
     #: Send Flower events for ``poll_status`` tasks too (several per call; off: starts,
     #: code checks and deliveries only).
     poll_task_events: Flag = False
+    #: Polls one worker process runs at once, on threads of its own beside the pool.
+    poll_concurrency: Annotated[int, whole_number(1, 1000)] = 16
+    #: Longest a due poll waits behind queued starts before it runs anyway.
+    poll_yield_max_s: Annotated[float, number(0, 600)] = 30.0
     #: Celery pool: threads (the work waits on HTTP), gevent, prefork or solo.
     worker_pool: Annotated[str, choice("threads", "gevent", "prefork", "solo")] = "threads"
     #: ``text`` for people, ``json`` (one object per line) for log collectors.
@@ -263,6 +269,12 @@ class Settings(BaseSettings):
         exchanges = self.http_attempts * (self.connect_timeout_s + self.read_timeout_s)
         # Between attempts: a Retry-After of at most MAX_INLINE_WAIT_S (backoff is shorter).
         return exchanges + (self.http_attempts - 1) * MAX_INLINE_WAIT_S + 1.0
+
+    @property
+    def poll_lease_s(self) -> float:
+        """How long a taken poll is held before it falls due again (its runner died): past the
+        longest status exchange (the same inline retries as a start's)."""
+        return self.max_start_s + POLL_LEASE_MARGIN_S
 
     @property
     def tls_verify(self) -> bool | str:

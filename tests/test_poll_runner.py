@@ -1,0 +1,187 @@
+"""The due set and its runner, in-process against a real Redis: polls run when due, once per
+lease, beside a pool that runs starts first; a failed or abandoned poll falls due again."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+
+import pytest
+import redis
+
+from worker.dev.stack import wait_until
+from worker.pipeline.due_polls import DuePoll, DuePolls, due_polls_key
+from worker.process.poll_runner import PollRunner, StartsInFlight
+
+
+@pytest.fixture
+def client(redis_url: str) -> redis.Redis:
+    return redis.Redis.from_url(redis_url)
+
+
+@pytest.fixture
+def queue() -> str:
+    return f"due-{uuid.uuid4().hex[:8]}"  # a due set and start list of this test alone
+
+
+@pytest.fixture
+def due(client: redis.Redis, queue: str) -> Iterator[DuePolls]:
+    yield DuePolls(client, due_polls_key(queue), yield_to=(queue,))
+    client.delete(due_polls_key(queue), queue)
+
+
+class Recorder:
+    """Runs polls as the pipeline would, noting each (request id, token) and when."""
+
+    def __init__(self, fail_first: int = 0, hold: threading.Event | None = None) -> None:
+        self.ran: list[tuple[str, str, float]] = []
+        self._fail_left = fail_first
+        self._hold = hold
+        self._lock = threading.Lock()
+
+    def __call__(self, request_id: str, token: str) -> str:
+        if self._hold is not None:
+            self._hold.wait(10)
+        with self._lock:
+            if self._fail_left:
+                self._fail_left -= 1
+                raise redis.ConnectionError("Redis went away")
+            self.ran.append((request_id, token, time.time()))
+        return "polling"
+
+
+def runner(due: DuePolls, run: Recorder, **options: object) -> PollRunner:
+    settings: dict[str, object] = {"concurrency": 4, "lease_s": 30.0, "yield_max_s": 30.0}
+    settings.update(options)
+    return PollRunner(due, run, **settings)  # type: ignore[arg-type]
+
+
+def test_take_leases_the_due_polls_and_says_when_the_next_is_due(due: DuePolls) -> None:
+    at = time.time()
+    due.add(DuePoll("r:1", "aa"), at - 1)
+    due.add(DuePoll("r-2", "bb"), at + 5)
+    taken = due.take(at, at + 30, 10, yield_until=at - 30)
+    assert taken.polls == [DuePoll("r:1", "aa")]  # a request id may hold the separator
+    assert taken.next_due == pytest.approx(at + 5)
+    # Leased: not taken again before the lease ends, and taken again after it.
+    assert due.take(at + 1, at + 31, 10, yield_until=at - 29).polls == []
+    assert due.take(at + 31, at + 61, 10, yield_until=at).polls == [
+        DuePoll("r-2", "bb"),
+        DuePoll("r:1", "aa"),
+    ]
+    due.done(DuePoll("r:1", "aa"))
+    assert due.count() == 1
+
+
+def test_take_yields_to_waiting_starts_up_to_the_bound(
+    due: DuePolls, client: redis.Redis, queue: str
+) -> None:
+    at = time.time()
+    due.add(DuePoll("late", "aa"), at - 60)
+    due.add(DuePoll("due", "bb"), at - 1)
+    client.lpush(queue, "a start message")
+    taken = due.take(at, at + 30, 10, yield_until=at - 30)
+    assert taken.polls == [DuePoll("late", "aa")]  # only the one past the bound
+    again = due.take(at, at + 30, 10, yield_until=at - 30)
+    assert again.polls == [] and again.yielding
+    client.delete(queue)
+    assert due.take(at, at + 30, 10, yield_until=at - 30).polls == [DuePoll("due", "bb")]
+
+
+def test_take_yields_when_the_caller_says_its_pool_is_full(due: DuePolls) -> None:
+    at = time.time()
+    due.add(DuePoll("due", "aa"), at - 1)
+    assert due.take(at, at + 30, 10, yield_until=at - 30, must_yield=True).yielding
+    assert due.take(at, at + 30, 10, yield_until=at - 30).polls == [DuePoll("due", "aa")]
+
+
+def test_the_runner_runs_each_poll_when_due_and_removes_it(due: DuePolls) -> None:
+    run = Recorder()
+    poll_runner = runner(due, run)
+    poll_runner.start()
+    try:
+        added = time.time()
+        due.add(DuePoll("soon", "aa"), added + 0.3)
+        due.add(DuePoll("now", "bb"), added)
+        wait_until(lambda: len(run.ran) == 2, 10, "both polls run")
+        ran = {request_id: at for request_id, _, at in run.ran}
+        assert ran["now"] < ran["soon"] and ran["soon"] >= added + 0.3
+        wait_until(lambda: due.count() == 0, 5, "both polls leave the due set")
+    finally:
+        poll_runner.stop()
+
+
+def test_a_failed_poll_falls_due_again(due: DuePolls, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("worker.process.poll_runner.RETRY_S", 0.2)
+    run = Recorder(fail_first=1)
+    poll_runner = runner(due, run)
+    poll_runner.start()
+    try:
+        due.add(DuePoll("flaky", "aa"), time.time())
+        wait_until(lambda: len(run.ran) == 1, 10, "the poll run again after its failure")
+        wait_until(lambda: due.count() == 0, 5, "the poll leaves the due set")
+    finally:
+        poll_runner.stop()
+
+
+def test_a_poll_whose_runner_died_is_run_by_another_after_its_lease(due: DuePolls) -> None:
+    at = time.time()
+    due.add(DuePoll("orphan", "aa"), at)
+    # A runner took it and died: its lease ends in half a second.
+    assert due.take(at, at + 0.5, 10, yield_until=at - 30).polls == [DuePoll("orphan", "aa")]
+    run = Recorder()
+    poll_runner = runner(due, run)
+    poll_runner.start()
+    try:
+        wait_until(lambda: len(run.ran) == 1, 10, "the orphaned poll run")
+        assert run.ran[0][2] >= at + 0.5
+    finally:
+        poll_runner.stop()
+
+
+def test_the_runner_holds_no_more_polls_than_its_threads(
+    due: DuePolls, client: redis.Redis
+) -> None:
+    hold = threading.Event()
+    run = Recorder(hold=hold)
+    poll_runner = runner(due, run, concurrency=2)
+    poll_runner.start()
+    try:
+        at = time.time()
+        for i in range(5):
+            due.add(DuePoll(f"r-{i}", "aa"), at)
+        # Two leased (score moved to the lease's end), three still due.
+        wait_until(lambda: _still_due(client, due) == 3, 5, "two polls taken")
+        hold.set()
+        wait_until(lambda: len(run.ran) == 5, 10, "every poll run")
+    finally:
+        hold.set()
+        poll_runner.stop()
+
+
+def _still_due(client: redis.Redis, due: DuePolls) -> int:
+    """Polls due now and not taken (a taken one is scored at its lease's end)."""
+    return int(client.zcount(due.key, "-inf", time.time()))
+
+
+def test_stop_waits_for_the_running_polls(due: DuePolls, client: redis.Redis) -> None:
+    hold = threading.Event()
+    run = Recorder(hold=hold)
+    poll_runner = runner(due, run)
+    poll_runner.start()
+    due.add(DuePoll("running", "aa"), time.time())
+    wait_until(lambda: _still_due(client, due) == 0, 5, "the poll taken")
+    threading.Timer(0.3, hold.set).start()
+    poll_runner.stop()
+    assert [r[0] for r in run.ran] == ["running"] and due.count() == 0
+
+
+def test_starts_in_flight_counts_the_running_starts() -> None:
+    starts = StartsInFlight()
+    with starts:
+        with starts:
+            assert starts.count == 2
+        assert starts.count == 1
+    assert starts.count == 0

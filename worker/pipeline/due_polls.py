@@ -1,0 +1,126 @@
+"""Polls waiting for their time, in Redis: the sorted set ``callpass:poll:due:<queue>``.
+
+Each member is one poll of one chain (``<token>:<request_id>``), scored by when it is due. A
+runner in every worker (:mod:`worker.process.poll_runner`) takes due members under a lease: it
+pushes their score to the lease's end, runs the poll, and removes the member. A runner that
+dies mid-poll leaves the member to fall due again when its lease ends, so a poll is never lost
+and never waits for a broker's visibility time-out. Nothing of a poll lives in a worker's memory,
+and a due time is kept to the millisecond on any broker (RabbitMQ's delayed delivery rounds to
+whole seconds).
+
+A member taken twice (a lease that ran out mid-poll) does no harm: the chain's token lets one
+poll carry the chain on and drops the other (see :mod:`worker.pipeline.poller`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import NamedTuple, cast
+
+import redis
+
+__all__ = ["DuePoll", "DuePolls", "TakenPolls", "due_polls_key"]
+
+
+def due_polls_key(queue: str) -> str:
+    """The due set of the calls started on ``queue``: only its workers run them (another
+    deployment on this Redis may reach another API)."""
+    return f"callpass:poll:due:{queue}"
+
+
+# KEYS[1] the due set, then the lists of messages to yield to (start queues on this Redis);
+# ARGV: now, lease until, limit, the latest due time taken while yielding, yield (1: the caller
+# must yield whatever the lists hold). Returns {next due score or '', members taken...}.
+_TAKE = """
+local cutoff = ARGV[1]
+local yielding = ARGV[5] == '1'
+for i = 2, #KEYS do
+  if yielding then break end
+  yielding = redis.call('LLEN', KEYS[i]) > 0
+end
+if yielding then cutoff = ARGV[4] end
+local taken = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', cutoff, 'LIMIT', 0, ARGV[3])
+for _, member in ipairs(taken) do redis.call('ZADD', KEYS[1], ARGV[2], member) end
+local first = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+local result = {first[2] or ''}
+if yielding and #taken == 0 then result[1] = 'yielding' end
+for _, member in ipairs(taken) do result[#result + 1] = member end
+return result
+"""
+
+
+class DuePoll(NamedTuple):
+    request_id: str
+    token: str
+
+    @property
+    def member(self) -> str:
+        # Tokens are ours (hex); a request id may hold any character, so it goes last.
+        return f"{self.token}:{self.request_id}"
+
+    @classmethod
+    def parse(cls, member: str) -> DuePoll:
+        token, _, request_id = member.partition(":")
+        return cls(request_id, token)
+
+
+class TakenPolls(NamedTuple):
+    polls: list[DuePoll]
+    #: When the earliest poll left in the set is due (epoch s); ``None``: the set is empty.
+    next_due: float | None
+    #: Starts are waiting: due polls were left for later.
+    yielding: bool
+
+
+class DuePolls:
+    """The due set, on the records Redis."""
+
+    def __init__(self, client: redis.Redis, key: str, yield_to: tuple[str, ...] = ()) -> None:
+        """``yield_to``: lists on this Redis (start and code-check queues) whose messages go
+        before due polls."""
+        self._redis = client
+        self.key = key
+        self._yield_to = yield_to
+        self._take = client.register_script(_TAKE)
+        self._listeners: list[Callable[[float], None]] = []
+
+    def on_add(self, listener: Callable[[float], None]) -> None:
+        """Call ``listener`` with the due time of every poll added through this object."""
+        self._listeners.append(listener)
+
+    def add(self, poll: DuePoll, due_at: float) -> None:
+        self._redis.zadd(self.key, {poll.member: due_at})
+        for listener in self._listeners:
+            listener(due_at)
+
+    def take(
+        self,
+        at: float,
+        lease_until: float,
+        limit: int,
+        *,
+        yield_until: float,
+        must_yield: bool = False,
+    ) -> TakenPolls:
+        """Lease up to ``limit`` polls due by ``at``; while starts wait (in ``yield_to``, or
+        ``must_yield``), only those due by ``yield_until`` (long overdue)."""
+        raw = cast(
+            list[bytes],
+            self._take(
+                keys=[self.key, *self._yield_to],
+                args=[repr(at), repr(lease_until), limit, repr(yield_until), int(must_yield)],
+            ),
+        )
+        head = raw[0].decode()
+        polls = [DuePoll.parse(m.decode()) for m in raw[1:]]
+        if head == "yielding":
+            return TakenPolls(polls, None, True)
+        return TakenPolls(polls, float(head) if head else None, False)
+
+    def done(self, poll: DuePoll) -> None:
+        """The poll ran (it sent the chain's next one, if any): it leaves the set."""
+        self._redis.zrem(self.key, poll.member)
+
+    def count(self) -> int:
+        """Polls waiting or running, for metrics and tests."""
+        return int(self._redis.zcard(self.key))
