@@ -128,7 +128,8 @@ def markdown(report: dict[str, Any]) -> str:
             f"- {memory['calls']} calls in flight in one worker: RSS grew "
             f"{memory['rss_growth_bytes'] / 1e6:.1f} MB, {memory['bytes_per_call']} bytes per "
             f"call; {memory['in_flight_records']} in-flight records, "
-            f"{memory['countdown_messages_held']} countdown messages held (placed in "
+            f"{memory['countdown_messages_held']} messages held by the worker, "
+            f"{memory.get('polls_waiting_in_redis', 0)} polls waiting in Redis (placed in "
             f"{memory['placed_in_s']} s).",
         ]
     profiled = report.get("profile") or {}

@@ -25,6 +25,7 @@ from bench.measure import BackendWatcher, cpu_seconds, percentile, rss_bytes
 from bench.profile import Profiler
 from worker.celery_app import celery_config
 from worker.dev.stack import Proc, Stack, child_env, delete_queues, wait_for_worker, wait_until
+from worker.pipeline.due_polls import due_polls_key
 from worker.pipeline.schedule import PollSchedule
 from worker.producer import enqueue_call
 from worker.settings import SIMULATOR_DEV_TOKEN, load_settings
@@ -359,8 +360,8 @@ class Bench:
         """RSS growth of one worker holding ``calls`` placed calls, each waiting for its poll."""
         # Calls that never end (the simulator's magic numbers ending in 5) of 99 s, with no
         # ringing poll and the first poll at timeout + 10 s: every call stays in flight while
-        # it is measured, and what the worker holds for each is one countdown message and its
-        # bookkeeping (the earliest calls get their first poll if placing takes over 109 s).
+        # it is measured, and what each leaves is one poll waiting in Redis' due set, nothing
+        # in the worker (the earliest calls get their first poll if placing takes over 109 s).
         variant = Variant(
             "ours",
             "ours",
@@ -404,6 +405,7 @@ class Bench:
             grown = rss_bytes(proc.popen.pid) - base
             in_flight = int(self.redis.zcard("callpass:inflight"))
             held = int(self.redis.hlen("unacked"))
+            polls_waiting = int(self.redis.zcard(due_polls_key(queue)))
             settled = len(watcher.outcome_at)
         finally:
             watcher.stop()
@@ -415,6 +417,7 @@ class Bench:
             "bytes_per_call": round(grown / calls),
             "in_flight_records": in_flight,
             "countdown_messages_held": held,
+            "polls_waiting_in_redis": polls_waiting,
             "settled_meanwhile": settled,
         }
 
