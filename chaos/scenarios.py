@@ -15,6 +15,7 @@ from chaos.api_partitions import api_cut_long, api_cut_short
 from chaos.harness import Harness, Row
 from chaos.hostile_row import hostile_messages
 from chaos.partitions import one_worker_cut_from_redis, workers_cut_from_redis
+from chaos.poll_rows import poll_runners_killed
 from chaos.sizes import SETTLE_S, Size
 from chaos.webhook_rows import (
     webhook_receiver_down,
@@ -216,6 +217,7 @@ SCENARIOS: dict[str, Callable[[Path, Size], Row]] = {
     "api-faults": api_faults,
     "api-down": api_down,
     "graceful-shutdown": graceful_shutdown,
+    "poll-runners-killed": poll_runners_killed,
     "rate-limit": rate_limit,
     "bad-input": bad_input,
     "webhook-receiver-down": webhook_receiver_down,

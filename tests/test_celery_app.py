@@ -138,3 +138,17 @@ def test_a_process_builds_its_pipeline_once_and_a_forked_child_its_own() -> None
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
     assert parts.pipeline() is pipeline
+
+
+def test_task_events_go_out_without_publisher_confirms_while_tasks_keep_them() -> None:
+    """A pool thread waiting for an event's confirm under the dispatcher's lock could freeze
+    the worker (worker.broker.event_dispatcher); the messages we send keep their confirms."""
+    settings = load_settings(
+        {"CALLPASS_REDIS_URL": "redis://127.0.0.1:1/0", "CALLPASS_BROKER_URL": "amqp://h:5672//"}
+    )
+    app = create_app(settings)
+    assert app.conf.broker_transport_options["confirm_publish"] is True
+    with app.connection_for_write() as connection:  # not connected: nothing listens there
+        dispatcher = app.events.Dispatcher(connection, enabled=False)
+        assert "confirm_publish" not in dispatcher.connection.transport_options
+    assert app.conf.broker_transport_options["confirm_publish"] is True

@@ -31,11 +31,17 @@ __all__ = [
 ]
 
 
+#: Task events without publisher confirms: see worker.broker.event_dispatcher.
+EVENT_DISPATCHER = "worker.broker.event_dispatcher:UnconfirmedEventDispatcher"
+
+
 def create_app(settings: Settings) -> Celery:
     """A Celery app configured from ``settings``, with our tasks and its worker's signal
     handlers; the pipeline is built in each worker process that runs its tasks."""
     app = Celery("callpass")
     app.config_from_object(celery_config(settings))
+    # Before anything asks for app.events.Dispatcher (a cached property).
+    app.events.dispatcher_cls = EVENT_DISPATCHER
     parts = WorkerParts(settings, app)
     register_call_tasks(app, parts)
     register_webhook_tasks(app, parts)

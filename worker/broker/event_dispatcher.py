@@ -1,0 +1,31 @@
+"""Flower's task events, published without publisher confirms.
+
+Celery's worker registers its event connection with the consumer's loop (so the broker's
+heartbeats are read) and, under the threads pool, publishes task events from pool threads.
+With ``confirm_publish`` (which the worker sets on RabbitMQ, so that a start it re-sends is
+never lost), a pool thread waits for the broker's ack while holding the dispatcher's lock;
+when the loop reads that ack first, the thread waits forever, and the loop and every other
+thread then wait on the lock: the worker freezes (seen in ``make bench``'s RabbitMQ rows). An
+event is monitoring data, a lost one costs a row in Flower and never a call: the event
+connection does without confirms, so a publish never waits for a frame.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery.events.dispatcher import EventDispatcher
+
+__all__ = ["UnconfirmedEventDispatcher"]
+
+
+class UnconfirmedEventDispatcher(EventDispatcher):
+    def __init__(self, connection: Any = None, *args: Any, **kwargs: Any) -> None:
+        options = getattr(connection, "transport_options", None)
+        if options and "confirm_publish" in options:
+            # A copy: the dict may be the app's broker_transport_options. The connection is
+            # not established yet (Celery's worker hands over a fresh one).
+            connection.transport_options = {
+                k: v for k, v in options.items() if k != "confirm_publish"
+            }
+        super().__init__(connection, *args, **kwargs)
