@@ -28,7 +28,7 @@ from tests.test_pipeline import (
     test_pin_is_readable_before_the_final_outcome,
     test_task_events_show_masked_arguments,
 )
-from worker.celery_app import celery_config
+from worker.celery_app import celery_config, create_app
 from worker.dev.stack import Proc, Stack, answers, delete_queues, wait_until
 from worker.pipeline.due_polls import due_polls_key
 from worker.producer import enqueue_call, wait_for_pin
@@ -105,3 +105,25 @@ def test_workers_killed_mid_call_lose_nothing_and_call_nobody_twice(tmp_path: Pa
     assert row.notes.startswith(f"{size.kills} SIGKILLs")
     assert (row.lost, row.double_dials, row.problems) == (0, 0, [])
     assert row.settled == row.requests > 0
+
+
+def test_task_events_go_out_without_confirms_on_the_connection_the_worker_established(
+    worker_env: dict[str, str],
+) -> None:
+    """Celery's worker connects the event connection before the dispatcher gets it; the
+    dispatcher's channels still publish without waiting for an ack (see
+    worker.broker.event_dispatcher), while the app's own messages keep their confirms."""
+    worker_app = create_app(load_settings(worker_env))
+    connection = worker_app.connection_for_write()
+    try:
+        connection.ensure_connection(max_retries=1)
+        dispatcher = worker_app.events.Dispatcher(connection, hostname="t", enabled=True)
+        channel = dispatcher.producer.channel
+        assert channel.basic_publish != channel.basic_publish_confirm
+        dispatcher.send("worker-heartbeat")  # returns: nothing waits for an ack
+        with worker_app.connection_for_write() as other:
+            assert (
+                other.default_channel.basic_publish == other.default_channel.basic_publish_confirm
+            )
+    finally:
+        connection.release()

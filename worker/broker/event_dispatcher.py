@@ -23,9 +23,13 @@ class UnconfirmedEventDispatcher(EventDispatcher):
     def __init__(self, connection: Any = None, *args: Any, **kwargs: Any) -> None:
         options = getattr(connection, "transport_options", None)
         if options and "confirm_publish" in options:
-            # A copy: the dict may be the app's broker_transport_options. The connection is
-            # not established yet (Celery's worker hands over a fresh one).
+            # A copy: the dict may be the app's broker_transport_options. It counts when the
+            # connection is established again (after a broker restart).
             connection.transport_options = {
                 k: v for k, v in options.items() if k != "confirm_publish"
             }
+            if connection.connected:
+                # Celery's worker hands over a connection it has established: its channels,
+                # opened from here on (the producer's too), read this when they are made.
+                connection.connection.confirm_publish = False
         super().__init__(connection, *args, **kwargs)
