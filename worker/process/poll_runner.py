@@ -132,7 +132,9 @@ class PollRunner:
                 self._running += 1
             self._executor.submit(self._run, poll)
         if len(taken.polls) == free:
-            return 0.0  # every slot busy: the next look waits for a free one
+            # A backlog: look again once several slots are free, not at each one that frees
+            # (one round trip per batch instead of one per poll).
+            return BATCH_S
         if taken.yielding:
             return YIELD_PAUSE_S
         if taken.next_due is None:
