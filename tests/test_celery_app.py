@@ -151,4 +151,7 @@ def test_task_events_go_out_without_publisher_confirms_while_tasks_keep_them() -
     with app.connection_for_write() as connection:  # not connected: nothing listens there
         dispatcher = app.events.Dispatcher(connection, enabled=False)
         assert "confirm_publish" not in dispatcher.connection.transport_options
+    with app.connection_for_write() as lent:  # lent with a channel (a producer pool's): kept
+        app.events.Dispatcher(lent, enabled=False, channel=SimpleNamespace())
+        assert lent.transport_options["confirm_publish"] is True
     assert app.conf.broker_transport_options["confirm_publish"] is True

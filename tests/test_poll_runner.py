@@ -90,6 +90,19 @@ def test_take_yields_to_waiting_starts_up_to_the_bound(
     assert due.take(at, at + 30, 10, yield_until=at - 30).polls == [DuePoll("due", "bb")]
 
 
+def test_take_yielding_with_nothing_due_says_when_the_first_poll_is(
+    due: DuePolls, client: redis.Redis, queue: str
+) -> None:
+    """Starts wait but no poll is due: the runner sleeps until one is, instead of looking
+    again every few milliseconds through the burst."""
+    at = time.time()
+    due.add(DuePoll("later", "aa"), at + 5)
+    client.lpush(queue, "a start message")
+    taken = due.take(at, at + 30, 10, yield_until=at - 30)
+    assert taken.polls == [] and not taken.yielding
+    assert taken.next_due == pytest.approx(at + 5)
+
+
 def test_take_yields_when_the_caller_says_its_pool_is_full(due: DuePolls) -> None:
     at = time.time()
     due.add(DuePoll("due", "aa"), at - 1)
@@ -124,6 +137,33 @@ def test_a_failed_poll_falls_due_again(due: DuePolls, monkeypatch: pytest.Monkey
         wait_until(lambda: due.count() == 0, 5, "the poll leaves the due set")
     finally:
         poll_runner.stop()
+
+
+def test_a_poll_that_keeps_failing_waits_longer_each_time(
+    due: DuePolls, client: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("worker.process.poll_runner.RETRY_S", 0.2)
+    run = Recorder(fail_first=2)
+    poll_runner = runner(due, run)
+    poll_runner.start()
+    try:
+        added = time.time()
+        due.add(DuePoll("failing", "aa"), added)
+        # First failure: due again 0.2 s later; second: 0.4 s after that.
+        wait_until(lambda: len(run.ran) == 1, 10, "the poll run after two failures")
+        assert run.ran[0][2] >= added + 0.6
+    finally:
+        poll_runner.stop()
+
+
+def test_a_runner_told_to_stop_taking_leaves_due_polls_to_the_others(due: DuePolls) -> None:
+    run = Recorder()
+    poll_runner = runner(due, run)
+    poll_runner.start()
+    poll_runner.stop_taking()
+    due.add(DuePoll("for-another", "aa"), time.time())
+    poll_runner.stop()
+    assert run.ran == [] and due.count() == 1
 
 
 def test_a_poll_whose_runner_died_is_run_by_another_after_its_lease(due: DuePolls) -> None:

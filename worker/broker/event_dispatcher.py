@@ -21,8 +21,11 @@ __all__ = ["UnconfirmedEventDispatcher"]
 
 class UnconfirmedEventDispatcher(EventDispatcher):
     def __init__(self, connection: Any = None, *args: Any, **kwargs: Any) -> None:
+        # Only a connection of the dispatcher's own (the worker's Events step passes no
+        # channel): one lent with a channel (a producer pool's) keeps its confirms.
+        own = kwargs.get("channel") is None and len(args) < 3
         options = getattr(connection, "transport_options", None)
-        if options and "confirm_publish" in options:
+        if own and options and "confirm_publish" in options:
             # A copy: the dict may be the app's broker_transport_options. It counts when the
             # connection is established again (after a broker restart).
             connection.transport_options = {

@@ -43,7 +43,12 @@ local taken = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', cutoff, 'LIMIT', 0, A
 for _, member in ipairs(taken) do redis.call('ZADD', KEYS[1], ARGV[2], member) end
 local first = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
 local result = {first[2] or ''}
-if yielding and #taken == 0 then result[1] = 'yielding' end
+-- Polls due now but held back: the caller looks again soon. Nothing due: it sleeps until the
+-- first one is, as when no start waits.
+local first_due = tonumber(first[2] or '')
+if yielding and first_due ~= nil and first_due <= tonumber(ARGV[1]) then
+  result[1] = 'yielding'
+end
 for _, member in ipairs(taken) do result[#result + 1] = member end
 return result
 """

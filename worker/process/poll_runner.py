@@ -15,6 +15,7 @@ import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
+from worker.backoff import capped_backoff_s
 from worker.ops.logs import clear_log_context
 from worker.pipeline.due_polls import DuePoll, DuePolls
 from worker.pipeline.store import now
@@ -29,8 +30,10 @@ IDLE_S = 0.5
 YIELD_PAUSE_S = 0.05
 #: Shortest look-again: polls falling due within it are taken together, in one round trip.
 BATCH_S = 0.025
-#: Before a poll that failed (Redis or the broker down, a bug) is tried again.
+#: Before a poll that failed (Redis or the broker down, a bug) is tried again: doubling from
+#: the first wait up to the last, so a poll that fails each time does not ask the API every 5 s.
 RETRY_S = 5.0
+RETRY_CAP_S = 300.0
 
 
 class StartsInFlight:
@@ -74,18 +77,23 @@ class PollRunner:
         self._wake = threading.Event()
         self._wake_at = 0.0
         self._stopping = False
+        self._failures: dict[str, int] = {}  # member: failed runs in a row (this process)
         self._loop = threading.Thread(target=self._take_loop, name="callpass-polls", daemon=True)
         due.on_add(self._added)
 
     def start(self) -> None:
         self._loop.start()
 
-    def stop(self) -> None:
-        """Take no more polls; wait for the running ones (each bounded by its time-outs)."""
+    def stop_taking(self) -> None:
+        """Take no more polls (a shutdown began: the others run them); returns at once."""
         self._stopping = True
         self._wake.set()
         with self._slots:
             self._slots.notify_all()
+
+    def stop(self) -> None:
+        """Take no more polls; wait for the running ones (each bounded by its time-outs)."""
+        self.stop_taking()
         self._loop.join()
         self._executor.shutdown(wait=True)
 
@@ -106,6 +114,8 @@ class PollRunner:
             if self._stopping:
                 return
             self._wake.clear()
+            if self._stopping:  # the stop's wake-up may have been cleared just now
+                return
             self._wake_at = float("inf")  # a poll added while we look wakes the next wait
             try:
                 pause = self._take(free)
@@ -130,7 +140,13 @@ class PollRunner:
         for poll in taken.polls:
             with self._slots:
                 self._running += 1
-            self._executor.submit(self._run, poll)
+            try:
+                self._executor.submit(self._run, poll)
+            except RuntimeError:  # the interpreter is shutting down: the leases bring them back
+                with self._slots:
+                    self._running -= 1
+                self._stopping = True
+                return 0.0
         if len(taken.polls) == free:
             # A backlog: look again once several slots are free, not at each one that frees
             # (one round trip per batch instead of one per poll).
@@ -146,22 +162,26 @@ class PollRunner:
             clear_log_context()  # a runner thread runs one poll after another
             self._run_poll(poll.request_id, poll.token)
             self._due.done(poll)
+            self._failures.pop(poll.member, None)
         except Exception:
+            failures = self._failures.get(poll.member, 0)
+            self._failures[poll.member] = failures + 1
+            delay = capped_backoff_s(failures, RETRY_S, RETRY_CAP_S)
             log.warning(
                 "poll of request %s failed; trying again in %.0f s",
                 poll.request_id,
-                RETRY_S,
+                delay,
                 exc_info=True,
             )
-            self._retry_later(poll)
+            self._retry_later(poll, delay)
         finally:
             clear_log_context()
             with self._slots:
                 self._running -= 1
                 self._slots.notify_all()
 
-    def _retry_later(self, poll: DuePoll) -> None:
+    def _retry_later(self, poll: DuePoll, delay_s: float) -> None:
         try:
-            self._due.add(poll, now() + RETRY_S)
+            self._due.add(poll, now() + delay_s)
         except Exception:  # Redis down: the lease ends and the poll falls due again
             log.debug("poll of request %s left to its lease", poll.request_id, exc_info=True)

@@ -77,6 +77,7 @@ class WorkerSignals:
         signals.worker_process_init.connect(self._worker_process_init, weak=False)
         signals.heartbeat_sent.connect(self._touch_heartbeat, weak=False)
         signals.worker_ready.connect(self._start_threads, weak=False)
+        signals.worker_shutting_down.connect(self._stop_taking_polls, weak=False)
         signals.worker_shutdown.connect(self._stop_threads, weak=False)
 
     def _ours(self, sender: Any) -> bool:
@@ -195,12 +196,20 @@ class WorkerSignals:
                 settings.poll_queue,
             )
 
+    def _stop_taking_polls(self, **_: Any) -> None:
+        # Sent as the shutdown begins (its sender is the hostname, not the app): from now on
+        # the other workers run the due polls, while this one's pool drains.
+        if self._poll_runner is not None:
+            self._poll_runner.stop_taking()
+
     def _stop_threads(self, sender: Any = None, **_: Any) -> None:
         if self._ours(sender):
-            for thread in self._threads:
-                thread.stop()
-            if self._poll_runner is not None:
-                self._poll_runner.stop()  # the polls running now finish, like the pool's tasks
+            try:
+                for thread in self._threads:
+                    thread.stop()
+            finally:
+                if self._poll_runner is not None:
+                    self._poll_runner.stop()  # the polls running now finish, like the tasks
 
 
 def _consumed(consumer: Any) -> set[str]:

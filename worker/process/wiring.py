@@ -129,7 +129,7 @@ def pin_vault(settings: Settings, client: redis.Redis) -> PinVault:
 def due_polls(settings: Settings, client: redis.Redis) -> DuePolls:
     """The due set; where the broker is this Redis, due polls yield to queued starts."""
     on_this_redis = settings.effective_broker_url == settings.redis_url
-    yield_to = settings.call_queues[:2] if on_this_redis else ()
+    yield_to = (settings.code_queue, settings.queue) if on_this_redis else ()
     return DuePolls(client, due_polls_key(settings.queue), yield_to)
 
 
