@@ -202,10 +202,10 @@ def _poll_status(parts: WorkerParts) -> Callable[..., str]:
         """Ask for the call's status once; settle, or schedule the next poll of the chain."""
         pipeline = parts.pipeline()
 
-        def resend(infra_attempt: int, delay: float) -> None:
-            pipeline.dispatcher.send_poll(
-                request_id, token, delay, extra_headers={"callpass_infra_attempt": infra_attempt}
-            )
+        def resend(_infra_attempt: int, delay: float) -> None:
+            # Into the due set: its runner backs off a failing poll itself, so the attempt
+            # count a message header carried is not needed.
+            pipeline.dispatcher.send_poll(request_id, token, delay)
 
         return _guarded(self, lambda: pipeline.poll(request_id, token), resend)
 

@@ -79,13 +79,7 @@ class FakeDispatcher:
     polls: list[tuple[str, str, float]] = field(default_factory=list)
     starts: list[Resent] = field(default_factory=list)
 
-    def send_poll(
-        self,
-        request_id: str,
-        token: str,
-        countdown_s: float,
-        extra_headers: dict[str, Any] | None = None,
-    ) -> None:
+    def send_poll(self, request_id: str, token: str, countdown_s: float) -> None:
         self.polls.append((request_id, token, countdown_s))
 
     def resend_start(

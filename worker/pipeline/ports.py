@@ -20,13 +20,7 @@ ClientFactory = Callable[[], "CallPassClient"]
 class Dispatcher(Protocol):
     """Sends the pipeline's own follow-up steps: polls (due at a time) and re-sent starts."""
 
-    def send_poll(
-        self,
-        request_id: str,
-        token: str,
-        countdown_s: float,
-        extra_headers: dict[str, Any] | None = None,
-    ) -> None: ...
+    def send_poll(self, request_id: str, token: str, countdown_s: float) -> None: ...
 
     def resend_start(
         self,

@@ -65,15 +65,9 @@ class CeleryDispatcher(Dispatcher):
     def due_polls(self) -> DuePolls:
         return self._due_polls
 
-    def send_poll(
-        self,
-        request_id: str,
-        token: str,
-        countdown_s: float,
-        extra_headers: dict[str, Any] | None = None,
-    ) -> None:
+    def send_poll(self, request_id: str, token: str, countdown_s: float) -> None:
         # No message: the poll waits in Redis for a runner (worker.process.poll_runner), which
-        # retries failed polls itself; the headers of a message are not needed.
+        # retries failed polls itself.
         self._due_polls.add(DuePoll(request_id, token), now() + max(countdown_s, 0.0))
 
     def resend_start(
