@@ -145,8 +145,14 @@ def goals(report: dict[str, Any]) -> list[dict[str, Any]]:
     return out
 
 
+def goal_row(text: str, met: bool, value: str, bound: str = "") -> dict[str, Any]:
+    """One judged goal; ``bound``: why no worker could meet it here, when the run shows that."""
+    return {"goal": text, "met": met, "value": value, "bound": bound}
+
+
 def burst_goals(report: dict[str, Any]) -> list[dict[str, Any]]:
-    """Issue 13's goals for a burst (threads pool, one worker process each)."""
+    """Issue 13's goals for a burst (threads pool, one worker process each); where the run
+    shows that no worker could meet a goal on this pool, its ``bound`` says why."""
     sat = {r["variant"]: r for r in report["saturation"] if r["pool"].startswith("threads")}
     ours, naive = sat.get("ours"), sat.get("fixed-1s")
     if ours is None:
@@ -154,7 +160,7 @@ def burst_goals(report: dict[str, Any]) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
 
     def goal(text: str, met: bool, value: str) -> None:
-        out.append({"goal": text, "met": met, "value": value})
+        out.append(goal_row(text, met, value))
 
     pin = ours["time_to_pin_ms"]["p99"] or 1e9
     floor = report["floors"].get("burst", {}).get("floor_ms")
@@ -176,17 +182,46 @@ def burst_goals(report: dict[str, Any]) -> list[dict[str, Any]]:
     if commands is not None:
         goal("Redis commands per call <= 40 (aim; the benchmark's own reads included)",
              commands <= 40, f"{commands}")  # fmt: skip
-    if naive is None:
-        return out
-    theirs = naive["time_to_pin_ms"]["p99"] or 1e9
-    goal("burst: time to pin p99 <= 0.8x fixed-1s's", pin <= 0.8 * theirs,
-         f"{pin:.0f} vs {theirs:.0f} ms: {pin / theirs:.2f}x")  # fmt: skip
-    their_cpu = naive["cpu_s_per_call_worker"]
-    goal("worker CPU per settled call <= 0.5x fixed-1s's", cpu <= 0.5 * their_cpu,
-         f"{cpu * 1000:.2f} vs {their_cpu * 1000:.2f} ms: {cpu / their_cpu:.2f}x")  # fmt: skip
+    if naive is not None:
+        out += _against_fixed(ours, naive, floor, report["environment"]["timeout_s"])
+    return out
+
+
+def _against_fixed(
+    ours: dict[str, Any], naive: dict[str, Any], floor_ms: float | None, timeout_s: int
+) -> list[dict[str, Any]]:
+    """The burst goals measured against fixed-1s, each with its bound where the run shows one."""
+    out: list[dict[str, Any]] = []
+    pin, theirs = ours["time_to_pin_ms"]["p99"] or 1e9, naive["time_to_pin_ms"]["p99"] or 1e9
+    bound = ""
+    if floor_ms and 0.8 * theirs < floor_ms:
+        # The floor is the least a start can do on this pool: no worker's p99 is below it.
+        bound = (
+            f"fixed-1s's p99 is {theirs / floor_ms:.2f}x the floor, so 0.8x it is "
+            f"{0.8 * theirs / floor_ms:.2f}x the floor: below what any start on this pool can do"
+        )
+    value = f"{pin:.0f} vs {theirs:.0f} ms: {pin / theirs:.2f}x"
+    out.append(
+        goal_row("burst: time to pin p99 <= 0.8x fixed-1s's", pin <= 0.8 * theirs, value, bound)
+    )
+    cpu, their_cpu = ours["cpu_s_per_call_worker"], naive["cpu_s_per_call_worker"]
+    value = f"{cpu * 1000:.2f} vs {their_cpu * 1000:.2f} ms: {cpu / their_cpu:.2f}x"
+    out.append(
+        goal_row("worker CPU per settled call <= 0.5x fixed-1s's", cpu <= 0.5 * their_cpu, value)
+    )
     mine_rate, their_rate = ours["settled_per_s"] or 0, naive["settled_per_s"] or 1e9
-    goal("settled calls/s at saturation >= 1.5x fixed-1s's", mine_rate >= 1.5 * their_rate,
-         f"{mine_rate} vs {their_rate}: {mine_rate / their_rate:.2f}x")  # fmt: skip
+    bound = ""
+    if floor_ms:
+        # The last calls are placed no sooner than the floor, and most ring to their timeout.
+        best = ours["calls"] / (floor_ms / 1000 + timeout_s)
+        if best < 1.5 * their_rate:
+            bound = (
+                f"a burst settles no faster than its size / (floor + call timeout) = "
+                f"{best:.1f}/s, {best / their_rate:.2f}x fixed-1s's, for any worker"
+            )
+    value = f"{mine_rate} vs {their_rate}: {mine_rate / their_rate:.2f}x"
+    met = mine_rate >= 1.5 * their_rate
+    out.append(goal_row("settled calls/s at saturation >= 1.5x fixed-1s's", met, value, bound))
     return out
 
 

@@ -138,9 +138,10 @@ def markdown(report: dict[str, Any]) -> str:
         lines += ["A run of its own (py-spy slows the process it samples).", ""]
         lines += ["```", profiled["summary"], "```"]
     lines += ["", "## Goals", ""]
-    lines += [
-        f"- {'met' if g['met'] else 'NOT met'}: {g['goal']} ({g['value']})" for g in report["goals"]
-    ]
+    for g in report["goals"]:
+        lines.append(f"- {'met' if g['met'] else 'NOT met'}: {g['goal']} ({g['value']})")
+        if g.get("bound"):
+            lines.append(f"  - what bounds it: {g['bound']}")
     return "\n".join(lines) + "\n"
 
 

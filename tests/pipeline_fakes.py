@@ -19,6 +19,7 @@ import redis
 from worker.api.client import CallStatus, StartedCall
 from worker.masking import mask_dn
 from worker.pipeline.core import Pipeline
+from worker.pipeline.due_polls import DuePoll, DuePolls, due_polls_key
 from worker.pipeline.outbox import Outbox
 from worker.pipeline.schedule import PollSchedule
 from worker.pipeline.store import INFLIGHT_KEY, RequestRecord, RequestStore, dn_digest, now
@@ -76,11 +77,25 @@ class Resent(NamedTuple):
 
 @dataclass
 class FakeDispatcher:
+    """Records the polls and starts it is given; hands a chain on with the real script, on
+    the suite's Redis (a due set of its own), so the record moves as it would."""
+
+    records: redis.Redis
     polls: list[tuple[str, str, float]] = field(default_factory=list)
     starts: list[Resent] = field(default_factory=list)
 
     def send_poll(self, request_id: str, token: str, countdown_s: float) -> None:
         self.polls.append((request_id, token, countdown_s))
+
+    def hand_on_poll(
+        self, request_id: str, token: str, next_token: str, countdown_s: float, progress_by: float
+    ) -> bool:
+        due = DuePolls(self.records, due_polls_key("fake-dispatcher"))
+        due_at = now() + countdown_s
+        if not due.hand_on(DuePoll(request_id, token), next_token, due_at, progress_by):
+            return False
+        self.polls.append((request_id, next_token, countdown_s))
+        return True
 
     def resend_start(
         self,
@@ -157,7 +172,7 @@ def make_pipeline(records: redis.Redis, client: FakeClient, **overrides: Any) ->
         "client": lambda: client,
         "store": RequestStore(records, ttl_s=600),
         "sink": FakeSink(),
-        "dispatcher": FakeDispatcher(),
+        "dispatcher": FakeDispatcher(records),
         "schedule": PollSchedule(),
         "default_timeout_s": TIMEOUT_S,
         "place_deadline_s": PLACE_DEADLINE_S,

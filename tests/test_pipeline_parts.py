@@ -30,6 +30,7 @@ from worker.contracts.events import COMPLETED_EVENT
 from worker.contracts.outcome import Outcome, OutcomeDocument, OutcomeError
 from worker.contracts.placed import PlacedInfo
 from worker.masking import mask_dn
+from worker.pipeline import due_polls as due_polls_module
 from worker.pipeline import store as store_module
 from worker.pipeline.admission import Admission
 from worker.pipeline.dialer import Delivery, Dialer
@@ -254,10 +255,15 @@ def test_a_stored_outcome_that_breaks_the_contract_is_still_read() -> None:
 
 
 @pytest.mark.parametrize(
-    "script", ["_CLAIM", "_COMPARE_AND_SET", "_SETTLE", "_BEGIN_POLL", "_ADVANCE_POLL"]
+    ("module", "script"),
+    [
+        *((store_module, name) for name in ("_CLAIM", "_COMPARE_AND_SET", "_SETTLE")),
+        (store_module, "_BEGIN_POLL"),
+        (due_polls_module, "_HAND_ON"),
+    ],
 )
-def test_no_lua_script_spells_a_state(script: str) -> None:
-    text: str = getattr(store_module, script)
+def test_no_lua_script_spells_a_state(module: object, script: str) -> None:
+    text: str = getattr(module, script)
     for state in RequestState:
         assert f"'{state.value}'" not in text and f'"{state.value}"' not in text
 
@@ -332,7 +338,7 @@ class Parts(NamedTuple):
 
 
 def parts(records: redis.Redis, client: FakeClient | None = None) -> Parts:
-    store, sink, dispatcher = RequestStore(records, ttl_s=600), FakeSink(), FakeDispatcher()
+    store, sink, dispatcher = RequestStore(records, ttl_s=600), FakeSink(), FakeDispatcher(records)
     client = client or FakeClient()
     publisher = Publisher(store, sink)
     settler = Settler(store, publisher, PROGRESS_SLACK_S, False)

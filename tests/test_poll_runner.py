@@ -6,13 +6,15 @@ from __future__ import annotations
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 import redis
 
 from worker.dev.stack import wait_until
 from worker.pipeline.due_polls import DuePoll, DuePolls, due_polls_key
+from worker.pipeline.poller import HANDED_ON
+from worker.pipeline.store import INFLIGHT_KEY, RequestStore
 from worker.process.poll_runner import PollRunner, StartsInFlight
 
 
@@ -35,8 +37,15 @@ def due(client: redis.Redis, queue: str) -> Iterator[DuePolls]:
 class Recorder:
     """Runs polls as the pipeline would, noting each (request id, token) and when."""
 
-    def __init__(self, fail_first: int = 0, hold: threading.Event | None = None) -> None:
+    def __init__(
+        self,
+        fail_first: int = 0,
+        hold: threading.Event | None = None,
+        then: Callable[[DuePoll], str] = lambda poll: "settled",
+    ) -> None:
+        """``then``: what the poll does after running (its answer: the pipeline's summary)."""
         self.ran: list[tuple[str, str, float]] = []
+        self._then = then
         self._fail_left = fail_first
         self._hold = hold
         self._lock = threading.Lock()
@@ -49,7 +58,7 @@ class Recorder:
                 self._fail_left -= 1
                 raise redis.ConnectionError("Redis went away")
             self.ran.append((request_id, token, time.time()))
-        return "polling"
+        return self._then(DuePoll(request_id, token))
 
 
 def runner(due: DuePolls, run: Recorder, **options: object) -> PollRunner:
@@ -124,6 +133,66 @@ def test_the_runner_runs_each_poll_when_due_and_removes_it(due: DuePolls) -> Non
         wait_until(lambda: due.count() == 0, 5, "both polls leave the due set")
     finally:
         poll_runner.stop()
+
+
+def _chain(client: redis.Redis, request_id: str, token: str) -> None:
+    client.hset(RequestStore.key(request_id), "poll_token", token)
+
+
+def test_hand_on_moves_the_chain_to_the_next_poll_and_retires_this_one(
+    due: DuePolls, client: redis.Redis
+) -> None:
+    request_id = f"r-{uuid.uuid4().hex[:8]}"
+    _chain(client, request_id, "aa")
+    at = time.time()
+    due.add(DuePoll(request_id, "aa"), at)
+    assert due.hand_on(DuePoll(request_id, "aa"), "bb", at + 2.5, at + 300)
+    assert client.zrange(due.key, 0, -1, withscores=True) == [
+        (f"bb:{request_id}".encode(), at + 2.5)
+    ]
+    assert client.hget(RequestStore.key(request_id), "poll_token") == b"bb"
+    assert client.zscore(INFLIGHT_KEY, request_id) == at + 300
+    client.delete(RequestStore.key(request_id))
+    client.zrem(INFLIGHT_KEY, request_id)
+
+
+def test_a_stale_poll_hands_nothing_on_but_leaves_the_set(
+    due: DuePolls, client: redis.Redis
+) -> None:
+    request_id = f"r-{uuid.uuid4().hex[:8]}"
+    _chain(client, request_id, "live")
+    due.add(DuePoll(request_id, "stale"), time.time())
+    assert not due.hand_on(DuePoll(request_id, "stale"), "next", time.time(), time.time() + 300)
+    assert due.count() == 0 and client.zscore(INFLIGHT_KEY, request_id) is None
+    assert client.hget(RequestStore.key(request_id), "poll_token") == b"live"
+    client.delete(RequestStore.key(request_id))
+
+
+def test_a_poll_that_handed_on_is_not_removed_again_by_the_runner(
+    due: DuePolls, client: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    request_id = f"r-{uuid.uuid4().hex[:8]}"
+    _chain(client, request_id, "aa")
+    later = time.time() + 60
+    removed: list[DuePoll] = []
+    monkeypatch.setattr(due, "done", removed.append)  # a round trip the hand-on made moot
+
+    def hand_on(poll: DuePoll) -> str:
+        due.hand_on(poll, "bb", later, later + 300)
+        return HANDED_ON
+
+    run = Recorder(then=hand_on)
+    poll_runner = runner(due, run)
+    poll_runner.start()
+    try:
+        due.add(DuePoll(request_id, "aa"), time.time())
+        wait_until(lambda: len(run.ran) == 1, 10, "the poll run")
+    finally:
+        poll_runner.stop()
+    assert client.zrange(due.key, 0, -1) == [f"bb:{request_id}".encode()]  # the next poll
+    assert removed == []
+    client.delete(RequestStore.key(request_id))
+    client.zrem(INFLIGHT_KEY, request_id)
 
 
 def test_a_failed_poll_falls_due_again(due: DuePolls, monkeypatch: pytest.MonkeyPatch) -> None:

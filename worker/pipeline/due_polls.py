@@ -8,6 +8,9 @@ and never waits for a broker's visibility time-out. Nothing of a poll lives in a
 and a due time is kept to the millisecond on any broker (RabbitMQ's delayed delivery rounds to
 whole seconds).
 
+A poll that carries the chain on does it in one script (:meth:`DuePolls.hand_on`): the next
+poll added, the record's token moved to it, its own member removed, at once.
+
 A member taken twice (a lease that ran out mid-poll) does no harm: the chain's token lets one
 poll carry the chain on and drops the other (see :mod:`worker.pipeline.poller`).
 """
@@ -18,6 +21,8 @@ from collections.abc import Callable
 from typing import NamedTuple, cast
 
 import redis
+
+from worker.pipeline.store import INFLIGHT_KEY, RequestStore
 
 __all__ = ["DuePoll", "DuePolls", "TakenPolls", "due_polls_key"]
 
@@ -54,6 +59,19 @@ return result
 """
 
 
+# KEYS[1] record, KEYS[2] in-flight set, KEYS[3] the due set; ARGV: the poll's token, the next
+# poll's, progress-by, request id, the next poll's due time. The poll is spent either way: its
+# member goes. Returns 1, or 0 (nothing added) when the chain is no longer the poll's.
+_HAND_ON = """
+redis.call('ZREM', KEYS[3], ARGV[1] .. ':' .. ARGV[4])
+if (redis.call('HGET', KEYS[1], 'poll_token') or '') ~= ARGV[1] then return 0 end
+redis.call('HSET', KEYS[1], 'poll_token', ARGV[2])
+redis.call('ZADD', KEYS[2], ARGV[3], ARGV[4])
+redis.call('ZADD', KEYS[3], ARGV[5], ARGV[2] .. ':' .. ARGV[4])
+return 1
+"""
+
+
 class DuePoll(NamedTuple):
     request_id: str
     token: str
@@ -87,6 +105,7 @@ class DuePolls:
         self.key = key
         self._yield_to = yield_to
         self._take = client.register_script(_TAKE)
+        self._hand_on = client.register_script(_HAND_ON)
         self._listeners: list[Callable[[float], None]] = []
 
     def on_add(self, listener: Callable[[float], None]) -> None:
@@ -97,6 +116,22 @@ class DuePolls:
         self._redis.zadd(self.key, {poll.member: due_at})
         for listener in self._listeners:
             listener(due_at)
+
+    def hand_on(self, poll: DuePoll, next_token: str, due_at: float, progress_by: float) -> bool:
+        """``poll`` ran and the chain goes on: its next poll (``next_token``, due at ``due_at``)
+        takes the chain over and ``poll`` leaves the set, in one round trip; the request must
+        show progress by ``progress_by``. ``False``: the chain was not ``poll``'s (it only
+        left the set)."""
+        handed_on = bool(
+            self._hand_on(
+                keys=[RequestStore.key(poll.request_id), INFLIGHT_KEY, self.key],
+                args=[poll.token, next_token, repr(progress_by), poll.request_id, repr(due_at)],
+            )
+        )
+        if handed_on:
+            for listener in self._listeners:
+                listener(due_at)
+        return handed_on
 
     def take(
         self,

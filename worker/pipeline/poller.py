@@ -3,8 +3,9 @@
 once and handing the chain to the next.
 
 A poll whose token is not the record's drops itself, so duplicates die out instead of
-multiplying; the next poll is added before the token moves on, so a crash in between leaves
-the old token valid and the poll, run again when its lease ends, carries the chain on.
+multiplying. The next poll is added, the token moved to it and the poll itself retired in one
+step (:meth:`~worker.pipeline.ports.Dispatcher.hand_on_poll`): a crash before it leaves the old
+token valid and the poll, run again when its lease ends, carries the chain on.
 """
 
 from __future__ import annotations
@@ -24,10 +25,13 @@ from worker.pipeline.schedule import PollSchedule
 from worker.pipeline.settlement import Settler
 from worker.pipeline.store import RequestRecord, RequestStore, now
 
-__all__ = ["OUTAGE_POLL_INTERVAL_S", "Poller"]
+__all__ = ["HANDED_ON", "OUTAGE_POLL_INTERVAL_S", "Poller"]
 
 log = logging.getLogger(__name__)
 
+#: What :meth:`Poller.poll` returns when the chain went on to its next poll: the due set no
+#: longer holds this one (the hand-on removed it).
+HANDED_ON = "polling"
 #: Seconds between status requests once the schedule is over and the API is unreachable.
 OUTAGE_POLL_INTERVAL_S = 5.0
 
@@ -75,7 +79,12 @@ class Poller:
         if answer is None:
             return "unknown"
         if answer.status is not None and answer.status.outcome is not None:
-            self.settler.settle(record, answer.status.outcome, raw_result=answer.status.raw_result)
+            self.settler.settle(
+                record,
+                answer.status.outcome,
+                raw_result=answer.status.raw_result,
+                read_just_now=True,
+            )
             return answer.status.outcome.value
         return self._carry_on(record, token, elapsed, answer)
 
@@ -89,7 +98,7 @@ class Poller:
             return StatusAnswer(None, str(exc), retry_after or 0.0)
         except (PermanentError, InvalidRequestError) as exc:
             # "can't find callid" or a refused token: asking again will not help.
-            self.settler.settle(record, Outcome.UNKNOWN, api_message=str(exc))
+            self.settler.settle(record, Outcome.UNKNOWN, api_message=str(exc), read_just_now=True)
             return None
         return StatusAnswer(status, "no final status within timeout + grace", 0.0)
 
@@ -105,10 +114,12 @@ class Poller:
             # callids) until the outage allowance is spent, so the true outcome is learnt.
             delay = OUTAGE_POLL_INTERVAL_S
         if delay is None:
-            self.settler.settle(record, Outcome.UNKNOWN, api_message=answer.problem)
+            self.settler.settle(
+                record, Outcome.UNKNOWN, api_message=answer.problem, read_just_now=True
+            )
             return "unknown"
         self._next_poll(record, token, max(delay, answer.retry_after_s))
-        return "polling"
+        return HANDED_ON
 
     def start_chain(self, record: RequestRecord, elapsed_s: float) -> None:
         """Start the request's chain (it has none): its first poll at the schedule's next."""
@@ -127,9 +138,6 @@ class Poller:
             self.start_chain(record, record.seconds_since_placed())
 
     def _next_poll(self, record: RequestRecord, token: str, delay_s: float) -> None:
-        # Send first, then advance the token: a crash in between leaves the old token valid,
-        # so the redelivered message carries the chain on (at worst one extra status request).
-        new_token = uuid.uuid4().hex[:16]
-        self.dispatcher.send_poll(record.request_id, new_token, delay_s)
         progress_by = now() + delay_s + self.progress_slack_s
-        self.store.advance_poll(record.request_id, token, new_token, progress_by)
+        new_token = uuid.uuid4().hex[:16]
+        self.dispatcher.hand_on_poll(record.request_id, token, new_token, delay_s, progress_by)

@@ -22,6 +22,14 @@ class Dispatcher(Protocol):
 
     def send_poll(self, request_id: str, token: str, countdown_s: float) -> None: ...
 
+    def hand_on_poll(
+        self, request_id: str, token: str, next_token: str, countdown_s: float, progress_by: float
+    ) -> bool:
+        """Send the chain's next poll (``next_token``, due in ``countdown_s``) and move the
+        record's ``poll_token`` from ``token`` to it, at once; the poll of ``token`` is spent,
+        and the request must show progress by ``progress_by``. ``False``: the chain was no
+        longer ``token``'s, and nothing was sent."""
+
     def resend_start(
         self,
         task_id: str,

@@ -64,12 +64,15 @@ class Publisher:
 
     # -- outcome ---------------------------------------------------------------------------
 
-    def outcome(self, record: RequestRecord, doc: OutcomeDocument) -> None:
+    def outcome(
+        self, record: RequestRecord, doc: OutcomeDocument, task_ids: list[str] | None = None
+    ) -> None:
         """Give every subscribed task the outcome, its pin put back; then its
         ``call.completed`` event. ``record`` is the settled request's (for its task ids'
-        PLACED info and its webhook), read by the caller."""
+        PLACED info and its webhook), read by the caller; ``task_ids``: the subscribed tasks,
+        if the caller read them as it settled."""
         data = self._with_pin(record, doc).model_dump(mode="json")
-        for task_id in self.store.task_ids(record.request_id):
+        for task_id in self.store.task_ids(record.request_id) if task_ids is None else task_ids:
             self.sink.publish_outcome(task_id, data)
         self._emit(record, COMPLETED_EVENT, data)
 

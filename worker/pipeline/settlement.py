@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import Any
 
-from worker.contracts.outcome import Outcome, OutcomeError
+from worker.contracts.outcome import Outcome, OutcomeDocument, OutcomeError
 from worker.ops import metrics
 from worker.pipeline.document import build_outcome
 from worker.pipeline.publisher import Publisher
@@ -39,23 +40,21 @@ class Settler:
         error: OutcomeError | None = None,
         call_placed: bool | None = False,
         retry_at: float | None = None,
+        read_just_now: bool = False,
     ) -> None:
-        """Settle ``record``'s request with ``outcome`` (or publish the one that stands)."""
+        """Settle ``record``'s request with ``outcome`` (or publish the one that stands).
+
+        ``read_just_now``: ``record`` was read a moment ago (a poll's): it serves as the
+        settle's read, since the fields an outcome takes do not change once a call is placed.
+        """
         request_id = record.request_id
-        fresh = self.store.load(request_id) or record  # the settle's one read of the record
-        doc = build_outcome(
+        fresh = record if read_just_now else self.store.load(request_id) or record  # one read
+        doc = _document(
+            fresh,
             outcome,
-            completed_at=now(),
-            request_id=request_id,
-            dn_masked=fresh.get("dn_masked") or None,
-            callid=fresh.get("callid") or None,
             raw_result=raw_result,
             api_message=api_message,
             error=error,
-            timeout=fresh.integer("timeout", 0) or None,
-            requested_at=fresh.number("requested_at"),
-            placed_at=fresh.number("placed_at"),
-            status_requests=fresh.integer("status_requests", 0),
             call_placed=call_placed,
             retry_at=retry_at,
         )
@@ -63,7 +62,7 @@ class Settler:
         # the second if this process dies between them.
         has_webhook = self.webhooks_configured and bool(fresh.get("webhook_url"))
         recheck_at = now() + self.progress_slack_s if has_webhook else None
-        standing = self.store.settle(request_id, doc, recheck_at)
+        standing, task_ids = self.store.settle(request_id, doc, recheck_at)
         if standing.completed_at == doc.completed_at:  # ours stands: count it once
             metrics.request_settled(
                 standing.outcome, standing.status_requests if doc.callid else None
@@ -74,6 +73,22 @@ class Settler:
             standing.outcome,
             standing.status_requests,
         )
-        self.publisher.outcome(fresh, standing)  # the pin goes back in there
+        self.publisher.outcome(fresh, standing, task_ids)  # the pin goes back in there
         if has_webhook:
             self.store.forget(request_id)
+
+
+def _document(record: RequestRecord, outcome: Outcome, **details: Any) -> OutcomeDocument:
+    """The outcome document of ``record``'s request, settled now."""
+    return build_outcome(
+        outcome,
+        completed_at=now(),
+        request_id=record.request_id,
+        dn_masked=record.get("dn_masked") or None,
+        callid=record.get("callid") or None,
+        timeout=record.integer("timeout", 0) or None,
+        requested_at=record.number("requested_at"),
+        placed_at=record.number("placed_at"),
+        status_requests=record.integer("status_requests", 0),
+        **details,
+    )

@@ -22,7 +22,7 @@ import hashlib
 import json
 import time
 from dataclasses import dataclass
-from typing import cast
+from typing import NamedTuple, cast
 
 import redis
 
@@ -31,7 +31,7 @@ from worker.pipeline.document import parse_outcome
 from worker.pipeline.states import RequestState
 from worker.sane_values import sane_float
 
-__all__ = ["INFLIGHT_KEY", "RequestRecord", "RequestStore", "dn_digest", "now"]
+__all__ = ["INFLIGHT_KEY", "RequestRecord", "RequestStore", "Settled", "dn_digest", "now"]
 
 KEY_PREFIX = "callpass:req:"
 
@@ -71,8 +71,9 @@ for i = 5, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
 return 1
 """
 
-# KEYS[1] record, KEYS[2] in-flight set; ARGV: outcome JSON, key prefix, when the sweeper
-# should look again ('' for never), the settled state. Returns the outcome that stands.
+# KEYS[1] record, KEYS[2] in-flight set, KEYS[3] task set; ARGV: outcome JSON, key prefix, when
+# the sweeper should look again ('' for never), the settled state. Returns {the outcome that
+# stands, the task ids to publish it to...}.
 _SETTLE = """
 local id = string.sub(KEYS[1], string.len(ARGV[2]) + 1)
 if ARGV[3] == '' then
@@ -80,12 +81,15 @@ if ARGV[3] == '' then
 else
   redis.call('ZADD', KEYS[2], 'XX', ARGV[3], id)
 end
+local standing = ARGV[1]
 if redis.call('EXISTS', KEYS[1]) == 1 then
   redis.call('HSETNX', KEYS[1], 'outcome', ARGV[1])
   redis.call('HSET', KEYS[1], 'state', ARGV[4])
-  return redis.call('HGET', KEYS[1], 'outcome')
+  standing = redis.call('HGET', KEYS[1], 'outcome')
 end
-return ARGV[1]
+local result = redis.call('SMEMBERS', KEYS[3])
+table.insert(result, 1, standing)
+return result
 """
 
 # KEYS[1] record; ARGV[1] the poll's token. Counts the status request the poll is about to
@@ -98,15 +102,6 @@ end
 return redis.call('HGETALL', KEYS[1])
 """
 
-# KEYS[1] record, KEYS[2] in-flight set; ARGV: old token, new token, progress-by, request id.
-# Hands the chain to the next poll (already sent) and says by when it must show progress.
-_ADVANCE_POLL = """
-if (redis.call('HGET', KEYS[1], 'poll_token') or '') ~= ARGV[1] then return 0 end
-redis.call('HSET', KEYS[1], 'poll_token', ARGV[2])
-redis.call('ZADD', KEYS[2], ARGV[3], ARGV[4])
-return 1
-"""
-
 #: Sorted set of unsettled request ids, scored by when they must next show progress.
 INFLIGHT_KEY = "callpass:inflight"
 
@@ -114,6 +109,13 @@ INFLIGHT_KEY = "callpass:inflight"
 def dn_digest(dn: str) -> str:
     """A stable fingerprint of the number, so the record never holds it in clear."""
     return hashlib.sha256(dn.encode()).hexdigest()[:32]
+
+
+class Settled(NamedTuple):
+    #: The outcome that stands (maybe an earlier settle's).
+    outcome: OutcomeDocument
+    #: Every task id subscribed to the request, read in the same step.
+    task_ids: list[str]
 
 
 @dataclass(frozen=True)
@@ -169,7 +171,6 @@ class RequestStore:
         self._cas = client.register_script(_COMPARE_AND_SET)
         self._settle = client.register_script(_SETTLE)
         self._begin_poll = client.register_script(_BEGIN_POLL)
-        self._advance_poll = client.register_script(_ADVANCE_POLL)
 
     @staticmethod
     def key(request_id: str) -> str:
@@ -210,15 +211,6 @@ class RequestStore:
         the chain is live (one round trip)."""
         flat = cast(list[bytes], self._begin_poll(keys=[self.key(request_id)], args=[token]))
         return RequestRecord(request_id, _pairs_to_dict(flat)) if flat else None
-
-    def advance_poll(self, request_id: str, token: str, new_token: str, progress_by: float) -> bool:
-        """Move the chain from ``token`` to ``new_token`` (the next poll is already sent)."""
-        return bool(
-            self._advance_poll(
-                keys=[self.key(request_id), INFLIGHT_KEY],
-                args=[token, new_token, repr(progress_by), request_id],
-            )
-        )
 
     def task_ids(self, request_id: str) -> list[str]:
         members = cast(set[bytes], self._redis.smembers(self.key(request_id) + ":tasks"))
@@ -261,25 +253,30 @@ class RequestStore:
 
     def settle(
         self, request_id: str, outcome: OutcomeDocument, recheck_at: float | None = None
-    ) -> OutcomeDocument:
-        """Write the outcome once; return the one that stands (maybe an earlier one).
+    ) -> Settled:
+        """Write the outcome once; return the one that stands (maybe an earlier one), with the
+        task ids it goes to.
 
         The record keeps the outcome without the pin: the pin lives only in what the producer
         reads (see :class:`~worker.pipeline.publisher.Publisher`). With ``recheck_at`` the
         request stays in-flight until :meth:`forget`, so the sweeper finishes publishing after
         a crash.
         """
-        raw = self._settle(
-            keys=[self.key(request_id), INFLIGHT_KEY],
-            args=[
-                json.dumps({**outcome.model_dump(mode="json"), "pin": None}),
-                KEY_PREFIX,
-                "" if recheck_at is None else repr(recheck_at),
-                RequestState.SETTLED,
-            ],
+        key = self.key(request_id)
+        raw = cast(
+            list[bytes],
+            self._settle(
+                keys=[key, INFLIGHT_KEY, key + ":tasks"],
+                args=[
+                    json.dumps({**outcome.model_dump(mode="json"), "pin": None}),
+                    KEY_PREFIX,
+                    "" if recheck_at is None else repr(recheck_at),
+                    RequestState.SETTLED,
+                ],
+            ),
         )
-        text = raw.decode() if isinstance(raw, bytes) else str(raw)
-        return parse_outcome(json.loads(text))
+        standing = parse_outcome(json.loads(raw[0].decode()))
+        return Settled(standing, sorted(m.decode() for m in raw[1:]))
 
 
 def _pairs_to_dict(flat: list[bytes]) -> dict[str, str]:

@@ -18,6 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from worker.backoff import capped_backoff_s
 from worker.ops.logs import clear_log_context
 from worker.pipeline.due_polls import DuePoll, DuePolls
+from worker.pipeline.poller import HANDED_ON
 from worker.pipeline.store import now
 
 __all__ = ["PollRunner", "StartsInFlight"]
@@ -53,7 +54,9 @@ class StartsInFlight:
 
 
 class PollRunner:
-    """Takes due polls (leased for ``lease_s``) and runs each with ``run_poll``."""
+    """Takes due polls (leased for ``lease_s``) and runs each with ``run_poll``, which
+    returns :data:`~worker.pipeline.poller.HANDED_ON` when the poll removed itself from the
+    set as it handed the chain on (any other answer: the runner removes it)."""
 
     def __init__(
         self,
@@ -160,8 +163,8 @@ class PollRunner:
     def _run(self, poll: DuePoll) -> None:
         try:
             clear_log_context()  # a runner thread runs one poll after another
-            self._run_poll(poll.request_id, poll.token)
-            self._due.done(poll)
+            if self._run_poll(poll.request_id, poll.token) != HANDED_ON:
+                self._due.done(poll)
             self._failures.pop(poll.member, None)
         except Exception:
             failures = self._failures.get(poll.member, 0)

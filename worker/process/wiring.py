@@ -70,6 +70,12 @@ class CeleryDispatcher(Dispatcher):
         # retries failed polls itself.
         self._due_polls.add(DuePoll(request_id, token), now() + max(countdown_s, 0.0))
 
+    def hand_on_poll(
+        self, request_id: str, token: str, next_token: str, countdown_s: float, progress_by: float
+    ) -> bool:
+        due_at = now() + max(countdown_s, 0.0)
+        return self._due_polls.hand_on(DuePoll(request_id, token), next_token, due_at, progress_by)
+
     def resend_start(
         self,
         task_id: str,
