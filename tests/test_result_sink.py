@@ -80,3 +80,17 @@ def test_each_write_is_published_on_the_key_channel(redis_url: str) -> None:
         assert json.loads(message["data"])["result"] == {"callid": "c-5"}
     finally:
         pubsub.close()
+
+
+def test_placed_info_is_read_back_as_written_and_anything_else_is_none(redis_url: str) -> None:
+    client, sink = redis.Redis.from_url(redis_url), CeleryResultSink(producer_app(redis_url))
+    sink.publish_placed("sink-r1", {"callid": "c-1", "pin": "1234"})
+    assert sink.read_placed("sink-r1") == {"callid": "c-1", "pin": "1234"}
+    sink.publish_outcome("sink-r1", {"outcome": "busy", "callid": "c-1", "pin": "1234"})
+    assert sink.read_placed("sink-r1") == {"outcome": "busy", "callid": "c-1", "pin": "1234"}
+    client.set("celery-task-meta-sink-r2", b"\x80not json")
+    client.set("celery-task-meta-sink-r3", b'["a list"]')
+    client.set("celery-task-meta-sink-r4", b'{"status": "FAILURE", "result": {"x": 1}}')
+    assert [sink.read_placed(t) for t in ("sink-r2", "sink-r3", "sink-r4", "sink-none", "")] == [
+        None
+    ] * 5
