@@ -6,6 +6,7 @@ in-flight set, and must see only the records a test left overdue on purpose.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -151,6 +152,34 @@ def test_a_call_in_progress_hands_the_chain_to_the_next_poll(records: redis.Redi
     assert record.get("status_requests") == "1"
     assert progress_due(records, request_id) == within(now() + delay + PROGRESS_SLACK_S)
     assert pipeline.poll(request_id, token) == "stale poll"  # the old chain is dead
+
+
+class SlowStatusClient(FakeClient):
+    """Each status request takes ``seconds`` on a clock of the test's (no sleeping)."""
+
+    def __init__(self, clock: list[float], seconds: float) -> None:
+        super().__init__()
+        self._clock, self._seconds = clock, seconds
+
+    def get_status(self, callid: str) -> CallStatus:
+        self._clock[0] += self._seconds
+        return super().get_status(callid)
+
+
+def test_the_next_poll_keeps_to_the_schedule_however_long_the_status_request_took(
+    records: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clock = [0.0]  # seconds the test's clock is ahead of the real one
+    monkeypatch.setattr("worker.pipeline.store.now", lambda: time.time() + clock[0])
+    pipeline = make_pipeline(records, SlowStatusClient(clock, 0.4))
+    _, request_id, token = placed_request(pipeline)
+    placed_ago(records, request_id, 3.0)
+    assert pipeline.poll(request_id, token) == "polling"
+    delay = dispatcher_of(pipeline).polls[-1][2]
+    planned = PollSchedule().next_delay(3.0, TIMEOUT_S)
+    assert planned is not None
+    # Due at its planned offset from the placement, not one status request later.
+    assert planned - 0.4 - 0.2 < delay <= planned - 0.4 + 0.01
 
 
 @pytest.mark.parametrize(

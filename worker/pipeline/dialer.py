@@ -256,7 +256,8 @@ class Dialer:
             record.get("dn_masked"),
             request_id,
         )
-        self.poller.start_chain(record, elapsed_s=0.0)
+        # Counted from the placement: publishing took some of the wait for the first poll.
+        self.poller.start_chain(record, elapsed_s=now() - placed_at)
         return "placed"
 
     def _mark_placed(

@@ -113,6 +113,10 @@ class Poller:
             # The schedule is over but the API could not be asked: keep asking (it keeps
             # callids) until the outage allowance is spent, so the true outcome is learnt.
             delay = OUTAGE_POLL_INTERVAL_S
+        elif delay is not None:
+            # The schedule counts from the placement, and the status request just made took
+            # part of the wait: without this, every poll would come one round trip late.
+            delay = max(0.0, delay - (record.seconds_since_placed() - elapsed))
         if delay is None:
             self.settler.settle(
                 record, Outcome.UNKNOWN, api_message=answer.problem, read_just_now=True
