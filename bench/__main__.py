@@ -216,8 +216,8 @@ def _against_fixed(
         best = ours["calls"] / (floor_ms / 1000 + timeout_s)
         if best < 1.5 * their_rate:
             bound = (
-                f"a burst settles no faster than its size / (floor + call timeout) = "
-                f"{best:.1f}/s, {best / their_rate:.2f}x fixed-1s's, for any worker"
+                f"a burst settles no faster than about its size / (floor + call timeout) = "
+                f"{best:.1f}/s, {best / their_rate:.2f}x fixed-1s's"
             )
     value = f"{mine_rate} vs {their_rate}: {mine_rate / their_rate:.2f}x"
     met = mine_rate >= 1.5 * their_rate

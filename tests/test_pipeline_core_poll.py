@@ -7,7 +7,7 @@ in-flight set, and must see only the records a test left overdue on purpose.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 import redis
@@ -180,6 +180,32 @@ def test_the_next_poll_keeps_to_the_schedule_however_long_the_status_request_too
     assert planned is not None
     # Due at its planned offset from the placement, not one status request later.
     assert planned - 0.4 - 0.2 < delay <= planned - 0.4 + 0.01
+
+
+class DuplicatePollClient(FakeClient):
+    """While the first status request is out, a duplicate of the same poll runs in full."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.duplicate: Callable[[], str] = lambda: ""
+        self.duplicate_said = ""
+
+    def get_status(self, callid: str) -> CallStatus:
+        if not self.duplicate_said:
+            self.duplicate_said = "running"
+            self.duplicate_said = self.duplicate()
+        return super().get_status(callid)
+
+
+def test_of_two_runs_of_one_poll_only_one_carries_the_chain_on(records: redis.Redis) -> None:
+    client = DuplicatePollClient()
+    pipeline = make_pipeline(records, client)
+    _, request_id, token = placed_request(pipeline)
+    client.duplicate = lambda: pipeline.poll(request_id, token)
+    assert pipeline.poll(request_id, token) == "stale poll"
+    assert client.duplicate_said == "polling"
+    (_, first, _), (_, second, _) = dispatcher_of(pipeline).polls  # one next poll, not two
+    assert first == token and record_of(pipeline, request_id).get("poll_token") == second
 
 
 @pytest.mark.parametrize(

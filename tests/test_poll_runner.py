@@ -168,6 +168,19 @@ def test_a_stale_poll_hands_nothing_on_but_leaves_the_set(
     client.delete(RequestStore.key(request_id))
 
 
+def test_a_poll_of_a_request_settled_meanwhile_hands_nothing_on(
+    due: DuePolls, client: redis.Redis
+) -> None:
+    request_id = f"r-{uuid.uuid4().hex[:8]}"
+    _chain(client, request_id, "aa")
+    client.hset(RequestStore.key(request_id), "outcome", "{}")  # settled by a duplicate
+    due.add(DuePoll(request_id, "aa"), time.time())
+    assert not due.hand_on(DuePoll(request_id, "aa"), "bb", time.time(), time.time() + 300)
+    assert due.count() == 0 and client.zscore(INFLIGHT_KEY, request_id) is None
+    assert client.hget(RequestStore.key(request_id), "poll_token") == b"aa"
+    client.delete(RequestStore.key(request_id))
+
+
 def test_a_poll_that_handed_on_is_not_removed_again_by_the_runner(
     due: DuePolls, client: redis.Redis, monkeypatch: pytest.MonkeyPatch
 ) -> None:

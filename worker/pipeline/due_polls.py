@@ -61,10 +61,12 @@ return result
 
 # KEYS[1] record, KEYS[2] in-flight set, KEYS[3] the due set; ARGV: the poll's token, the next
 # poll's, progress-by, request id, the next poll's due time. The poll is spent either way: its
-# member goes. Returns 1, or 0 (nothing added) when the chain is no longer the poll's.
+# member goes. Returns 1, or 0 (nothing added) when the chain is no longer the poll's or the
+# request was settled meanwhile (another poll, the sweeper).
 _HAND_ON = """
 redis.call('ZREM', KEYS[3], ARGV[1] .. ':' .. ARGV[4])
 if (redis.call('HGET', KEYS[1], 'poll_token') or '') ~= ARGV[1] then return 0 end
+if redis.call('HEXISTS', KEYS[1], 'outcome') == 1 then return 0 end
 redis.call('HSET', KEYS[1], 'poll_token', ARGV[2])
 redis.call('ZADD', KEYS[2], ARGV[3], ARGV[4])
 redis.call('ZADD', KEYS[3], ARGV[5], ARGV[2] .. ':' .. ARGV[4])
@@ -120,8 +122,8 @@ class DuePolls:
     def hand_on(self, poll: DuePoll, next_token: str, due_at: float, progress_by: float) -> bool:
         """``poll`` ran and the chain goes on: its next poll (``next_token``, due at ``due_at``)
         takes the chain over and ``poll`` leaves the set, in one round trip; the request must
-        show progress by ``progress_by``. ``False``: the chain was not ``poll``'s (it only
-        left the set)."""
+        show progress by ``progress_by``. ``False``: the chain was not ``poll``'s, or the
+        request is settled (``poll`` only left the set)."""
         handed_on = bool(
             self._hand_on(
                 keys=[RequestStore.key(poll.request_id), INFLIGHT_KEY, self.key],
@@ -158,7 +160,7 @@ class DuePolls:
         return TakenPolls(polls, float(head) if head else None, False)
 
     def done(self, poll: DuePoll) -> None:
-        """The poll ran (it sent the chain's next one, if any): it leaves the set."""
+        """The poll ran and did not hand the chain on: it leaves the set."""
         self._redis.zrem(self.key, poll.member)
 
     def count(self) -> int:

@@ -122,7 +122,8 @@ class Poller:
                 record, Outcome.UNKNOWN, api_message=answer.problem, read_just_now=True
             )
             return "unknown"
-        self._next_poll(record, token, max(delay, answer.retry_after_s))
+        if not self._next_poll(record, token, max(delay, answer.retry_after_s)):
+            return "stale poll"  # a duplicate carried the chain on, or settled it, meanwhile
         return HANDED_ON
 
     def start_chain(self, record: RequestRecord, elapsed_s: float) -> None:
@@ -141,7 +142,9 @@ class Poller:
         else:
             self.start_chain(record, record.seconds_since_placed())
 
-    def _next_poll(self, record: RequestRecord, token: str, delay_s: float) -> None:
+    def _next_poll(self, record: RequestRecord, token: str, delay_s: float) -> bool:
         progress_by = now() + delay_s + self.progress_slack_s
         new_token = uuid.uuid4().hex[:16]
-        self.dispatcher.hand_on_poll(record.request_id, token, new_token, delay_s, progress_by)
+        return self.dispatcher.hand_on_poll(
+            record.request_id, token, new_token, delay_s, progress_by
+        )

@@ -28,7 +28,7 @@ class Dispatcher(Protocol):
         """Send the chain's next poll (``next_token``, due in ``countdown_s``) and move the
         record's ``poll_token`` from ``token`` to it, at once; the poll of ``token`` is spent,
         and the request must show progress by ``progress_by``. ``False``: the chain was no
-        longer ``token``'s, and nothing was sent."""
+        longer ``token``'s or the request is settled, and nothing was sent."""
 
     def resend_start(
         self,

@@ -39,10 +39,6 @@ return 1
 """
 
 
-def _get(client: Any, key: bytes) -> Any:
-    return client.get(key)
-
-
 class CeleryResultSink(ResultSink):
     """Writes ``PLACED`` info and outcomes where ``AsyncResult`` reads them."""
 
@@ -61,8 +57,9 @@ class CeleryResultSink(ResultSink):
             return None
         backend: Any = self._app.backend
         # Only our JSON documents are stored under a start_call's id (the settings allow no
-        # other serialiser): read it as that, without Celery's per-read meta decoding.
-        raw = backend.ensure(_get, (backend.client, backend.get_key_for_task(task_id)))
+        # other serialiser and no compression): read it as that, without Celery's per-read
+        # meta decoding. No retries, as with get_task_meta: a caller insists where it must.
+        raw = backend.client.get(backend.get_key_for_task(task_id))
         try:
             meta = json.loads(raw) if raw else None
         except ValueError:
