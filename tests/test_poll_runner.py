@@ -156,28 +156,21 @@ def test_hand_on_moves_the_chain_to_the_next_poll_and_retires_this_one(
     client.zrem(INFLIGHT_KEY, request_id)
 
 
-def test_a_stale_poll_hands_nothing_on_but_leaves_the_set(
-    due: DuePolls, client: redis.Redis
+@pytest.mark.parametrize(
+    ("live_token", "settled"),
+    [("live", False), ("aa", True)],  # a duplicate carried the chain on; or settled it
+)
+def test_a_poll_whose_chain_went_on_without_it_hands_nothing_on_but_leaves_the_set(
+    due: DuePolls, client: redis.Redis, live_token: str, settled: bool
 ) -> None:
     request_id = f"r-{uuid.uuid4().hex[:8]}"
-    _chain(client, request_id, "live")
-    due.add(DuePoll(request_id, "stale"), time.time())
-    assert not due.hand_on(DuePoll(request_id, "stale"), "next", time.time(), time.time() + 300)
-    assert due.count() == 0 and client.zscore(INFLIGHT_KEY, request_id) is None
-    assert client.hget(RequestStore.key(request_id), "poll_token") == b"live"
-    client.delete(RequestStore.key(request_id))
-
-
-def test_a_poll_of_a_request_settled_meanwhile_hands_nothing_on(
-    due: DuePolls, client: redis.Redis
-) -> None:
-    request_id = f"r-{uuid.uuid4().hex[:8]}"
-    _chain(client, request_id, "aa")
-    client.hset(RequestStore.key(request_id), "outcome", "{}")  # settled by a duplicate
+    _chain(client, request_id, live_token)
+    if settled:
+        client.hset(RequestStore.key(request_id), "outcome", "{}")
     due.add(DuePoll(request_id, "aa"), time.time())
     assert not due.hand_on(DuePoll(request_id, "aa"), "bb", time.time(), time.time() + 300)
     assert due.count() == 0 and client.zscore(INFLIGHT_KEY, request_id) is None
-    assert client.hget(RequestStore.key(request_id), "poll_token") == b"aa"
+    assert client.hget(RequestStore.key(request_id), "poll_token") == live_token.encode()
     client.delete(RequestStore.key(request_id))
 
 
