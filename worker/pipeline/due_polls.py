@@ -60,16 +60,17 @@ return result
 
 
 # KEYS[1] record, KEYS[2] in-flight set, KEYS[3] the due set; ARGV: the poll's token, the next
-# poll's, progress-by, request id, the next poll's due time. The poll is spent either way: its
-# member goes. Returns 1, or 0 (nothing added) when the chain is no longer the poll's or the
-# request was settled meanwhile (another poll, the sweeper).
+# poll's, progress-by, request id, the next poll's due time, the poll's member, the next poll's
+# member. The poll is spent either way: its member goes. Returns 1, or 0 (nothing added) when
+# the chain is no longer the poll's or the request was settled meanwhile (another poll, the
+# sweeper).
 _HAND_ON = """
-redis.call('ZREM', KEYS[3], ARGV[1] .. ':' .. ARGV[4])
+redis.call('ZREM', KEYS[3], ARGV[6])
 if (redis.call('HGET', KEYS[1], 'poll_token') or '') ~= ARGV[1] then return 0 end
 if redis.call('HEXISTS', KEYS[1], 'outcome') == 1 then return 0 end
 redis.call('HSET', KEYS[1], 'poll_token', ARGV[2])
 redis.call('ZADD', KEYS[2], ARGV[3], ARGV[4])
-redis.call('ZADD', KEYS[3], ARGV[5], ARGV[2] .. ':' .. ARGV[4])
+redis.call('ZADD', KEYS[3], ARGV[5], ARGV[7])
 return 1
 """
 
@@ -116,6 +117,9 @@ class DuePolls:
 
     def add(self, poll: DuePoll, due_at: float) -> None:
         self._redis.zadd(self.key, {poll.member: due_at})
+        self._announce(due_at)
+
+    def _announce(self, due_at: float) -> None:
         for listener in self._listeners:
             listener(due_at)
 
@@ -124,15 +128,18 @@ class DuePolls:
         takes the chain over and ``poll`` leaves the set, in one round trip; the request must
         show progress by ``progress_by``. ``False``: the chain was not ``poll``'s, or the
         request is settled (``poll`` only left the set)."""
+        request_id = poll.request_id
         handed_on = bool(
             self._hand_on(
-                keys=[RequestStore.key(poll.request_id), INFLIGHT_KEY, self.key],
-                args=[poll.token, next_token, repr(progress_by), poll.request_id, repr(due_at)],
+                keys=[RequestStore.key(request_id), INFLIGHT_KEY, self.key],
+                args=[
+                    *(poll.token, next_token, repr(progress_by), request_id, repr(due_at)),
+                    *(poll.member, DuePoll(request_id, next_token).member),
+                ],
             )
         )
         if handed_on:
-            for listener in self._listeners:
-                listener(due_at)
+            self._announce(due_at)
         return handed_on
 
     def take(

@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import NamedTuple, cast
 
@@ -176,6 +177,10 @@ class RequestStore:
     def key(request_id: str) -> str:
         return KEY_PREFIX + request_id
 
+    @classmethod
+    def _tasks_key(cls, request_id: str) -> str:
+        return cls.key(request_id) + ":tasks"
+
     def claim(
         self,
         request_id: str,
@@ -195,7 +200,7 @@ class RequestStore:
             pairs += [name, value]
         key = self.key(request_id)
         status, flat = self._claim(
-            keys=[key, key + ":tasks", INFLIGHT_KEY],
+            keys=[key, self._tasks_key(request_id), INFLIGHT_KEY],
             args=[self._ttl_s, task_id, digest, request_id, repr(progress_by), *pairs],
         )
         return int(status), RequestRecord(request_id, _pairs_to_dict(flat))
@@ -213,8 +218,7 @@ class RequestStore:
         return RequestRecord(request_id, _pairs_to_dict(flat)) if flat else None
 
     def task_ids(self, request_id: str) -> list[str]:
-        members = cast(set[bytes], self._redis.smembers(self.key(request_id) + ":tasks"))
-        return sorted(m.decode() for m in members)
+        return _task_ids(cast(set[bytes], self._redis.smembers(self._tasks_key(request_id))))
 
     def compare_and_set(
         self,
@@ -262,11 +266,10 @@ class RequestStore:
         request stays in-flight until :meth:`forget`, so the sweeper finishes publishing after
         a crash.
         """
-        key = self.key(request_id)
         raw = cast(
             list[bytes],
             self._settle(
-                keys=[key, INFLIGHT_KEY, key + ":tasks"],
+                keys=[self.key(request_id), INFLIGHT_KEY, self._tasks_key(request_id)],
                 args=[
                     json.dumps({**outcome.model_dump(mode="json"), "pin": None}),
                     KEY_PREFIX,
@@ -276,7 +279,11 @@ class RequestStore:
             ),
         )
         standing = parse_outcome(json.loads(raw[0].decode()))
-        return Settled(standing, sorted(m.decode() for m in raw[1:]))
+        return Settled(standing, _task_ids(raw[1:]))
+
+
+def _task_ids(members: Iterable[bytes]) -> list[str]:
+    return sorted(m.decode() for m in members)
 
 
 def _pairs_to_dict(flat: list[bytes]) -> dict[str, str]:

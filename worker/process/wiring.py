@@ -68,13 +68,13 @@ class CeleryDispatcher(Dispatcher):
     def send_poll(self, request_id: str, token: str, countdown_s: float) -> None:
         # No message: the poll waits in Redis for a runner (worker.process.poll_runner), which
         # retries failed polls itself.
-        self._due_polls.add(DuePoll(request_id, token), now() + max(countdown_s, 0.0))
+        self._due_polls.add(DuePoll(request_id, token), _due_at(countdown_s))
 
     def hand_on_poll(
         self, request_id: str, token: str, next_token: str, countdown_s: float, progress_by: float
     ) -> bool:
-        due_at = now() + max(countdown_s, 0.0)
-        return self._due_polls.hand_on(DuePoll(request_id, token), next_token, due_at, progress_by)
+        poll = DuePoll(request_id, token)
+        return self._due_polls.hand_on(poll, next_token, _due_at(countdown_s), progress_by)
 
     def resend_start(
         self,
@@ -100,6 +100,10 @@ class CeleryDispatcher(Dispatcher):
                 **(extra_headers or {}),
             },
         )
+
+
+def _due_at(countdown_s: float) -> float:
+    return now() + max(countdown_s, 0.0)
 
 
 _local = threading.local()
