@@ -260,6 +260,9 @@ class Harness:
     def calls(self) -> list[dict[str, Any]]:
         return list(requests.get(self.sim_url + "_sim/calls", timeout=30).json())
 
+    def simulator_stats(self) -> dict[str, Any]:
+        return dict(requests.get(self.sim_url + "_sim/stats", timeout=10).json())
+
     def arrivals(self) -> list[float]:
         return list(requests.get(self.sim_url + "_sim/arrivals", timeout=30).json())
 
@@ -279,7 +282,7 @@ class Harness:
 
     def verdict(self, scenario: str, settle_timeout_s: float, notes: str, began: float) -> Row:
         docs = self.wait_settled(settle_timeout_s)
-        sim = requests.get(self.sim_url + "_sim/stats", timeout=10).json()
+        sim = self.simulator_stats()
         calls = {c["callid"]: c for c in self.calls()}
         calls_by_request = Counter(c["request_id"] for c in calls.values())
         starts = sim["starts_by_request"]

@@ -17,6 +17,7 @@ from chaos.hostile_row import hostile_messages
 from chaos.partitions import one_worker_cut_from_redis, workers_cut_from_redis
 from chaos.poll_rows import poll_runners_killed
 from chaos.sizes import SETTLE_S, Size
+from chaos.verification_rows import verifications_with_kills
 from chaos.webhook_rows import (
     webhook_receiver_down,
     webhook_receiver_trickles,
@@ -228,6 +229,7 @@ SCENARIOS: dict[str, Callable[[Path, Size], Row]] = {
     "workers-cut-from-api": api_cut_short,
     "workers-cut-from-api-long": api_cut_long,
     "hostile-messages": hostile_messages,
+    "verifications-killed": verifications_with_kills,
 }
 
 #: Rows that build network namespaces (chaos/netns.py): they skip where the machine cannot.

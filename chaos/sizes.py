@@ -36,6 +36,8 @@ class Size:
     trickle_requests: int = 150  # full size (the default)
     # Hostile messages (chaos/hostile_row.py): appended with a default, full size.
     hostile_requests: int = 300
+    # Verifications with resends (chaos/verification_rows.py): full size.
+    verifications: int = 150
 
     @classmethod
     def get(cls, name: str) -> Size:
@@ -71,6 +73,7 @@ SIZES = {
         webhook_kills=1,
         trickle_requests=20,
         hostile_requests=60,
+        verifications=20,
         **SMALL_PARTITIONS,
     ),
 }

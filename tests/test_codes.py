@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -17,14 +18,28 @@ from tests.conftest import OwnWorker, Simulator
 from tests.helpers import settle, unique_dn
 from worker.contracts.verify import CodeReason
 from worker.dev.stack import wait_until
-from worker.pipeline.pins import PinVault, derive_key
+from worker.pipeline.pins import LEGACY_PIN_PREFIX, PinVault, VerificationCall, derive_key
+from worker.pipeline.verifications import verification_key
 from worker.producer import enqueue_call, verify_code, wait_for_pin
 
 
 @pytest.fixture
 def vault(redis_url: str) -> PinVault:
     client = redis.Redis.from_url(redis_url)
-    return PinVault(client, derive_key("k" * 32), ttl_s=600, max_attempts=3, seen_ttl_s=3600)
+    return PinVault(
+        client, derive_key("k" * 32), ttl_s=600, max_attempts=3, verification_ttl_s=3600
+    )
+
+
+def keep(vault: PinVault, request_id: str, pin: str, verification_id: str = "") -> None:
+    """Keep ``pin`` as the placed call of ``request_id`` (in its own verification of one,
+    unless ``verification_id`` names another)."""
+    vault.store(VerificationCall(verification_id or request_id, request_id, "d" * 32, "7999"), pin)
+
+
+def stored_pins(client: redis.Redis, verification_id: str) -> list[list[Any]]:
+    raw = client.hget(verification_key(verification_id), "pins")
+    return json.loads(raw) if raw else []
 
 
 VERIFY_SCHEMA = json.loads(
@@ -38,7 +53,7 @@ def rid() -> str:
 
 def test_a_correct_code_is_ok_once_then_consumed(vault: PinVault) -> None:
     request_id = rid()
-    vault.store(request_id, "0446")
+    keep(vault, request_id, "0446")
     assert vault.verify(request_id, "0446").model_dump(mode="json") == {
         "valid": True,
         "reason": "ok",
@@ -49,7 +64,7 @@ def test_a_correct_code_is_ok_once_then_consumed(vault: PinVault) -> None:
 
 def test_wrong_codes_count_down_to_too_many_attempts(vault: PinVault) -> None:
     request_id = rid()
-    vault.store(request_id, "0446")
+    keep(vault, request_id, "0446")
     answers = [vault.verify(request_id, "0447") for _ in range(3)]
     assert [(a.reason, a.attempts_left) for a in answers] == [
         ("mismatch", 2),
@@ -72,7 +87,7 @@ def test_malformed_codes_are_refused_without_spending_an_attempt(
     vault: PinVault, code: object
 ) -> None:
     request_id = rid()
-    vault.store(request_id, "0446")
+    keep(vault, request_id, "0446")
     answer = vault.verify(request_id, code).model_dump(mode="json")
     assert answer == {"valid": False, "reason": "malformed_code", "attempts_left": 3}
     assert vault.verify(request_id, "0446").reason == "ok"
@@ -80,11 +95,12 @@ def test_malformed_codes_are_refused_without_spending_an_attempt(
 
 def test_unknown_and_expired_requests_are_told_apart(redis_url: str) -> None:
     client = redis.Redis.from_url(redis_url)
-    vault = PinVault(client, derive_key("k" * 32), ttl_s=1, max_attempts=3, seen_ttl_s=3600)
+    vault = PinVault(client, derive_key("k" * 32), ttl_s=1, max_attempts=3, verification_ttl_s=3600)
     assert vault.verify(rid(), "0446").reason == "unknown_request"
     request_id = rid()
-    vault.store(request_id, "0446")
-    wait_until(lambda: not client.exists(PinVault.PIN + request_id), 10, "the pin's TTL")
+    keep(vault, request_id, "0446")
+    [(_, _, expires_at)] = stored_pins(client, request_id)
+    wait_until(lambda: time.time() > expires_at, 10, "the pin's TTL")
     assert vault.verify(request_id, "0446").model_dump(mode="json") == {
         "valid": False,
         "reason": "expired",
@@ -95,14 +111,16 @@ def test_unknown_and_expired_requests_are_told_apart(redis_url: str) -> None:
 def test_only_a_keyed_digest_is_stored_and_compared_in_constant_time(
     vault: PinVault, redis_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    client = redis.Redis.from_url(redis_url)
     request_id = rid()
-    vault.store(request_id, "0446")
-    stored: dict[bytes, bytes] = redis.Redis.from_url(redis_url).hgetall(PinVault.PIN + request_id)
+    keep(vault, request_id, "0446")
+    stored = client.hgetall(verification_key(request_id))
     assert b"0446" not in b"".join(stored.values())
     other = rid()
-    vault.store(other, "0446")
-    other_stored = redis.Redis.from_url(redis_url).hget(PinVault.PIN + other, "digest")
-    assert other_stored != stored[b"digest"]  # the request id is part of the MAC
+    keep(vault, other, "0446")
+    assert stored_pins(client, other)[0][1] != stored_pins(client, request_id)[0][1]  # id in MAC
+    # A resend in the same verification: both calls' pins live, both compared every time.
+    keep(vault, rid(), "0999", verification_id=request_id)
     calls: list[tuple[Any, Any]] = []
     real = worker.pipeline.pins.hmac.compare_digest
 
@@ -112,7 +130,52 @@ def test_only_a_keyed_digest_is_stored_and_compared_in_constant_time(
 
     monkeypatch.setattr(worker.pipeline.pins.hmac, "compare_digest", spy)
     vault.verify(request_id, "0447")
-    assert len(calls) == 1
+    assert len(calls) == 2
+    calls.clear()
+    assert vault.verify(request_id, "0446").reason == "ok"  # the first of two matches
+    assert len(calls) == 2
+
+
+def test_a_code_of_an_earlier_call_checks_and_attempts_are_shared(vault: PinVault) -> None:
+    verification_id = rid()
+    keep(vault, verification_id, "0446")
+    keep(vault, rid(), "0811", verification_id=verification_id)
+    answers = [vault.verify(verification_id, code) for code in ("0001", "0002", "0446")]
+    # Three attempts per verification, however many calls it had: the third is the last.
+    assert [(a.reason, a.attempts_left) for a in answers] == [
+        ("mismatch", 2),
+        ("mismatch", 1),
+        ("ok", 0),
+    ]
+    assert vault.verify(verification_id, "0811").reason == "expired"  # a correct code ended it
+
+
+def test_only_the_latest_calls_pins_check(redis_url: str) -> None:
+    client = redis.Redis.from_url(redis_url)
+    vault = PinVault(
+        client, derive_key("k" * 32), ttl_s=600, max_attempts=5, verification_ttl_s=3600,
+        live_calls=2,
+    )  # fmt: skip
+    verification_id = rid()
+    for pin in ("0101", "0202", "0303"):
+        keep(vault, rid(), pin, verification_id=verification_id)
+    assert vault.verify(verification_id, "0101").reason == "mismatch"  # dropped: 3rd call
+    assert vault.verify(verification_id, "0202").reason == "ok"
+
+
+def test_a_pin_kept_by_an_earlier_version_still_checks(vault: PinVault, redis_url: str) -> None:
+    client = redis.Redis.from_url(redis_url)
+    request_id = rid()
+    digest = vault._digest(request_id, "0446")
+    client.hset(LEGACY_PIN_PREFIX + request_id, mapping={"digest": digest, "attempts": 0})
+    client.expire(LEGACY_PIN_PREFIX + request_id, 60)
+    assert vault.verify(request_id, "0447").reason == "mismatch"
+    assert vault.verify(request_id, "0446").model_dump(mode="json") == {
+        "valid": True,
+        "reason": "ok",
+        "attempts_left": 1,
+    }
+    assert not client.exists(LEGACY_PIN_PREFIX + request_id)
 
 
 def test_reasons_are_the_documented_ones() -> None:

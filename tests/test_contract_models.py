@@ -17,8 +17,10 @@ from worker.api.errors import InvalidRequestError
 from worker.contracts.events import CallCompleted, CallPlaced
 from worker.contracts.outcome import TIMEOUT_MAX_S, TIMEOUT_MIN_S, Outcome, OutcomeDocument
 from worker.contracts.placed import PlacedInfo
-from worker.contracts.start_call import StartCallArguments
+from worker.contracts.schemas import SHARED_MODELS
+from worker.contracts.start_call import START_CALL_FIELDS, StartCallArguments
 from worker.contracts.verify import CodeCheck, CodeReason
+from worker.pipeline.document import build_outcome
 from worker.validation import (
     parse_start_request,
     validate_callid,
@@ -30,7 +32,7 @@ from worker.validation import (
 
 SCHEMAS = Path(__file__).resolve().parent.parent / "schemas"
 DN = "79991234567"
-KNOWN = "(known: dn, timeout, webhook_url, request_id)"
+KNOWN = f"(known: {', '.join(START_CALL_FIELDS)})"
 DN_RULE = "must be 11 to 15 ASCII digits starting with 7, without '+' or spaces"
 URL_TYPE_RULE = "must be a URL string of at most 2048 characters"
 URL_RULE = "must be an http(s) URL with a host"
@@ -92,7 +94,7 @@ def test_positional_arguments_are_refused_before_anything() -> None:
         parse_start_request((DN,), {"colour": 1}, default_timeout=20)
     assert (info.value.field, info.value.rule) == (
         "args",
-        "must be empty: pass dn, timeout, webhook_url, request_id as keyword arguments",
+        f"must be empty: pass {', '.join(START_CALL_FIELDS)} as keyword arguments",
     )
 
 
@@ -160,7 +162,7 @@ def test_the_producer_helper_does_not_pull_in_the_worker_runtime() -> None:
 
 
 def _registry() -> Registry[Any]:
-    shared = [json.loads((SCHEMAS / n).read_text()) for n in ("placed.v1.json", "outcome.v1.json")]
+    shared = [json.loads((SCHEMAS / n).read_text()) for n in SHARED_MODELS.values()]
     return Registry().with_resources((s["$id"], Resource.from_contents(s)) for s in shared)
 
 
@@ -194,6 +196,14 @@ def test_events_built_from_the_models_match_their_schemas() -> None:
     )
     completed = CallCompleted(timestamp=at, data=document).model_dump(mode="json")
     _valid(completed, "call.completed.v1.json")
+    version_2 = build_outcome(
+        Outcome.BUSY, completed_at=1.7e9, request_id="r", version=2, verification_id="v"
+    )
+    assert (version_2.next_step, version_2.verification_id) == ("other_channel", "v")
+    _valid(version_2.model_dump(mode="json"), "outcome.v2.json")
+    _valid({**completed, "data": version_2.model_dump(mode="json")}, "call.completed.v1.json")
+    with pytest.raises(jsonschema.ValidationError):  # a version-1 reader refuses version 2
+        _valid(version_2.model_dump(mode="json"), "outcome.v1.json")
     with pytest.raises(jsonschema.ValidationError):
         _valid({**completed, "type": "call.placed"}, "call.completed.v1.json")
 

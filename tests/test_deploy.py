@@ -58,6 +58,11 @@ EXPORTED = HISTOGRAMS | {
     "callpass_broker_queue_length",
     "callpass_polls_scheduled",
     "callpass_polls_due",
+    "callpass_code_checks_total",
+    "callpass_verifications_started_total",
+    "callpass_verifications_converted_total",
+    "callpass_fallbacks_total",
+    "callpass_test_calls_total",
 }
 #: Names an expression may use: the series above, and Prometheus' own ``up``.
 QUERYABLE = (
@@ -70,6 +75,7 @@ ALERT_NAMES = {
     "CallPassBacklog",
     "CallPassDeadLettersGrowing",
     "CallPassNoWorkers",
+    "CallPassConversionDrop",
 }
 
 #: Settings whose values are secrets (SecretStr fields): never in a ConfigMap or a literal.

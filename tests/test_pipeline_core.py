@@ -91,7 +91,7 @@ def test_claiming_a_request_clears_its_outbox_note(records: redis.Redis) -> None
 def test_a_pin_kept_in_the_vault_is_there_before_placed_and_never_published(
     records: redis.Redis,
 ) -> None:
-    vault = PinVault(records, b"k" * 32, ttl_s=600, max_attempts=3, seen_ttl_s=600)
+    vault = PinVault(records, b"k" * 32, ttl_s=600, max_attempts=3, verification_ttl_s=600)
     checks: list[bool] = []
 
     class CheckingSink(FakeSink):

@@ -32,8 +32,9 @@ from worker.contracts.placed import PlacedInfo
 from worker.masking import mask_dn
 from worker.pipeline import due_polls as due_polls_module
 from worker.pipeline import store as store_module
-from worker.pipeline.admission import Admission
-from worker.pipeline.dialer import Delivery, Dialer
+from worker.pipeline.admission import Admission, Delivery
+from worker.pipeline.dial_checks import DialChecks
+from worker.pipeline.dialer import Dialer
 from worker.pipeline.document import build_outcome, parse_outcome
 from worker.pipeline.poller import Poller
 from worker.pipeline.publisher import Publisher
@@ -364,7 +365,7 @@ def parts(records: redis.Redis, client: FakeClient | None = None) -> Parts:
         place_deadline_s=PLACE_DEADLINE_S,
         max_start_s=MAX_START_S,
         progress_slack_s=PROGRESS_SLACK_S,
-        admit_destination=lambda digest, request_id: 0.0,
+        checks=DialChecks(settler, admit_destination=lambda digest, request_id: 0.0),
         pins=None,
         pins_leave_worker=True,
     )

@@ -41,6 +41,19 @@ def test_defaults_suit_local_use() -> None:
         ("CALLPASS_WEBHOOK_QUEUE", "callpass.polls", "must differ from the calls' queues"),
         ("CALLPASS_API_URL", "http://api.example.invalid/", "must be https"),
         ("CALLPASS_API_TOKNE", SIMULATOR_DEV_TOKEN, "not a known setting"),
+        ("CALLPASS_CALL_BUDGETS", "week=100", "[PREFIX/]day=CALLS"),
+        ("CALLPASS_CALL_BUDGETS", "day=0", "above 0"),
+        ("CALLPASS_CALL_BUDGETS", "+7999/day=5", "[PREFIX/]day=CALLS"),
+        ("CALLPASS_CALL_BUDGETS", "day=-5", "[PREFIX/]day=CALLS"),
+        ("CALLPASS_KEY_LIMITS", "IP=5/60", "key name"),
+        ("CALLPASS_KEY_LIMITS", "ip=5", "CALLS/SECONDS"),
+        ("CALLPASS_KEY_LIMITS", "ip=0/60", "CALLS/SECONDS"),
+        ("CALLPASS_PREFIX_LIMITS", "8999=5/60", "prefix"),
+        ("CALLPASS_RESEND_COOLDOWNS_S", "soon", "comma-separated seconds"),
+        ("CALLPASS_RESEND_MAX_CALLS", "0", "between 1 and 20"),
+        ("CALLPASS_CODE_LIVE_CALLS", "many", "whole number"),
+        ("CALLPASS_FALLBACK_QUEUE", "has space", "characters"),
+        ("CALLPASS_METRICS_PREFIX_DIGITS", "16", "between 1 and 15"),
     ],
 )
 def test_malformed_values_name_the_variable_and_the_rule(
@@ -165,3 +178,13 @@ def test_flower_logins_that_need_a_password_are_accepted() -> None:
     for value in ("", "admin:long-enough", "admin:long-enough,ops:an0ther-one:with-colon"):
         login = load_settings({"CALLPASS_FLOWER_BASIC_AUTH": value}).flower_basic_auth
         assert login.get_secret_value() == value
+
+
+def test_a_malformed_test_number_is_refused_without_showing_its_pin() -> None:
+    with pytest.raises(SettingsError) as info:
+        load_settings({"CALLPASS_TEST_NUMBERS": "79990000001:1234,79990000002:98x6"})
+    assert info.value.variable == "CALLPASS_TEST_NUMBERS"
+    assert "entry 2 must be NUMBER:PIN" in info.value.rule
+    assert "98x6" not in str(info.value) and "1234" not in str(info.value)
+    settings = load_settings({"CALLPASS_TEST_NUMBERS": "79990000001:1234"})
+    assert "1234" not in repr(settings)

@@ -145,6 +145,12 @@ class TestMasking:
         args, kwargs = masked_reprs((79991234567,), {"dn": "79991234567", "timeout": 5})
         assert "79991234567" not in args + kwargs and "'timeout': 5" in kwargs
 
+    def test_reprs_show_the_names_of_limit_keys_never_their_values(self) -> None:
+        _, kwargs = masked_reprs((), {"limit_keys": {"ip": "203.0.113.9", "account": "a-42"}})
+        assert "203.0.113.9" not in kwargs and "a-42" not in kwargs
+        assert "'ip': '<hidden>'" in kwargs
+        assert masked_reprs((), {"limit_keys": "203.0.113.9"})[1] == "{'limit_keys': '<hidden>'}"
+
 
 class TestErrors:
     @pytest.mark.parametrize(

@@ -33,7 +33,7 @@ def schema(name: str) -> dict[str, Any]:
 
 REGISTRY: Registry[Any] = Registry().with_resources(
     (s["$id"], Resource.from_contents(s))
-    for s in (schema(n) for n in ("placed.v1.json", "outcome.v1.json"))
+    for s in (schema(n) for n in ("placed.v1.json", "outcome.v1.json", "outcome.v2.json"))
 )
 
 

@@ -148,13 +148,18 @@ def _mask_value(value: Any) -> Any:
     if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 10**6:
         return mask_dn(value)
     if isinstance(value, dict):
-        return {
-            k: redact_url(v) if k == "webhook_url" and isinstance(v, str) else _mask_value(v)
-            for k, v in value.items()
-        }
+        return {k: _mask_argument(k, v) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return type(value)(_mask_value(v) for v in value)
     return value
+
+
+def _mask_argument(name: object, value: Any) -> Any:
+    if name == "webhook_url" and isinstance(value, str):
+        return redact_url(value)
+    if name == "limit_keys":  # a client's IP or account: the names only
+        return {k: "<hidden>" for k in value} if isinstance(value, dict) else "<hidden>"
+    return _mask_value(value)
 
 
 def masked_reprs(args: Any, kwargs: Any) -> tuple[str, str]:

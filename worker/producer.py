@@ -47,19 +47,18 @@ def enqueue_call(
     queue: str | None = None,
     task_id: str | None = None,
     outbox: Outbox | None = None,
+    **version_2: str | bool | dict[str, str] | None,
 ) -> AsyncResult[Any]:
     """Send ``callpass.start_call``; the returned result resolves to the outcome document.
 
     With ``outbox`` (the workers' Redis), the request is noted before it is published, so a
     message the broker loses on its way to a worker is published again (see worker.pipeline.outbox).
+    ``version_2``: ``verification_id``, ``resend``, ``fallback_task``, ``fallback_queue``
+    (any of them makes the outcome a version-2 document).
     """
+    given = {"timeout": timeout, "request_id": request_id, "webhook_url": webhook_url}
     kwargs: dict[str, Any] = {"dn": dn}
-    if timeout is not None:
-        kwargs["timeout"] = timeout
-    if request_id is not None:
-        kwargs["request_id"] = request_id
-    if webhook_url is not None:
-        kwargs["webhook_url"] = webhook_url
+    kwargs.update((k, v) for k, v in {**given, **version_2}.items() if v is not None)
     argsrepr, kwargsrepr = masked_reprs((), kwargs)
     task_id = task_id or str(uuid.uuid4())
     requested_at = time.time()
@@ -76,16 +75,20 @@ def enqueue_call(
     )
 
 
-def verify_code(app: Celery, request_id: str, code: str, timeout_s: float = 10.0) -> dict[str, Any]:
+def verify_code(
+    app: Celery, verification_id: str, code: str, timeout_s: float = 10.0
+) -> dict[str, Any]:
     """Check a code the user typed: ``{valid, reason, attempts_left}``, the JSON of a
     :class:`worker.contracts.verify.CodeCheck` as the task answers it.
 
+    ``verification_id``: the verification (a request that named none: its request id).
     ``reason`` is one of ok, mismatch, expired, too_many_attempts, unknown_request,
-    malformed_code. A correct code is consumed; attempts are capped per request.
+    malformed_code. A correct code ends the verification; attempts are capped per
+    verification, across its calls.
     """
     result = app.send_task(
         VERIFY_TASK,
-        args=[request_id, code],
+        args=[verification_id, code],
         # Its own queue, which workers take from first: not behind a burst of starts.
         queue=app.conf.task_default_queue + CODE_QUEUE_SUFFIX,
         argsrepr="(request_id, <code>)",
@@ -122,10 +125,13 @@ def wait_for_pin(result: AsyncResult[Any], timeout_s: float = 30.0) -> dict[str,
 
 @dataclass(frozen=True)
 class Verification:
-    """A started verification: keep ``task_id`` to read it back later, from any process."""
+    """A started call of a verification: keep ``task_id`` to read it back later, from any
+    process, and ``verification_id`` to resend and to check codes."""
 
     task_id: str
     request_id: str
+    #: The verification the call belongs to (its request id when it named none).
+    verification_id: str = ""
 
 
 class Verifier:
@@ -137,7 +143,8 @@ class Verifier:
         v = verifier.start("79991234567", timeout=20, request_id="signup-42")
         placed = verifier.pin(v)          # {"callid", "pin", ...}; None if no call was placed
         doc = verifier.outcome(v)         # the outcome document (schemas/outcome.v1.json)
-        check = verifier.check_code(v.request_id, "0446")  # {"valid", "reason", "attempts_left"}
+        check = verifier.check_code(v.verification_id, "0446")  # {"valid", "reason", ...}
+        again = verifier.resend(v, "79991234567")  # another call; codes of both then check
 
     ``redis_url`` is the broker and result backend (the workers' ``CALLPASS_REDIS_URL``); the
     outbox note that guards against a lost message goes there too.
@@ -183,25 +190,61 @@ class Verifier:
         timeout: int | None = None,
         request_id: str | None = None,
         webhook_url: str | None = None,
+        verification_id: str | None = None,
+        fallback_task: str | None = None,
+        fallback_queue: str | None = None,
+        limit_keys: dict[str, str] | None = None,
     ) -> Verification:
-        """Ask for a call; raises ``InvalidRequestError`` (field and rule) on bad input."""
-        # The worker's own rules, so a refusal here reads as the worker's would.
-        fields = {
-            "dn": dn,
-            "timeout": timeout,
-            "request_id": request_id,
-            "webhook_url": webhook_url,
-        }
-        parse_start_request((), fields, default_timeout=TIMEOUT_MIN_S)
-        result = enqueue_call(
-            self._app,
-            dn,
-            timeout,
+        """Start a verification with its first call; raises ``InvalidRequestError`` (field
+        and rule) on bad input. ``verification_id``, ``fallback_task`` or ``limit_keys``
+        make its outcome a version-2 document; the verification's id is the request id
+        unless ``verification_id`` names one."""
+        return self._send(
+            dn=dn,
+            timeout=timeout,
             request_id=request_id,
             webhook_url=webhook_url,
-            outbox=self._outbox,
+            verification_id=verification_id,
+            fallback_task=fallback_task,
+            fallback_queue=fallback_queue,
+            limit_keys=limit_keys,
         )
-        return Verification(task_id=str(result.id), request_id=request_id or str(result.id))
+
+    def resend(
+        self,
+        verification: Verification,
+        dn: str,
+        *,
+        timeout: int | None = None,
+        request_id: str | None = None,
+        fallback_task: str | None = None,
+        fallback_queue: str | None = None,
+        limit_keys: dict[str, str] | None = None,
+    ) -> Verification:
+        """Ask for another call in ``verification`` (the same number: the worker keeps only
+        its digest). The worker refuses it within the cooldown (``rate_limited``, with
+        ``retry_at``) and past the cap of calls; a code of any live call then checks."""
+        return self._send(
+            dn=dn,
+            timeout=timeout,
+            request_id=request_id,
+            verification_id=verification.verification_id or verification.request_id,
+            resend=True,
+            fallback_task=fallback_task,
+            fallback_queue=fallback_queue,
+            limit_keys=limit_keys,
+        )
+
+    def _send(self, **fields: Any) -> Verification:
+        # The worker's own rules, so a refusal here reads as the worker's would.
+        parse_start_request((), fields, default_timeout=TIMEOUT_MIN_S)
+        result = enqueue_call(self._app, outbox=self._outbox, **fields)
+        request_id = fields.get("request_id") or str(result.id)
+        return Verification(
+            task_id=str(result.id),
+            request_id=request_id,
+            verification_id=fields.get("verification_id") or request_id,
+        )
 
     def pin(
         self, verification: Verification | str, timeout_s: float = 30.0
@@ -223,9 +266,17 @@ class Verifier:
             result.backend = None  # type: ignore[assignment]  # __del__ skips a None backend
             raise TimeoutError(f"no outcome for task {result.id} within {timeout_s:g} s") from None
 
-    def check_code(self, request_id: str, code: str, timeout_s: float = 10.0) -> dict[str, Any]:
-        """``{valid, reason, attempts_left}`` for the code the user typed."""
-        return verify_code(self._app, request_id, code, timeout_s)
+    def check_code(
+        self, verification: Verification | str, code: str, timeout_s: float = 10.0
+    ) -> dict[str, Any]:
+        """``{valid, reason, attempts_left}`` for the code the user typed (``verification``:
+        a started one, or its id)."""
+        verification_id = (
+            verification
+            if isinstance(verification, str)
+            else verification.verification_id or verification.request_id
+        )
+        return verify_code(self._app, verification_id, code, timeout_s)
 
     def close(self) -> None:
         self._redis.close()

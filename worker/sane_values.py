@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from datetime import UTC, datetime
 
 __all__ = [
     "MAX_CLOCK_SKEW_S",
+    "epoch_of",
     "formattable_time",
     "iso",
     "sane_count",
@@ -90,3 +92,11 @@ def iso(ts: float | None) -> str | None:
     if ts is None:
         return None
     return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def epoch_of(iso_text: str) -> float:
+    """An ISO-8601 time as epoch seconds; now for text that is not one (never raises)."""
+    try:
+        return datetime.fromisoformat(iso_text.replace("Z", "+00:00")).timestamp()
+    except (ValueError, OverflowError):
+        return time.time()

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Final, cast
 
 from pydantic import ConfigDict, TypeAdapter, ValidationError
@@ -18,6 +18,7 @@ from worker.api.errors import InvalidRequestError
 from worker.contracts.outcome import Timeout
 from worker.contracts.start_call import (
     START_CALL_FIELDS,
+    VERSION_2_FIELDS,
     WEBHOOK_URL_MAX_LEN,
     Dn,
     RequestId,
@@ -31,6 +32,7 @@ __all__ = [
     "START_CALL_FIELDS",
     "WEBHOOK_URL_MAX_LEN",
     "StartRequest",
+    "outcome_version_of",
     "parse_start_request",
     "validate_callid",
     "validate_dn",
@@ -56,10 +58,17 @@ _VALIDATE_REQUEST_ID: Final = TypeAdapter(RequestId, config=_STRICT).validator.v
 class StartRequest:
     """A validated ``start_call`` request, its timeout resolved."""
 
-    dn: str
+    dn: str = field(repr=False)  # never shown in clear
     timeout: int
     webhook_url: str | None
     request_id: str | None
+    verification_id: str | None = None
+    resend: bool = False
+    fallback_task: str | None = None
+    fallback_queue: str | None = None
+    limit_keys: dict[str, str] | None = field(default=None, repr=False)  # never shown
+    #: 2 when any version-2 argument was passed: the outcome is a version-2 document.
+    outcome_version: int = 1
 
 
 def parse_start_request(
@@ -78,12 +87,30 @@ def parse_start_request(
         request: StartCallArguments = _VALIDATE_ARGUMENTS(kwargs)
     except ValidationError as exc:
         raise _refusal(kwargs, exc) from None
+    if request.resend and request.verification_id is None:
+        raise InvalidRequestError("verification_id", "is required when resend is true")
+    if request.fallback_queue is not None and request.fallback_task is None:
+        raise InvalidRequestError("fallback_queue", "needs fallback_task")
     return StartRequest(
         dn=request.dn,
         timeout=default_timeout if request.timeout is None else request.timeout,
         webhook_url=request.webhook_url,
         request_id=request.request_id,
+        verification_id=request.verification_id,
+        resend=bool(request.resend),
+        fallback_task=request.fallback_task,
+        fallback_queue=request.fallback_queue,
+        limit_keys=request.limit_keys,
+        outcome_version=outcome_version_of(kwargs),
     )
+
+
+def outcome_version_of(kwargs: object) -> int:
+    """2 for arguments that pass a version-2 field (not null), else 1: what a request that
+    is refused, or accepted, gets as its outcome document."""
+    if isinstance(kwargs, dict) and any(kwargs.get(f) is not None for f in VERSION_2_FIELDS):
+        return 2
+    return 1
 
 
 def _refusal(kwargs: dict[str, Any], error: ValidationError) -> InvalidRequestError:

@@ -17,7 +17,13 @@ import redis
 
 from worker.api.errors import RateLimitedError
 
-__all__ = ["DestinationLimiter", "GlobalRateLimiter", "WindowLimit", "parse_window_limits"]
+__all__ = [
+    "Budget",
+    "DestinationLimiter",
+    "GlobalRateLimiter",
+    "WindowLimit",
+    "parse_window_limits",
+]
 
 # KEYS[1] zset; ARGV: limit, window_us, member. Returns 0 (granted) or µs until a slot frees.
 _SLIDING_WINDOW = """
@@ -94,6 +100,16 @@ class GlobalRateLimiter:
 class WindowLimit:
     calls: int
     window_s: int
+
+
+@dataclass(frozen=True)
+class Budget:
+    """At most ``calls`` calls per UTC ``period`` (day or month), to numbers starting with
+    ``prefix`` ('' for every number)."""
+
+    prefix: str
+    period: str
+    calls: int
 
 
 def parse_window_limits(text: str) -> tuple[WindowLimit, ...]:

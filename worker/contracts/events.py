@@ -11,7 +11,7 @@ from typing import Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from worker.contracts.outcome import OutcomeDocument, Timestamp
+from worker.contracts.outcome import OutcomeDocument, OutcomeDocumentV2, Timestamp
 from worker.contracts.placed import PlacedInfo
 
 __all__ = ["COMPLETED_EVENT", "EVENT_TYPES", "PLACED_EVENT", "CallCompleted", "CallPlaced"]
@@ -56,10 +56,10 @@ class CallCompleted(BaseModel):
         title="callpass webhook event call.completed, version 1",
         json_schema_extra={
             "description": "Body of a call.completed delivery: data is the request's outcome "
-            "document. " + _HEADERS
+            "document (version 2 for a request that passed a version-2 argument). " + _HEADERS
         },
     )
 
     type: Literal["call.completed"] = COMPLETED_EVENT
     timestamp: Timestamp = Field(description=_CREATED_AT)
-    data: OutcomeDocument
+    data: OutcomeDocumentV2 | OutcomeDocument

@@ -13,18 +13,23 @@ from pydantic import BaseModel, ConfigDict, Field
 
 __all__ = [
     "OUTCOME_VERSION",
+    "OUTCOME_VERSION_2",
     "PIN_PATTERN",
     "REQUEST_ID_MAX_LEN",
     "TIMEOUT_MAX_S",
     "TIMEOUT_MIN_S",
+    "NextStep",
     "Outcome",
     "OutcomeDocument",
+    "OutcomeDocumentV2",
     "OutcomeError",
     "Pin",
     "Timeout",
 ]
 
 OUTCOME_VERSION: Literal[1] = 1
+#: The version a request gets when it passes any argument version 1 did not have.
+OUTCOME_VERSION_2: Literal[2] = 2
 
 #: The last digits of the caller ID: the code the user types in.
 PIN_PATTERN: Final = "[0-9]{4,6}"
@@ -112,4 +117,45 @@ class OutcomeDocument(BaseModel):
     status_requests: Annotated[int, Field(ge=0)]
     retry_at: Timestamp | None = Field(
         description="rate_limited only: when a call to this number may be tried again."
+    )
+
+
+class NextStep(StrEnum):
+    """What a product should do once a call has ended (``next_step`` of a version-2 document)."""
+
+    #: The call rang: the caller ID is on the phone; ask the user for its last digits.
+    WAIT_FOR_CODE = "wait_for_code"
+    #: A limit holds: another call may go at ``next_step_at``.
+    RETRY_LATER = "retry_later"
+    #: The call did not reach the phone (or cannot be made): use SMS, voice or e-mail.
+    OTHER_CHANNEL = "other_channel"
+    #: The number is wrong or unreachable for good: ask the user for it again.
+    ASK_FOR_NUMBER = "ask_for_number"
+    #: Nothing the user can do: the request itself is wrong (a bug to fix), or it is done.
+    NONE = "none"
+
+
+class OutcomeDocumentV2(OutcomeDocument):
+    """Version 2: version 1's fields, the verification and what to do next.
+
+    A request gets it when it passes any ``start_call`` argument that version 1 did not have
+    (``verification_id``, ``resend``, ``fallback_task``, ``fallback_queue``); every other
+    request keeps getting version 1, unchanged.
+    """
+
+    model_config = ConfigDict(
+        title="callpass outcome document, version 2",
+        json_schema_extra={
+            "description": "What AsyncResult(<start_call task id>).get() returns for a request "
+            "that passed a version-2 argument: exactly one per request."
+        },
+    )
+
+    version: Literal[2] = OUTCOME_VERSION_2  # type: ignore[assignment]
+    verification_id: Annotated[str | None, Field(max_length=REQUEST_ID_MAX_LEN)] = Field(
+        description="The verification this call belongs to (its request_id when none was given)."
+    )
+    next_step: NextStep = Field(description="What the product should do now, from the outcome.")
+    next_step_at: Timestamp | None = Field(
+        description="retry_later only: when another call may be asked for."
     )

@@ -22,7 +22,7 @@ from pydantic.json_schema import GenerateJsonSchema, JsonSchemaMode, JsonSchemaV
 from pydantic_core import core_schema
 
 from worker.contracts.events import CallCompleted, CallPlaced
-from worker.contracts.outcome import OutcomeDocument
+from worker.contracts.outcome import OutcomeDocument, OutcomeDocumentV2
 from worker.contracts.placed import PlacedInfo
 from worker.contracts.start_call import StartCallArguments
 from worker.contracts.verify import CodeCheck
@@ -59,6 +59,7 @@ SCHEMA_FILES: Final = (
     SchemaFile("start_call.v1.json", StartCallArguments, "validation"),
     SchemaFile("placed.v1.json", PlacedInfo),
     SchemaFile("outcome.v1.json", OutcomeDocument),
+    SchemaFile("outcome.v2.json", OutcomeDocumentV2),
     SchemaFile("call.placed.v1.json", CallPlaced),
     SchemaFile("call.completed.v1.json", CallCompleted),
     SchemaFile("verify_code.v1.json", CodeCheck),
@@ -68,6 +69,7 @@ SCHEMA_FILES: Final = (
 SHARED_MODELS: Final[Mapping[type[BaseModel], str]] = {
     PlacedInfo: "placed.v1.json",
     OutcomeDocument: "outcome.v1.json",
+    OutcomeDocumentV2: "outcome.v2.json",
 }
 
 # Stands in for a "$ref" to another file while pydantic generates (it owns every "$ref").

@@ -31,9 +31,14 @@ __all__ = [
     "EXPORTED",
     "ClusterCollector",
     "api_request",
+    "code_checked",
+    "fallback_sent",
     "limit_refused",
     "request_settled",
     "serve_metrics",
+    "test_number_called",
+    "verification_converted",
+    "verification_started",
     "webhook_delivery",
 ]
 
@@ -60,6 +65,19 @@ WEBHOOK_DELIVERIES = Counter(
 LIMIT_REFUSALS = Counter(
     "callpass_limit_refusals", "Requests or API requests held back by a limit", ["limit"]
 )
+CODE_CHECKS = Counter("callpass_code_checks", "Codes checked (verify_code), by reason", ["reason"])
+VERIFICATIONS_STARTED = Counter(
+    "callpass_verifications_started",
+    "Verifications whose first call was placed, by number prefix",
+    ["prefix"],
+)
+VERIFICATIONS_CONVERTED = Counter(
+    "callpass_verifications_converted",
+    "Verifications a correct code ended, by number prefix",
+    ["prefix"],
+)
+FALLBACKS = Counter("callpass_fallbacks", "Fallback tasks of products sent")
+TEST_CALLS = Counter("callpass_test_calls", "Calls to test numbers (settled without the API)")
 
 #: Every metric name this module exports (histograms add _bucket, _sum and _count).
 EXPORTED = (
@@ -71,6 +89,11 @@ EXPORTED = (
     "callpass_webhook_deliveries_total",
     "callpass_webhook_dead_letters",
     "callpass_limit_refusals_total",
+    "callpass_code_checks_total",
+    "callpass_verifications_started_total",
+    "callpass_verifications_converted_total",
+    "callpass_fallbacks_total",
+    "callpass_test_calls_total",
     "callpass_broker_queue_length",
     "callpass_polls_scheduled",
     "callpass_polls_due",
@@ -105,8 +128,29 @@ def webhook_delivery(result: str) -> None:
 
 
 def limit_refused(limit: str) -> None:
-    """``limit``: api_rate, destination, prefix or breaker."""
+    """``limit``: api_rate, destination, prefix, breaker, resend_cooldown, resend_cap,
+    key:<name>, prefix_window, budget_day or budget_month."""
     LIMIT_REFUSALS.labels(limit).inc()
+
+
+def code_checked(reason: str) -> None:
+    CODE_CHECKS.labels(reason).inc()
+
+
+def verification_started(prefix: str) -> None:
+    VERIFICATIONS_STARTED.labels(prefix).inc()
+
+
+def verification_converted(prefix: str) -> None:
+    VERIFICATIONS_CONVERTED.labels(prefix).inc()
+
+
+def fallback_sent() -> None:
+    FALLBACKS.inc()
+
+
+def test_number_called() -> None:
+    TEST_CALLS.inc()
 
 
 class ClusterCollector(Collector):

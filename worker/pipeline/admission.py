@@ -10,19 +10,25 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from worker.api.errors import InvalidRequestError
-from worker.contracts.outcome import Outcome, OutcomeError
+from worker.contracts.outcome import OUTCOME_VERSION_2, Outcome, OutcomeError
 from worker.masking import mask_dn
 from worker.ops import metrics
 from worker.ops.logs import bind_log_context
+from worker.pipeline.call_limits import CallLimits
 from worker.pipeline.document import build_outcome
 from worker.pipeline.outbox import Outbox
 from worker.pipeline.publisher import Publisher
 from worker.pipeline.store import RequestRecord, RequestStore, dn_digest, now
-from worker.validation import StartRequest, parse_start_request, validate_request_id
+from worker.validation import (
+    StartRequest,
+    outcome_version_of,
+    parse_start_request,
+    validate_request_id,
+)
 from worker.webhooks.destinations import DestinationRefused
 from worker.webhooks.events import WebhookEvents
 
-__all__ = ["Admission", "Admitted"]
+__all__ = ["Admission", "Admitted", "Delivery"]
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +43,17 @@ class Admitted:
     dn: str = field(repr=False)  # never shown in clear
 
 
+@dataclass(frozen=True)
+class Delivery:
+    """The start_call message being handled: what a resend needs (the number kept out of
+    reprs: it is never shown in clear)."""
+
+    task_id: str
+    dn: str = field(repr=False)
+    kwargs: dict[str, Any] = field(repr=False)
+    attempt: int = 0
+
+
 @dataclass
 class Admission:
     store: RequestStore
@@ -47,6 +64,10 @@ class Admission:
     max_start_s: float
     progress_slack_s: float
     allowed_prefixes: tuple[str, ...] = ()
+    #: How many first digits of a number its record keeps, for the metrics by prefix.
+    prefix_digits: int = 4
+    #: Keeps a request's ``limit_keys`` as keyed hashes; ``None``: they are not kept.
+    call_limits: CallLimits | None = None
     #: Producers' notes of requests sent: cleared once a request is claimed or answered.
     outbox: Outbox | None = None
     #: ``None``: requests naming a ``webhook_url`` are refused.
@@ -59,11 +80,17 @@ class Admission:
         try:
             request = parse_start_request(args, kwargs, self.default_timeout_s)
         except InvalidRequestError as exc:
-            raw_id = kwargs.get("request_id") if isinstance(kwargs, dict) else None
-            request_id = raw_id if _valid_request_id(raw_id) else task_id
+            request_id = _valid_id(kwargs, "request_id") or task_id
             log.info("request %s invalid: %s", request_id, exc)
             error = OutcomeError(field=exc.field, rule=exc.rule)
-            self._refuse(task_id, error, request_id=request_id, requested_at=requested_at)
+            self._refuse(
+                task_id,
+                error,
+                request_id=request_id,
+                requested_at=requested_at,
+                version=outcome_version_of(kwargs),
+                verification_id=_valid_id(kwargs, "verification_id"),
+            )
             return None
         request_id = request.request_id or task_id
         bind_log_context(request_id=request_id)
@@ -76,6 +103,8 @@ class Admission:
                 request_id=request_id,
                 dn_masked=mask_dn(request.dn),
                 requested_at=requested_at,
+                version=request.outcome_version,
+                verification_id=request.verification_id,
             )
             return None
         return self._claim(task_id, request_id, request, webhook_url, requested_at)
@@ -113,15 +142,26 @@ class Admission:
             "poll_token": "",
             "status_requests": "0",
             "webhook_url": webhook_url,
+            "dn_prefix": request.dn[: self.prefix_digits],
+            **_version_2_fields(request),
         }
+        if self.call_limits is not None and request.limit_keys:
+            initial["limit_keys"] = self.call_limits.digests(request.limit_keys)
         # A new record must be placed (or settled) by the deadline and the start's longest run.
         progress_by = now() + self.place_deadline_s + self.max_start_s + self.progress_slack_s
+        call_of = _call_of(request)
         claim, record = self.store.claim(
-            request_id, task_id, dn_digest(request.dn), initial, progress_by
+            request_id, task_id, dn_digest(request.dn), initial, progress_by, call_of
         )
         if claim < 0:
-            error = OutcomeError(field="request_id", rule="is already used for another number")
-            self._refuse(task_id, error, request_id=request_id)
+            error = OutcomeError(field="request_id", rule=_TAKEN_RULES[claim])
+            self._refuse(
+                task_id,
+                error,
+                request_id=request_id,
+                version=request.outcome_version,
+                verification_id=request.verification_id,
+            )
             return None
         if self.outbox is not None:
             self.outbox.claimed(task_id)
@@ -138,9 +178,39 @@ class Admission:
         metrics.request_settled(Outcome.INVALID)
 
 
-def _valid_request_id(value: object) -> bool:
+#: Why a request id claimed already is refused, by the claim's answer.
+_TAKEN_RULES = {
+    -1: "is already used for another number",
+    -2: "is already used by another call: each call of a verification needs a request_id "
+    "of its own",
+}
+
+
+def _call_of(request: StartRequest) -> str:
+    """The call's place in its verification, which a redelivery repeats exactly: a first
+    call or a resend, of which verification ('' for a request of version 1)."""
+    if request.outcome_version != OUTCOME_VERSION_2:
+        return ""
+    return f"{'resend' if request.resend else 'first'}:{request.verification_id or ''}"
+
+
+def _version_2_fields(request: StartRequest) -> dict[str, str]:
+    """What a version-2 request's record keeps of its version-2 arguments (none for v1)."""
+    if request.outcome_version != OUTCOME_VERSION_2:
+        return {}
+    return {
+        "outcome_version": str(OUTCOME_VERSION_2),
+        "verification_id": request.verification_id or "",
+        "resend": "1" if request.resend else "",
+        "fallback_task": request.fallback_task or "",
+        "fallback_queue": request.fallback_queue or "",
+    }
+
+
+def _valid_id(kwargs: object, name: str) -> str | None:
+    """``kwargs[name]`` if it is a valid id (a request id's rule), else ``None``."""
+    value = kwargs.get(name) if isinstance(kwargs, dict) else None
     try:
-        validate_request_id(value)
+        return validate_request_id(value)
     except InvalidRequestError:
-        return False
-    return True
+        return None

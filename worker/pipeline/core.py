@@ -10,12 +10,15 @@ reached only through two protocols (:mod:`~worker.pipeline.ports`).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from worker.pipeline.admission import Admission
-from worker.pipeline.dialer import Delivery, Dialer
+from worker.pipeline.admission import Admission, Delivery
+from worker.pipeline.call_limits import CallLimits
+from worker.pipeline.dial_checks import DialChecks
+from worker.pipeline.dialer import Dialer
+from worker.pipeline.fallback import Fallbacks
 from worker.pipeline.outbox import Outbox
 from worker.pipeline.pins import PinVault
 from worker.pipeline.poller import Poller
@@ -25,6 +28,7 @@ from worker.pipeline.schedule import PollSchedule
 from worker.pipeline.settlement import Settler
 from worker.pipeline.store import RequestStore, now
 from worker.pipeline.sweeper import OverdueSweep
+from worker.pipeline.verifications import Verifications
 from worker.webhooks.events import WebhookEvents
 
 __all__ = ["Pipeline"]
@@ -58,6 +62,16 @@ class Pipeline:
     pins_leave_worker: bool = True
     #: Signed webhook events; ``None``: requests naming a ``webhook_url`` are refused.
     webhooks: WebhookEvents | None = None
+    #: Verifications across resends; ``None``: every request is a verification of one.
+    verifications: Verifications | None = None
+    #: The products' fallback tasks; ``None``: none are sent.
+    fallbacks: Fallbacks | None = None
+    #: Fraud and spend limits (limit keys, prefixes, budgets); ``None``: none configured.
+    call_limits: CallLimits | None = None
+    #: Test numbers and their fixed pins (they never ring).
+    test_pins: Mapping[str, str] = field(default_factory=dict)
+    #: How many first digits of a number the metrics by prefix use.
+    prefix_digits: int = 4
 
     publisher: Publisher = field(init=False)
     settler: Settler = field(init=False)
@@ -67,7 +81,7 @@ class Pipeline:
     sweeper: OverdueSweep = field(init=False)
 
     def __post_init__(self) -> None:
-        self.publisher = Publisher(self.store, self.sink, self.webhooks)
+        self.publisher = Publisher(self.store, self.sink, self.webhooks, self.fallbacks)
         self.settler = Settler(
             self.store, self.publisher, self.progress_slack_s, self.webhooks is not None
         )
@@ -79,6 +93,8 @@ class Pipeline:
             max_start_s=self.max_start_s,
             progress_slack_s=self.progress_slack_s,
             allowed_prefixes=self.allowed_prefixes,
+            prefix_digits=self.prefix_digits,
+            call_limits=self.call_limits,
             outbox=self.outbox,
             webhooks=self.webhooks,
         )
@@ -117,9 +133,16 @@ class Pipeline:
             place_deadline_s=self.place_deadline_s,
             max_start_s=self.max_start_s,
             progress_slack_s=self.progress_slack_s,
-            admit_destination=self.admit_destination,
+            checks=DialChecks(
+                self.settler,
+                self.admit_destination,
+                self.verifications,
+                self.call_limits,
+                self.test_pins,
+            ),
             pins=self.pins,
             pins_leave_worker=self.pins_leave_worker,
+            test_pins=self.test_pins,
         )
 
     @staticmethod

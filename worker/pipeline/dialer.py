@@ -11,10 +11,8 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Callable
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
-from typing import Any
 
 from worker.api.client import StartedCall
 from worker.api.errors import (
@@ -29,8 +27,10 @@ from worker.contracts.outcome import Outcome, OutcomeError
 from worker.contracts.placed import PlacedInfo
 from worker.ops import metrics
 from worker.ops.logs import bind_log_context
+from worker.pipeline.admission import Delivery
+from worker.pipeline.dial_checks import DialChecks
 from worker.pipeline.insist import insist
-from worker.pipeline.pins import PinVault
+from worker.pipeline.pins import PinVault, VerificationCall
 from worker.pipeline.poller import Poller
 from worker.pipeline.ports import ClientFactory, Dispatcher
 from worker.pipeline.publisher import Publisher
@@ -38,22 +38,11 @@ from worker.pipeline.schedule import START_RETRY_DELAYS_S
 from worker.pipeline.settlement import Settler
 from worker.pipeline.states import RequestState
 from worker.pipeline.store import RequestRecord, RequestStore, now
-from worker.sane_values import iso
+from worker.sane_values import epoch_of, iso
 
 __all__ = ["Dialer"]
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Delivery:
-    """The start_call message being handled: what a resend needs (the number kept out of
-    reprs: it is never shown in clear)."""
-
-    task_id: str
-    dn: str = field(repr=False)
-    kwargs: dict[str, Any] = field(repr=False)
-    attempt: int = 0
 
 
 @dataclass
@@ -70,10 +59,12 @@ class Dialer:
     #: ``dialing`` for longer belongs to a worker that died mid-request.
     max_start_s: float
     progress_slack_s: float
-    #: Counts calls per number; returns seconds to wait (0: go ahead).
-    admit_destination: Callable[[str, str], float]
+    #: What a claimed request must pass before it dials (verification, limits).
+    checks: DialChecks
     pins: PinVault | None
     pins_leave_worker: bool
+    #: Test numbers and their fixed pins: they settle as a call would, and never ring.
+    test_pins: Mapping[str, str] = field(default_factory=dict)
 
     def advance(self, record: RequestRecord, delivery: Delivery) -> str:
         """Take the request on from where its record is; return a summary for Flower."""
@@ -85,16 +76,9 @@ class Dialer:
         if now() > requested_at + self.place_deadline_s:
             self.settler.settle(record, Outcome.EXPIRED, api_message="placement deadline passed")
             return "expired"
-        wait_s = self.admit_destination(record.get("dn_digest"), request_id)
-        if wait_s > 0:
-            metrics.limit_refused("destination")
-            self.settler.settle(
-                record,
-                Outcome.RATE_LIMITED,
-                api_message="too many calls to this number (CALLPASS_DN_LIMITS)",
-                retry_at=now() + wait_s,
-            )
-            return "rate_limited"
+        refused = self.checks.refusal(record, delivery.dn)
+        if refused is not None:
+            return refused
         if not self.store.compare_and_set(
             request_id, "state", RequestState.CLAIMED, RequestState.DIALING, dialing_at=repr(now())
         ):
@@ -165,10 +149,28 @@ class Dialer:
 
     def _dial(self, record: RequestRecord, delivery: Delivery, requested_at: float) -> str:
         timeout = record.integer("timeout", self.default_timeout_s)
+        test_pin = self.test_pins.get(delivery.dn)
+        if test_pin is not None:
+            return self._test_call(record, StartedCall(f"test-{uuid.uuid4().hex}", test_pin, None))
         started = self._send_start(record, delivery, timeout, requested_at)
         if isinstance(started, str):
             return started
         return self._placed(record, started, timeout)
+
+    def _test_call(self, record: RequestRecord, started: StartedCall) -> str:
+        """A test number: placed and settled as a call that rang would be, with its fixed
+        pin, and nothing sent to the API."""
+        summary = self._placed(record, started, record.integer("timeout", 0), poll=False)
+        if summary != "placed":
+            return summary
+        metrics.test_number_called()
+        self.settler.settle(
+            self.store.load(record.request_id) or record,
+            Outcome.ANSWERED,
+            raw_result="TEST_NUMBER",
+            api_message="a test number (CALLPASS_TEST_NUMBERS): no call was made",
+        )
+        return "test number"
 
     def _send_start(
         self, record: RequestRecord, delivery: Delivery, timeout: int, requested_at: float
@@ -216,13 +218,16 @@ class Dialer:
         )
         return "start deferred"
 
-    def _placed(self, record: RequestRecord, started: StartedCall, timeout: int) -> str:
-        """The API placed the call: publish it, record it, start polling."""
+    def _placed(
+        self, record: RequestRecord, started: StartedCall, timeout: int, poll: bool = True
+    ) -> str:
+        """The API placed the call: publish it, record it, start polling (``poll``)."""
         request_id = record.request_id
         placed_at = now()
         pins = self.pins
         if pins is not None:  # the digest first: a producer may check a code the moment it sees it
-            insist(lambda: pins.store(request_id, started.pin))
+            call = VerificationCall.of(record)
+            insist(lambda: pins.store(call, started.pin))
         # Built unvalidated: nothing may raise between the API placing the call and the pin
         # reaching the producer (the values are ours, checked when the request was admitted).
         info = PlacedInfo.model_construct(
@@ -256,8 +261,8 @@ class Dialer:
             record.get("dn_masked"),
             request_id,
         )
-        # Counted from the placement: publishing took some of the wait for the first poll.
-        self.poller.start_chain(record, elapsed_s=now() - placed_at)
+        if poll:  # counted from the placement: publishing took some of the first poll's wait
+            self.poller.start_chain(record, elapsed_s=now() - placed_at)
         return "placed"
 
     def _mark_placed(
@@ -272,13 +277,5 @@ class Dialer:
             RequestState.PLACED,
             writer_token=writer,
             callid=callid,
-            placed_at=repr(_epoch(placed_at) if isinstance(placed_at, str) else now()),
+            placed_at=repr(epoch_of(placed_at) if isinstance(placed_at, str) else now()),
         )
-
-
-def _epoch(iso_text: str) -> float:
-    """An ISO-8601 time as epoch seconds; now for text that is not one (never raises)."""
-    try:
-        return datetime.fromisoformat(iso_text.replace("Z", "+00:00")).timestamp()
-    except (ValueError, OverflowError):
-        return now()

@@ -13,6 +13,7 @@ from typing import Any
 from worker.contracts.events import COMPLETED_EVENT, PLACED_EVENT
 from worker.contracts.outcome import OutcomeDocument
 from worker.contracts.placed import PlacedInfo
+from worker.pipeline.fallback import Fallbacks
 from worker.pipeline.insist import insist
 from worker.pipeline.ports import ResultSink
 from worker.pipeline.store import RequestRecord, RequestStore
@@ -27,6 +28,8 @@ class Publisher:
     sink: ResultSink
     #: Signed webhook events; ``None``: none are stored.
     webhooks: WebhookEvents | None = None
+    #: The products' fallback tasks; ``None``: none are sent.
+    fallbacks: Fallbacks | None = None
 
     # -- PLACED ----------------------------------------------------------------------------
 
@@ -68,13 +71,15 @@ class Publisher:
         self, record: RequestRecord, doc: OutcomeDocument, task_ids: list[str] | None = None
     ) -> None:
         """Give every subscribed task the outcome, its pin put back; then its
-        ``call.completed`` event. ``record`` is the settled request's (for its task ids'
-        PLACED info and its webhook), read by the caller; ``task_ids``: the subscribed tasks,
-        if the caller read them as it settled."""
+        ``call.completed`` event and fallback task. ``record`` is the settled request's (for
+        its task ids' PLACED info, its webhook and fallback), read by the caller;
+        ``task_ids``: the subscribed tasks, if the caller read them as it settled."""
         data = self._with_pin(record, doc).model_dump(mode="json")
         for task_id in self.store.task_ids(record.request_id) if task_ids is None else task_ids:
             self.sink.publish_outcome(task_id, data)
         self._emit(record, COMPLETED_EVENT, data)
+        if self.fallbacks is not None:
+            self.fallbacks.after_outcome(record, doc)
 
     def outcome_if_settled(self, request_id: str) -> None:
         """Publish the outcome again if the request has one (it must be what stays)."""

@@ -58,10 +58,11 @@ class Settler:
             call_placed=call_placed,
             retry_at=retry_at,
         )
-        # With a webhook, settling and storing the event are two steps: the sweeper finishes
-        # the second if this process dies between them.
+        # With a webhook or a fallback task, settling and sending it are two steps: the
+        # sweeper finishes the second if this process dies between them.
         has_webhook = self.webhooks_configured and bool(fresh.get("webhook_url"))
-        recheck_at = now() + self.progress_slack_s if has_webhook else None
+        has_followup = has_webhook or bool(fresh.get("fallback_task"))
+        recheck_at = now() + self.progress_slack_s if has_followup else None
         standing, task_ids = self.store.settle(request_id, doc, recheck_at)
         if standing.completed_at == doc.completed_at:  # ours stands: count it once
             metrics.request_settled(
@@ -74,7 +75,7 @@ class Settler:
             standing.status_requests,
         )
         self.publisher.outcome(fresh, standing, task_ids)  # the pin goes back in there
-        if has_webhook:
+        if has_followup:
             self.store.forget(request_id)
 
 
@@ -90,5 +91,7 @@ def _document(record: RequestRecord, outcome: Outcome, **details: Any) -> Outcom
         requested_at=record.number("requested_at"),
         placed_at=record.number("placed_at"),
         status_requests=record.integer("status_requests", 0),
+        version=record.integer("outcome_version", 1),
+        verification_id=record.get("verification_id") or None,
         **details,
     )

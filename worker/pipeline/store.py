@@ -37,19 +37,22 @@ __all__ = ["INFLIGHT_KEY", "RequestRecord", "RequestStore", "Settled", "dn_diges
 KEY_PREFIX = "callpass:req:"
 
 # KEYS[1] record, KEYS[2] task set, KEYS[3] in-flight set; ARGV: ttl, task_id, dn_digest,
-# request id, progress-by (for a new record), then field/value pairs.
-# Returns {1 created | 0 existing | -1 another number, fields}.
+# request id, progress-by (for a new record), the call's place in its verification ('' for
+# none), then field/value pairs.
+# Returns {1 created | 0 existing | -1 another number | -2 another call, fields}.
 _CLAIM = """
 local created = 0
 if redis.call('EXISTS', KEYS[1]) == 0 then
-  local fields = {'dn_digest', ARGV[3]}
-  for i = 6, #ARGV do fields[#fields + 1] = ARGV[i] end
+  local fields = {'dn_digest', ARGV[3], 'call_of', ARGV[6]}
+  for i = 7, #ARGV do fields[#fields + 1] = ARGV[i] end
   redis.call('HSET', KEYS[1], unpack(fields))
   redis.call('EXPIRE', KEYS[1], ARGV[1])
   redis.call('ZADD', KEYS[3], ARGV[5], ARGV[4])
   created = 1
 elseif redis.call('HGET', KEYS[1], 'dn_digest') ~= ARGV[3] then
   return {-1, {}}
+elseif (redis.call('HGET', KEYS[1], 'call_of') or '') ~= ARGV[6] then
+  return {-2, {}}
 end
 redis.call('SADD', KEYS[2], ARGV[2])
 redis.call('EXPIRE', KEYS[2], ARGV[1])
@@ -188,12 +191,14 @@ class RequestStore:
         digest: str,
         initial: dict[str, str],
         progress_by: float,
+        call_of: str = "",
     ) -> tuple[int, RequestRecord]:
         """Create the record (``initial`` fields) unless it exists, and subscribe ``task_id``;
         a new record must show progress by ``progress_by`` (see :meth:`expect_progress`).
+        ``call_of``: the call's place in its verification (a first call or a resend of it).
 
-        Returns 1 (created), 0 (it existed) or -1 (it exists for another number: nothing is
-        subscribed, so that request's pin never reaches this task's result).
+        Returns 1 (created), 0 (it existed), -1 or -2 (it exists for another number, or
+        another call): then nothing is subscribed, so its pin never reaches this task.
         """
         pairs: list[str] = ["state", RequestState.CLAIMED]
         for name, value in initial.items():
@@ -201,7 +206,7 @@ class RequestStore:
         key = self.key(request_id)
         status, flat = self._claim(
             keys=[key, self._tasks_key(request_id), INFLIGHT_KEY],
-            args=[self._ttl_s, task_id, digest, request_id, repr(progress_by), *pairs],
+            args=[self._ttl_s, task_id, digest, request_id, repr(progress_by), call_of, *pairs],
         )
         return int(status), RequestRecord(request_id, _pairs_to_dict(flat))
 

@@ -23,12 +23,13 @@ from worker.pipeline import Dispatcher
 from worker.pipeline.core import Pipeline
 from worker.pipeline.due_polls import DuePoll, DuePolls, due_polls_key
 from worker.pipeline.outbox import Outbox, lost_after_s
-from worker.pipeline.pins import PinVault, derive_key
 from worker.pipeline.schedule import PollSchedule
 from worker.pipeline.store import RequestStore, now
+from worker.process.flow_wiring import call_limits, fallbacks, pin_vault, verifications
 from worker.process.poll_runner import PollRunner
 from worker.process.result_sink import CeleryResultSink
 from worker.settings import Settings, is_rabbitmq
+from worker.settings.rules import fixed_pins_of
 from worker.webhooks.delivery import WebhookDeliverer
 from worker.webhooks.events import WebhookEvents
 from worker.webhooks.guard import guarded_session
@@ -117,17 +118,6 @@ def _thread_client(settings: Settings, guard: ApiGuard) -> CallPassClient:
         held = (guard, CallPassClient.from_settings(settings, guard))
         _local.client = held
     return held[1]
-
-
-def pin_vault(settings: Settings, client: redis.Redis) -> PinVault:
-    secret = settings.pin_hash_key.get_secret_value() or settings.api_token.get_secret_value()
-    return PinVault(
-        client,
-        derive_key(secret),
-        ttl_s=settings.pin_ttl_s,
-        max_attempts=settings.code_attempts,
-        seen_ttl_s=settings.result_expires_s,
-    )
 
 
 def due_polls(settings: Settings, client: redis.Redis) -> DuePolls:
@@ -246,6 +236,11 @@ def build_pipeline(settings: Settings, app: Celery) -> Pipeline:
         pins=pin_vault(settings, redis_client),
         pins_leave_worker=settings.pins_leave_worker,
         webhooks=webhook_events(app, settings, redis_client),
+        verifications=verifications(settings, redis_client),
+        fallbacks=fallbacks(settings, app, redis_client),
+        call_limits=call_limits(settings, redis_client),
+        test_pins=fixed_pins_of(settings.test_numbers),
+        prefix_digits=settings.metrics_prefix_digits,
     )
 
 

@@ -12,7 +12,8 @@ from typing import Annotated, Any
 
 from pydantic import BeforeValidator
 
-from worker.api.limits import WindowLimit, parse_window_limits
+from worker.api.limits import Budget, WindowLimit, parse_window_limits
+from worker.contracts.start_call import LIMIT_KEY_NAME
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -94,3 +95,62 @@ def _read_prefixes(value: Any) -> Any:
 
 #: Number prefixes: ``7916,7999``.
 Prefixes = Annotated[tuple[str, ...], BeforeValidator(_read_prefixes)]
+
+
+def _read_named_limits(value: Any, name_rule: str, pattern: str) -> Any:
+    if not isinstance(value, str):
+        return value
+    limits = []
+    for part in (p.strip() for p in value.split(",") if p.strip()):
+        name, _, limit = part.partition("=")
+        if not re.fullmatch(pattern, name.strip()):
+            raise ValueError(f"{part!r}: {name_rule}")
+        try:
+            [window] = parse_window_limits(limit)
+        except ValueError:
+            raise ValueError(
+                f"{part!r}: the limit must be CALLS/SECONDS, whole numbers above 0"
+            ) from None
+        limits.append((name.strip(), window))
+    return tuple(limits)
+
+
+#: Calls per window per limit key: ``ip=5/3600,account=20/86400`` (a name may repeat).
+KeyLimits = Annotated[
+    tuple[tuple[str, WindowLimit], ...],
+    BeforeValidator(
+        lambda v: _read_named_limits(
+            v, "the key name must be 1-32 lower-case letters, digits or _", LIMIT_KEY_NAME
+        )
+    ),
+]
+#: Calls per window per number prefix: ``7999=100/60,7=2000/60``.
+PrefixLimits = Annotated[
+    tuple[tuple[str, WindowLimit], ...],
+    BeforeValidator(
+        lambda v: _read_named_limits(
+            v, "the prefix must be 1-15 digits starting with 7", r"7[0-9]{0,14}"
+        )
+    ),
+]
+
+BUDGET_PERIODS = ("day", "month")
+
+
+def _read_budgets(value: Any) -> Any:
+    if not isinstance(value, str):
+        return value
+    budgets = []
+    for part in (p.strip() for p in value.split(",") if p.strip()):
+        match = re.fullmatch(r"(?:(7[0-9]{0,14})/)?(day|month)=([0-9]{1,12})", part)
+        if match is None or int(match.group(3)) == 0:
+            raise ValueError(
+                f"{part!r} is not [PREFIX/]day=CALLS or [PREFIX/]month=CALLS "
+                "(calls a whole number above 0; PREFIX digits starting with 7)"
+            )
+        budgets.append(Budget(match.group(1) or "", match.group(2), int(match.group(3))))
+    return tuple(budgets)
+
+
+#: Call budgets: ``day=10000,month=200000,7999/day=100``.
+Budgets = Annotated[tuple[Budget, ...], BeforeValidator(_read_budgets)]

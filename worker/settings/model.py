@@ -18,6 +18,7 @@ from worker.api.limits import WindowLimit
 from worker.api.retry import MAX_INLINE_WAIT_S
 from worker.contracts.names import CODE_QUEUE_SUFFIX, POLL_QUEUE_SUFFIX, WEBHOOK_QUEUE_SUFFIX
 from worker.settings.consistency import check_consistency
+from worker.settings.flows import VerificationFlowSettings
 from worker.settings.lists import Delays, Hosts, Networks, Prefixes, WindowLimits
 from worker.settings.rules import (
     BasicAuth,
@@ -54,7 +55,7 @@ def is_rabbitmq(broker_url: str) -> bool:
     return broker_url.startswith(("amqp://", "amqps://", "pyamqp://"))
 
 
-class Settings(BaseSettings):
+class Settings(VerificationFlowSettings):
     """All configuration of the worker, the CLI and the demo; see the README's table.
 
     ``Settings()`` reads ``os.environ`` through the fields' rules; :func:`load_settings` also

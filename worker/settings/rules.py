@@ -141,6 +141,32 @@ def _read_hash_key(value: Any) -> Any:
 
 HashKey = Annotated[SecretStr, BeforeValidator(_read_hash_key)]
 
+_TEST_NUMBER_RE = re.compile(r"7[0-9]{10,14}:[0-9]{4,6}", re.ASCII)
+
+
+def _read_test_numbers(value: Any) -> Any:
+    raw = _secret_text(value)
+    if not isinstance(raw, str):
+        return raw
+    for index, part in enumerate(p.strip() for p in raw.split(",") if p.strip()):
+        if not _TEST_NUMBER_RE.fullmatch(part):
+            # Never echo the entry: its pin lets anyone pass as that number's owner.
+            raise ValueError(
+                f"entry {index + 1} must be NUMBER:PIN, a number of 11 to 15 digits starting "
+                "with 7 and a pin of 4 to 6 digits"
+            )
+    return raw
+
+
+#: Test numbers and their fixed pins: ``79990000001:1234,79990000002:5678``.
+FixedPinNumbers = Annotated[SecretStr, BeforeValidator(_read_test_numbers)]
+
+
+def fixed_pins_of(numbers: SecretStr) -> dict[str, str]:
+    """The test numbers' fixed pins, by number."""
+    pairs = (p.strip().partition(":") for p in numbers.get_secret_value().split(","))
+    return {dn: pin for dn, _, pin in pairs if dn}
+
 
 def _read_webhook_secrets(value: Any) -> Any:
     raw = _secret_text(value)

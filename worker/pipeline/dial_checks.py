@@ -1,0 +1,110 @@
+"""What a claimed request must pass before it dials, in this order: its verification (a
+resend's cooldown and cap), the per-number limits, and the fraud and spend limits. A request
+that fails one settles without a call: ``invalid`` naming the field and the rule, or
+``rate_limited`` with ``retry_at``. Test numbers skip the limits (a reviewer may try often),
+not their verification's rules.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Final
+
+from worker.contracts.outcome import Outcome, OutcomeError
+from worker.ops import metrics
+from worker.pipeline.call_limits import CallLimits
+from worker.pipeline.settlement import Settler
+from worker.pipeline.store import RequestRecord, now
+from worker.pipeline.verifications import Verdict, Verifications
+
+__all__ = ["DialChecks"]
+
+log = logging.getLogger(__name__)
+
+_REFUSALS: Final = {
+    Verdict.ID_TAKEN: (
+        "verification_id",
+        "is in use by another verification: pass resend: true to call it again",
+    ),
+    Verdict.UNKNOWN: (
+        "verification_id",
+        "names no verification (never started, or expired after CALLPASS_RESULT_EXPIRES_S)",
+    ),
+    Verdict.OTHER_NUMBER: ("dn", "is not the number of this verification"),
+    Verdict.FINISHED: ("verification_id", "is finished: a correct code ended it"),
+}
+
+
+@dataclass
+class DialChecks:
+    settler: Settler
+    #: Counts calls per number; returns seconds to wait (0: go ahead).
+    admit_destination: Callable[[str, str], float]
+    #: Verifications across resends; ``None``: every request is a verification of one.
+    verifications: Verifications | None = None
+    #: Fraud and spend limits; ``None``: none configured.
+    call_limits: CallLimits | None = None
+    #: Test numbers and their fixed pins (they skip the limits).
+    test_pins: Mapping[str, str] = field(default_factory=dict)
+
+    def refusal(self, record: RequestRecord, dn: str) -> str | None:
+        """Settle ``record``'s request if a check refuses it; return a summary then."""
+        refused = self._verification_refusal(record)
+        if refused is not None or dn in self.test_pins:
+            return refused
+        wait_s = self.admit_destination(record.get("dn_digest"), record.request_id)
+        if wait_s > 0:
+            return self._rate_limited(
+                record,
+                "destination",
+                "too many calls to this number (CALLPASS_DN_LIMITS)",
+                now() + wait_s,
+            )
+        limited = self.call_limits.refusal(record, dn) if self.call_limits is not None else None
+        if limited is not None:
+            return self._rate_limited(record, limited.limit, limited.message, limited.retry_at)
+        return None
+
+    def _rate_limited(
+        self, record: RequestRecord, limit: str, message: str, retry_at: float | None
+    ) -> str:
+        metrics.limit_refused(limit)
+        log.info("request %s refused by a limit: %s", record.request_id, limit)
+        self.settler.settle(record, Outcome.RATE_LIMITED, api_message=message, retry_at=retry_at)
+        return "rate_limited"
+
+    def _verification_refusal(self, record: RequestRecord) -> str | None:
+        verification_id = record.get("verification_id")
+        if not verification_id or self.verifications is None:
+            return None
+        decision = self.verifications.admit(
+            verification_id,
+            record.request_id,
+            record.get("dn_digest"),
+            record.get("dn_prefix"),
+            resend=record.get("resend") == "1",
+        )
+        if decision.verdict == Verdict.ADMITTED:
+            return None
+        if decision.verdict == Verdict.COOLDOWN:
+            return self._rate_limited(
+                record,
+                "resend_cooldown",
+                "a resend within the cooldown (CALLPASS_RESEND_COOLDOWNS_S)",
+                decision.retry_at,
+            )
+        if decision.verdict == Verdict.CAP:
+            calls = self.verifications.max_calls
+            return self._rate_limited(
+                record,
+                "resend_cap",
+                f"the verification has had its {calls} calls (CALLPASS_RESEND_MAX_CALLS)",
+                None,
+            )
+        log.info("request %s refused by its verification: %s", record.request_id, decision)
+        field_name, rule = _REFUSALS[decision.verdict]
+        error = OutcomeError(field=field_name, rule=rule)
+        self.settler.settle(record, Outcome.INVALID, error=error)
+        return "invalid"
