@@ -33,7 +33,11 @@ def vault(redis_url: str) -> PinVault:
 
 def keep(vault: PinVault, request_id: str, pin: str, verification_id: str = "") -> None:
     """Keep ``pin`` as the placed call of ``request_id`` (in its own verification of one,
-    unless ``verification_id`` names another)."""
+    unless ``verification_id`` names another, which admits the request first, as a resend's
+    admission does)."""
+    key = verification_key(verification_id)
+    if verification_id and vault._redis.exists(key):
+        vault._redis.hset(key, "req:" + request_id, 1)
     vault.store(VerificationCall(verification_id or request_id, request_id, "d" * 32, "7999"), pin)
 
 
@@ -217,3 +221,12 @@ def test_pins_can_be_kept_from_leaving_the_worker(
             timeout=10
         )
         assert answer["reason"] == "ok"
+
+
+def test_a_request_whose_id_is_another_verifications_adds_no_pin_to_it(vault: PinVault) -> None:
+    verification_id = rid()
+    keep(vault, rid(), "0446", verification_id=verification_id)
+    # A request of version 1 under that very id, to another number: its pin stays out.
+    keep(vault, verification_id, "0999")
+    assert vault.verify(verification_id, "0999").reason == "mismatch"
+    assert vault.verify(verification_id, "0446").reason == "ok"

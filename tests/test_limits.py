@@ -16,11 +16,12 @@ from tests.helpers import settle, unique_dn
 from worker.api.breaker import CircuitBreaker
 from worker.api.errors import ConnectError, RateLimitedError
 from worker.api.limits import (
-    DestinationLimiter,
     GlobalRateLimiter,
     WindowLimit,
     parse_window_limits,
 )
+from worker.pipeline.call_limits import CallLimits
+from worker.pipeline.store import RequestRecord
 from worker.producer import enqueue_call
 
 
@@ -66,13 +67,19 @@ def test_a_caller_that_cannot_wait_is_told_when_to_come_back(r: redis.Redis) -> 
 
 
 def test_destination_limits_count_each_request_once(r: redis.Redis) -> None:
-    limiter = DestinationLimiter(r, (WindowLimit(2, 600), WindowLimit(3, 86_400)))
+    limits = CallLimits(r, b"h" * 32, dn_limits=(WindowLimit(2, 600), WindowLimit(3, 86_400)))
     digest = uuid.uuid4().hex
-    assert limiter.admit(digest, "a") == 0
-    assert limiter.admit(digest, "a") == 0  # the same request again: not a second call
-    assert limiter.admit(digest, "b") == 0
-    wait = limiter.admit(digest, "c")
-    assert 590 < wait <= 600
+
+    def admit(request_id: str) -> float | None:
+        record = RequestRecord(request_id, {"dn_digest": digest})
+        refused = limits.refusal(record, "79990000001")
+        return None if refused is None else refused.retry_at - time.time()
+
+    assert admit("a") is None
+    assert admit("a") is None  # the same request again: not a second call
+    assert admit("b") is None
+    wait = admit("c")
+    assert wait is not None and 590 < wait <= 600
 
 
 def test_window_limits_are_parsed_strictly() -> None:

@@ -22,7 +22,9 @@ from tests.pipeline_fakes import (
     epoch,
     make_pipeline,
     outcome_of,
+    progress_due,
     record_of,
+    seed,
     sink_of,
     unique_request,
     within,
@@ -35,6 +37,7 @@ from worker.pipeline.call_limits import CallLimits
 from worker.pipeline.core import Pipeline
 from worker.pipeline.fallback import Fallbacks, fallback_task_id
 from worker.pipeline.pins import PinVault
+from worker.pipeline.quiet_calls import quiet_callid
 from worker.pipeline.store import RequestStore, now
 from worker.pipeline.verifications import Verifications, verification_key
 
@@ -337,3 +340,70 @@ def test_a_resend_under_its_first_calls_request_id_is_refused_not_resumed(
     # The first call is untouched: its own redelivery still resumes it.
     assert pipeline.start(first_task, (), again) == "placed"
     assert sink_of(pipeline).count(task_id, "PLACED") == 0
+
+
+def test_a_verification_out_of_attempts_places_no_more_calls(records: redis.Redis) -> None:
+    client = FakeClient()
+    pipeline = flows(records, client)
+    verification_id = "v-" + uuid.uuid4().hex
+    start(pipeline, verification_id=verification_id)
+    for code in ("0000", "0001", "0002"):
+        vault_of(pipeline).verify(verification_id, code)
+    earlier(records, verification_id, 30)
+    task_id, _, summary = start(pipeline, verification_id=verification_id, resend=True)
+    assert (summary, client.starts) == ("invalid", 1)
+    assert "attempts are used up" in outcome_of(pipeline, task_id)["error"]["rule"]
+
+
+def test_a_request_a_limit_refuses_uses_none_of_its_verifications_calls(
+    records: redis.Redis,
+) -> None:
+    client = FakeClient()
+    tenant = {"tenant": uuid.uuid4().hex}
+    limits = CallLimits(records, b"h" * 32, key_limits=(("tenant", WindowLimit(1, 3600)),))
+    pipeline = flows(records, client, call_limits=limits)
+    start(pipeline, limit_keys=tenant)  # the tenant's one call of the hour
+    verification_id = "v-" + uuid.uuid4().hex
+    _, _, summary = start(pipeline, verification_id=verification_id, limit_keys=tenant)
+    assert summary == "rate_limited"
+    assert not records.exists(verification_key(verification_id))  # no call counted in it
+    # The same id starts its verification later, unrefused: it was never taken.
+    assert start(pipeline, verification_id=verification_id)[2] == "placed"
+    assert records.hget(verification_key(verification_id), "calls") == b"1"
+
+
+def test_a_fallback_another_process_took_and_never_sent_is_sent_after_its_lease(
+    records: redis.Redis,
+) -> None:
+    client = FakeClient(statuses=[CallStatus("c", "USER_BUSY", Outcome.BUSY)])
+    pipeline = flows(records, client)
+    task_id, request_id, _ = start(pipeline, fallback_task="sms.send_code")
+    # Another process took the fallback a moment ago, then died before sending it.
+    records.hset(key(request_id), "fallback_taken_at", repr(now()))
+    assert pipeline.poll(request_id, record_of(pipeline, request_id).get("poll_token")) == "busy"
+    assert _fallbacks(pipeline).sent == []
+    assert progress_due(records, request_id) is not None  # still looked after
+    pipeline.store.expect_progress(request_id, now() - 1)
+    pipeline.sweep()
+    assert _fallbacks(pipeline).sent == []  # the lease holds: looked at again after it
+    assert progress_due(records, request_id) == within(now() + 35)
+    records.hset(key(request_id), "fallback_taken_at", repr(now() - 60))
+    pipeline.store.expect_progress(request_id, now() - 1)
+    pipeline.sweep()
+    assert [sent[2] for sent in _fallbacks(pipeline).sent] == [
+        fallback_task_id(request_id, task_id)
+    ]
+    assert progress_due(records, request_id) is None
+
+
+def test_a_test_call_whose_settle_was_lost_is_settled_by_its_poll_not_asked_about(
+    records: redis.Redis,
+) -> None:
+    client = FakeClient()
+    pipeline = flows(records, client)
+    task_id, request_id = seed(
+        records, pipeline, "placed", callid=quiet_callid(), poll_token="tok", placed_at=repr(now())
+    )
+    assert pipeline.poll(request_id, "tok") == "test number"
+    assert client.status_requests == []
+    assert outcome_of(pipeline, task_id)["raw_result"] == "TEST_NUMBER"

@@ -53,8 +53,8 @@ def enqueue_call(
 
     With ``outbox`` (the workers' Redis), the request is noted before it is published, so a
     message the broker loses on its way to a worker is published again (see worker.pipeline.outbox).
-    ``version_2``: ``verification_id``, ``resend``, ``fallback_task``, ``fallback_queue``
-    (any of them makes the outcome a version-2 document).
+    ``version_2``: ``verification_id``, ``resend``, ``fallback_task``, ``fallback_queue``,
+    ``limit_keys`` (any of them makes the outcome a version-2 document).
     """
     given = {"timeout": timeout, "request_id": request_id, "webhook_url": webhook_url}
     kwargs: dict[str, Any] = {"dn": dn}

@@ -3,8 +3,8 @@
 * :class:`GlobalRateLimiter`: at most ``rate`` API requests in any one-second window, across
   every worker on every host (Celery's ``rate_limit`` is per worker). A sliding-window log in a
   sorted set, timed by the Redis server's clock so hosts with skewed clocks agree.
-* :class:`DestinationLimiter`: at most N calls per number per window (e.g. 3 per 10 minutes and
-  10 per day). A request is counted once, by its id, however often it is retried.
+* :class:`WindowLimit` and :class:`Budget`: the shapes of the per-number, fraud and spend
+  limits that :class:`worker.pipeline.call_limits.CallLimits` applies.
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ from worker.api.errors import RateLimitedError
 
 __all__ = [
     "Budget",
-    "DestinationLimiter",
     "GlobalRateLimiter",
     "WindowLimit",
     "parse_window_limits",
@@ -44,30 +43,6 @@ return math.max(1, tonumber(oldest[2]) + window - now)
 #: to reach the API (threads, connections), and a burst granted over 1.2 s must not land within
 #: one of the API's seconds. The sustained rate is therefore ``rate / 1.2`` per second.
 RATE_WINDOW_US = 1_200_000
-
-# KEYS: one zset per window; ARGV: member, then limit/window_ms pairs in KEYS order.
-# A member already counted in every window passes again (a retried request is one call).
-# Returns 0 (granted and counted) or ms until the tightest window has room.
-_DESTINATION = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local wait = 0
-for i, key in ipairs(KEYS) do
-  local limit = tonumber(ARGV[2 * i])
-  local window = tonumber(ARGV[2 * i + 1])
-  redis.call('ZREMRANGEBYSCORE', key, '-inf', now - window)
-  if not redis.call('ZSCORE', key, ARGV[1]) and redis.call('ZCARD', key) >= limit then
-    local oldest = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
-    wait = math.max(wait, tonumber(oldest[2]) + window - now)
-  end
-end
-if wait > 0 then return wait end
-for i, key in ipairs(KEYS) do
-  if not redis.call('ZSCORE', key, ARGV[1]) then redis.call('ZADD', key, now, ARGV[1]) end
-  redis.call('PEXPIRE', key, tonumber(ARGV[2 * i + 1]))
-end
-return 0
-"""
 
 
 class GlobalRateLimiter:
@@ -121,23 +96,3 @@ def parse_window_limits(text: str) -> tuple[WindowLimit, ...]:
             raise ValueError(f"{part!r} is not CALLS/SECONDS with whole numbers above 0")
         limits.append(WindowLimit(int(calls), int(window)))
     return tuple(limits)
-
-
-class DestinationLimiter:
-    """Per-number call limits; a number is known here only by its fingerprint."""
-
-    PREFIX = "callpass:dnlimit:"
-
-    def __init__(self, client: redis.Redis, limits: tuple[WindowLimit, ...]) -> None:
-        self._limits = limits
-        self._script = client.register_script(_DESTINATION)
-
-    def admit(self, digest: str, request_id: str) -> float:
-        """Count the request against the number's limits; 0 if admitted, else seconds to wait."""
-        if not self._limits:
-            return 0.0
-        keys = [f"{self.PREFIX}{digest}:{limit.window_s}" for limit in self._limits]
-        args: list[str | int] = [request_id]
-        for limit in self._limits:
-            args += [limit.calls, limit.window_s * 1000]
-        return int(self._script(keys=keys, args=args)) / 1000

@@ -139,8 +139,8 @@ class OutcomeDocumentV2(OutcomeDocument):
     """Version 2: version 1's fields, the verification and what to do next.
 
     A request gets it when it passes any ``start_call`` argument that version 1 did not have
-    (``verification_id``, ``resend``, ``fallback_task``, ``fallback_queue``); every other
-    request keeps getting version 1, unchanged.
+    (``verification_id``, ``resend``, ``fallback_task``, ``fallback_queue``, ``limit_keys``);
+    every other request keeps getting version 1, unchanged.
     """
 
     model_config = ConfigDict(

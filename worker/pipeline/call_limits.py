@@ -1,6 +1,7 @@
-"""Fraud and spend limits, shared by every worker through Redis: checked before a call is
-dialed, beside the per-number limits.
+"""Call limits, shared by every worker through Redis, checked before a call is dialed: the
+per-number limits and the fraud and spend limits.
 
+* Numbers: ``CALLPASS_DN_LIMITS`` counts calls per number (by its digest) in sliding windows.
 * Limit keys: a producer passes ``limit_keys`` (client IP, account id, any named key); each
   name with a limit in ``CALLPASS_KEY_LIMITS`` counts calls in sliding windows. Values are
   kept only as keyed hashes (HMAC-SHA256), in the request record and the windows' keys.
@@ -9,7 +10,8 @@ dialed, beside the per-number limits.
   prefix's; once spent, requests settle ``rate_limited`` with ``retry_at`` the next period.
 
 One script checks every limit that applies and counts the request in all of them only when
-all admit it; a request is counted once, by its id, however often its start is redelivered.
+all admit it (a request one limit refuses uses up none of the others); a request is counted
+once, by its id, however often its start is redelivered.
 """
 
 from __future__ import annotations
@@ -89,16 +91,20 @@ class _Window:
 
 class CallLimits:
     KEY_PREFIX = "callpass:limit:"
+    #: The per-number windows' keys: an earlier version's DestinationLimiter kept the same.
+    DN_PREFIX = "callpass:dnlimit:"
 
     def __init__(
         self,
         client: redis.Redis,
         hash_key: bytes,
+        dn_limits: tuple[WindowLimit, ...] = (),
         key_limits: tuple[tuple[str, WindowLimit], ...] = (),
         prefix_limits: tuple[tuple[str, WindowLimit], ...] = (),
         budgets: tuple[Budget, ...] = (),
     ) -> None:
         self._hash_key = hash_key
+        self._dn_limits = dn_limits
         self._key_limits = key_limits
         self._prefix_limits = prefix_limits
         self._budgets = budgets
@@ -148,6 +154,15 @@ class CallLimits:
         raw = record.get("limit_keys")
         hashed: dict[str, str] = json.loads(raw) if raw else {}
         windows = [
+            _Window(
+                f"{self.DN_PREFIX}{record.get('dn_digest')}:{limit.window_s}",
+                limit,
+                "destination",
+                "too many calls to this number (CALLPASS_DN_LIMITS)",
+            )
+            for limit in self._dn_limits
+        ]
+        windows += [
             _Window(
                 f"{self.KEY_PREFIX}key:{name}:{hashed[name]}:{limit.window_s}",
                 limit,

@@ -46,7 +46,8 @@ class Pipeline:
     #: Longest a start request can take with its inline retries; a record stuck in
     #: ``dialing`` for longer belongs to a worker that died mid-request.
     max_start_s: float
-    #: Counts calls per number; ``admit`` returns seconds to wait (0: go ahead).
+    #: A hook before the call limits (the tests change records in it); returns seconds to
+    #: wait (0: go ahead). The per-number limits themselves are ``call_limits``'.
     admit_destination: Callable[[str, str], float] = lambda digest, request_id: 0.0
     allowed_prefixes: tuple[str, ...] = ()
     #: How long past the schedule's end polls go on while the API cannot be reached.
@@ -66,10 +67,10 @@ class Pipeline:
     verifications: Verifications | None = None
     #: The products' fallback tasks; ``None``: none are sent.
     fallbacks: Fallbacks | None = None
-    #: Fraud and spend limits (limit keys, prefixes, budgets); ``None``: none configured.
+    #: Per-number, fraud and spend limits; ``None``: none configured.
     call_limits: CallLimits | None = None
     #: Test numbers and their fixed pins (they never ring).
-    test_pins: Mapping[str, str] = field(default_factory=dict)
+    test_pins: Mapping[str, str] = field(default_factory=dict, repr=False)
     #: How many first digits of a number the metrics by prefix use.
     prefix_digits: int = 4
 

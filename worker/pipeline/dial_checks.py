@@ -1,8 +1,13 @@
-"""What a claimed request must pass before it dials, in this order: its verification (a
-resend's cooldown and cap), the per-number limits, and the fraud and spend limits. A request
-that fails one settles without a call: ``invalid`` naming the field and the rule, or
-``rate_limited`` with ``retry_at``. Test numbers skip the limits (a reviewer may try often),
-not their verification's rules.
+"""What a claimed request must pass before it dials: its verification (a resend's cooldown,
+cap and attempts), then the call limits (per number, fraud and spend). A request that fails
+one settles without a call: ``invalid`` naming the field and the rule, or ``rate_limited``
+with ``retry_at``. Test numbers skip the call limits (a reviewer may try often; they cost
+nothing), not their verification's rules.
+
+The verification is looked at first and the call recorded in it last, once every limit has
+admitted the request: a request a limit refuses uses up none of its verification's calls and
+restarts no cooldown. (Two resends racing past the first look meet again at the record,
+which one of them loses; that one has been counted by the limits.)
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ from worker.ops import metrics
 from worker.pipeline.call_limits import CallLimits
 from worker.pipeline.settlement import Settler
 from worker.pipeline.store import RequestRecord, now
-from worker.pipeline.verifications import Verdict, Verifications
+from worker.pipeline.verifications import Decision, Verdict, Verifications
 
 __all__ = ["DialChecks"]
 
@@ -34,26 +39,38 @@ _REFUSALS: Final = {
     ),
     Verdict.OTHER_NUMBER: ("dn", "is not the number of this verification"),
     Verdict.FINISHED: ("verification_id", "is finished: a correct code ended it"),
+    Verdict.LOCKED: (
+        "verification_id",
+        "is locked: its code attempts are used up (CALLPASS_CODE_ATTEMPTS)",
+    ),
 }
 
 
 @dataclass
 class DialChecks:
     settler: Settler
-    #: Counts calls per number; returns seconds to wait (0: go ahead).
-    admit_destination: Callable[[str, str], float]
+    #: A hook before the call limits (tests use it to change the record meanwhile); returns
+    #: seconds to wait (0: go ahead).
+    admit_destination: Callable[[str, str], float] = lambda digest, request_id: 0.0
     #: Verifications across resends; ``None``: every request is a verification of one.
     verifications: Verifications | None = None
-    #: Fraud and spend limits; ``None``: none configured.
+    #: Per-number, fraud and spend limits; ``None``: none configured.
     call_limits: CallLimits | None = None
-    #: Test numbers and their fixed pins (they skip the limits).
-    test_pins: Mapping[str, str] = field(default_factory=dict)
+    #: Test numbers and their fixed pins (they skip the call limits).
+    test_pins: Mapping[str, str] = field(default_factory=dict, repr=False)
 
     def refusal(self, record: RequestRecord, dn: str) -> str | None:
         """Settle ``record``'s request if a check refuses it; return a summary then."""
-        refused = self._verification_refusal(record)
-        if refused is not None or dn in self.test_pins:
+        refused = self._verification_refusal(record, commit=False)
+        if refused is not None:
             return refused
+        if dn not in self.test_pins:
+            refused = self._limit_refusal(record, dn)
+            if refused is not None:
+                return refused
+        return self._verification_refusal(record, commit=True)
+
+    def _limit_refusal(self, record: RequestRecord, dn: str) -> str | None:
         wait_s = self.admit_destination(record.get("dn_digest"), record.request_id)
         if wait_s > 0:
             return self._rate_limited(
@@ -75,7 +92,7 @@ class DialChecks:
         self.settler.settle(record, Outcome.RATE_LIMITED, api_message=message, retry_at=retry_at)
         return "rate_limited"
 
-    def _verification_refusal(self, record: RequestRecord) -> str | None:
+    def _verification_refusal(self, record: RequestRecord, commit: bool) -> str | None:
         verification_id = record.get("verification_id")
         if not verification_id or self.verifications is None:
             return None
@@ -85,9 +102,13 @@ class DialChecks:
             record.get("dn_digest"),
             record.get("dn_prefix"),
             resend=record.get("resend") == "1",
+            commit=commit,
         )
         if decision.verdict == Verdict.ADMITTED:
             return None
+        return self._refused_by_verification(record, decision)
+
+    def _refused_by_verification(self, record: RequestRecord, decision: Decision) -> str:
         if decision.verdict == Verdict.COOLDOWN:
             return self._rate_limited(
                 record,
@@ -96,6 +117,7 @@ class DialChecks:
                 decision.retry_at,
             )
         if decision.verdict == Verdict.CAP:
+            assert self.verifications is not None
             calls = self.verifications.max_calls
             return self._rate_limited(
                 record,

@@ -34,6 +34,7 @@ from worker.pipeline.pins import PinVault, VerificationCall
 from worker.pipeline.poller import Poller
 from worker.pipeline.ports import ClientFactory, Dispatcher
 from worker.pipeline.publisher import Publisher
+from worker.pipeline.quiet_calls import quiet_callid, settle_quiet_call
 from worker.pipeline.schedule import START_RETRY_DELAYS_S
 from worker.pipeline.settlement import Settler
 from worker.pipeline.states import RequestState
@@ -64,7 +65,7 @@ class Dialer:
     pins: PinVault | None
     pins_leave_worker: bool
     #: Test numbers and their fixed pins: they settle as a call would, and never ring.
-    test_pins: Mapping[str, str] = field(default_factory=dict)
+    test_pins: Mapping[str, str] = field(default_factory=dict, repr=False)
 
     def advance(self, record: RequestRecord, delivery: Delivery) -> str:
         """Take the request on from where its record is; return a summary for Flower."""
@@ -151,7 +152,7 @@ class Dialer:
         timeout = record.integer("timeout", self.default_timeout_s)
         test_pin = self.test_pins.get(delivery.dn)
         if test_pin is not None:
-            return self._test_call(record, StartedCall(f"test-{uuid.uuid4().hex}", test_pin, None))
+            return self._test_call(record, StartedCall(quiet_callid(), test_pin, None))
         started = self._send_start(record, delivery, timeout, requested_at)
         if isinstance(started, str):
             return started
@@ -164,12 +165,7 @@ class Dialer:
         if summary != "placed":
             return summary
         metrics.test_number_called()
-        self.settler.settle(
-            self.store.load(record.request_id) or record,
-            Outcome.ANSWERED,
-            raw_result="TEST_NUMBER",
-            api_message="a test number (CALLPASS_TEST_NUMBERS): no call was made",
-        )
+        settle_quiet_call(self.settler, self.store.load(record.request_id) or record)
         return "test number"
 
     def _send_start(

@@ -31,13 +31,13 @@ log = logging.getLogger(__name__)
 #: The namespace of the fallback messages' task ids (uuid5 of the request).
 FALLBACK_NAMESPACE: Final = uuid.UUID("6f1d3c52-7a8e-4f0b-9a41-2f4c8e5d7b10")
 
-# KEYS[1] record; ARGV: now, lease. 1: this caller sends; 0: sent already, or another caller
-# holds a fresh lease (or the record is gone).
+# KEYS[1] record; ARGV: now, lease. 1: this caller sends; 0: sent already (or the record is
+# gone); -1: another caller holds a fresh lease.
 _TAKE = """
 if redis.call('EXISTS', KEYS[1]) == 0 or redis.call('HEXISTS', KEYS[1], 'fallback_sent') == 1
 then return 0 end
 local taken = tonumber(redis.call('HGET', KEYS[1], 'fallback_taken_at') or '')
-if taken and taken + tonumber(ARGV[2]) > tonumber(ARGV[1]) then return 0 end
+if taken and taken + tonumber(ARGV[2]) > tonumber(ARGV[1]) then return -1 end
 redis.call('HSET', KEYS[1], 'fallback_taken_at', ARGV[1])
 return 1
 """
@@ -76,17 +76,20 @@ class Fallbacks:
         self._take = self.client.register_script(_TAKE)
         self._sent = self.client.register_script(_SENT)
 
-    def after_outcome(self, record: RequestRecord, doc: OutcomeDocument) -> None:
-        """Send the request's fallback task if its outcome needs one and nobody has."""
+    def after_outcome(self, record: RequestRecord, doc: OutcomeDocument) -> bool:
+        """Send the request's fallback task if its outcome needs one and nobody has; ``False``
+        while another publisher holds it (the request must be looked at again, in case that
+        one died before sending)."""
         name = record.get("fallback_task")
         if not name or not isinstance(doc, OutcomeDocumentV2):
-            return
+            return True
         # Never for a request a limit refused: the limits bound what fallbacks cost too.
         if doc.next_step != NextStep.OTHER_CHANNEL or doc.outcome in _REFUSED:
-            return
+            return True
         key = RequestStore.key(record.request_id)
-        if not self._take(keys=[key], args=[repr(now()), repr(self.lease_s)]):
-            return
+        taken = int(self._take(keys=[key], args=[repr(now()), repr(self.lease_s)]))
+        if taken != 1:
+            return taken == 0  # 0: sent already (or no record); -1: another holds it
         kwargs = {
             "verification_id": doc.verification_id,
             "request_id": record.request_id,
@@ -98,3 +101,4 @@ class Fallbacks:
         self._sent(keys=[key])
         metrics.fallback_sent()
         log.info("request %s: fallback task %s sent to %s", record.request_id, name, queue)
+        return True

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 import re
 from dataclasses import dataclass
 from typing import cast
@@ -26,6 +27,8 @@ from worker.pipeline.verifications import STATE_CONVERTED, STATE_OPEN, verificat
 
 __all__ = ["LEGACY_PIN_PREFIX", "PinVault", "VerificationCall", "derive_key"]
 
+log = logging.getLogger(__name__)
+
 _CODE_RE = re.compile(r"[0-9]{4,6}", re.ASCII)
 
 #: Where an earlier version kept one request's pin (``{digest, attempts}``): still checked,
@@ -34,11 +37,14 @@ LEGACY_PIN_PREFIX = "callpass:pin:"
 
 # KEYS[1] verification; ARGV: request id, digest, expires at, live calls, ttl, dn digest,
 # prefix, now, open and converted states. Creates a verification of one for a request that
-# has none. Returns 1 when this is the verification's first pin (it started), else 0.
+# has none. Returns 1 when this is the verification's first pin (it started), 0 otherwise,
+# -1 when the verification is another's (a request id that is some verification's id).
 _STORE = """
 if redis.call('EXISTS', KEYS[1]) == 0 then
   redis.call('HSET', KEYS[1], 'dn_digest', ARGV[6], 'prefix', ARGV[7], 'calls', 1,
              'last_at', ARGV[8], 'state', ARGV[9], 'attempts', 0, 'req:' .. ARGV[1], 1)
+elseif redis.call('HEXISTS', KEYS[1], 'req:' .. ARGV[1]) == 0 then
+  return -1
 end
 if redis.call('HGET', KEYS[1], 'state') == ARGV[10] then return 0 end
 local pins = cjson.decode(redis.call('HGET', KEYS[1], 'pins') or '[]')
@@ -128,7 +134,7 @@ class PinVault:
         ttl_s: int,
         max_attempts: int,
         verification_ttl_s: int,
-        live_calls: int = 3,
+        live_calls: int = 2,
     ) -> None:
         self._redis = client
         self._key = key
@@ -162,7 +168,14 @@ class PinVault:
                 STATE_CONVERTED,
             ],
         )
-        if started:
+        if started == -1:
+            # Its code must never pass for that verification (another number's, maybe).
+            log.warning(
+                "request %s: its verification id names another verification; its code "
+                "cannot be checked",
+                call.request_id,
+            )
+        elif started:
             metrics.verification_started(call.prefix)
         return True
 

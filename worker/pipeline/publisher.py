@@ -69,17 +69,17 @@ class Publisher:
 
     def outcome(
         self, record: RequestRecord, doc: OutcomeDocument, task_ids: list[str] | None = None
-    ) -> None:
+    ) -> bool:
         """Give every subscribed task the outcome, its pin put back; then its
-        ``call.completed`` event and fallback task. ``record`` is the settled request's (for
+        ``call.completed`` event and fallback task (``False``: another process is sending
+        the fallback task: look again after its lease). ``record`` is the settled request's (for
         its task ids' PLACED info, its webhook and fallback), read by the caller;
         ``task_ids``: the subscribed tasks, if the caller read them as it settled."""
         data = self._with_pin(record, doc).model_dump(mode="json")
         for task_id in self.store.task_ids(record.request_id) if task_ids is None else task_ids:
             self.sink.publish_outcome(task_id, data)
         self._emit(record, COMPLETED_EVENT, data)
-        if self.fallbacks is not None:
-            self.fallbacks.after_outcome(record, doc)
+        return self.fallbacks is None or self.fallbacks.after_outcome(record, doc)
 
     def outcome_if_settled(self, request_id: str) -> None:
         """Publish the outcome again if the request has one (it must be what stays)."""

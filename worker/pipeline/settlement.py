@@ -74,8 +74,9 @@ class Settler:
             standing.outcome,
             standing.status_requests,
         )
-        self.publisher.outcome(fresh, standing, task_ids)  # the pin goes back in there
-        if has_followup:
+        # The pin goes back in there. A fallback another process holds: the sweeper looks
+        # again at recheck_at.
+        if self.publisher.outcome(fresh, standing, task_ids) and has_followup:
             self.store.forget(request_id)
 
 

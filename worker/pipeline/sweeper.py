@@ -26,6 +26,10 @@ __all__ = ["OverdueSweep"]
 
 log = logging.getLogger(__name__)
 
+#: When to look again at a settled request whose fallback task another process holds: past
+#: that holder's lease (worker.pipeline.fallback.Fallbacks.lease_s).
+FALLBACK_RECHECK_S = 35.0
+
 
 @dataclass
 class OverdueSweep:
@@ -64,8 +68,10 @@ class OverdueSweep:
             return
         standing = record.outcome
         if standing is not None:  # settled, its publication maybe unfinished
-            self.publisher.outcome(record, standing)
-            self.store.forget(request_id)
+            if self.publisher.outcome(record, standing):
+                self.store.forget(request_id)
+            else:  # another process holds its fallback task: look again after the lease
+                self.store.expect_progress(request_id, now() + FALLBACK_RECHECK_S)
         elif record.state == RequestState.PLACED:
             log.warning("request %s: no poll for too long; polling again", request_id)
             self.publisher.republish_placed(record)  # and its call.placed event, if it was lost

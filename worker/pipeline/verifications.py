@@ -55,31 +55,41 @@ class Verdict(IntEnum):
     CAP = 5
     #: A resend within the cooldown: ``retry_at`` says until when.
     COOLDOWN = 6
+    #: A resend of a verification whose code attempts are used up: no code could pass.
+    LOCKED = 7
 
 
 # KEYS[1] verification; ARGV: request id, dn digest, prefix, now, resend (1/0), cap, ttl, open
-# state, then the cooldowns. Returns {verdict, retry at ('' unless cooldown)}.
+# state, commit (1: record the call; 0: only look), code attempts, then the cooldowns.
+# Returns {verdict, retry at ('' unless cooldown)}.
 _ADMIT = """
-local key = KEYS[1]
+local key, commit = KEYS[1], ARGV[9] == '1'
 if redis.call('HEXISTS', key, 'req:' .. ARGV[1]) == 1 then return {0, ''} end
 local exists = redis.call('EXISTS', key) == 1
 if ARGV[5] == '0' then
   if exists then return {1, ''} end
-  redis.call('HSET', key, 'dn_digest', ARGV[2], 'prefix', ARGV[3], 'calls', 1,
-             'last_at', ARGV[4], 'state', ARGV[8], 'attempts', 0, 'req:' .. ARGV[1], 1)
-  redis.call('EXPIRE', key, ARGV[7])
+  if commit then
+    redis.call('HSET', key, 'dn_digest', ARGV[2], 'prefix', ARGV[3], 'calls', 1,
+               'last_at', ARGV[4], 'state', ARGV[8], 'attempts', 0, 'req:' .. ARGV[1], 1)
+    redis.call('EXPIRE', key, ARGV[7])
+  end
   return {0, ''}
 end
 if not exists then return {2, ''} end
 if redis.call('HGET', key, 'dn_digest') ~= ARGV[2] then return {3, ''} end
 if redis.call('HGET', key, 'state') ~= ARGV[8] then return {4, ''} end
+if tonumber(redis.call('HGET', key, 'attempts') or '0') >= tonumber(ARGV[10]) then
+  return {7, ''}
+end
 local calls = tonumber(redis.call('HGET', key, 'calls'))
 if calls >= tonumber(ARGV[6]) then return {5, ''} end
-local cooldown = tonumber(ARGV[8 + math.min(calls, #ARGV - 8)])
+local cooldown = tonumber(ARGV[10 + math.min(calls, #ARGV - 10)])
 local allowed_at = tonumber(redis.call('HGET', key, 'last_at')) + cooldown
 if tonumber(ARGV[4]) < allowed_at then return {6, tostring(allowed_at)} end
-redis.call('HSET', key, 'calls', calls + 1, 'last_at', ARGV[4], 'req:' .. ARGV[1], 1)
-redis.call('EXPIRE', key, ARGV[7])
+if commit then
+  redis.call('HSET', key, 'calls', calls + 1, 'last_at', ARGV[4], 'req:' .. ARGV[1], 1)
+  redis.call('EXPIRE', key, ARGV[7])
+end
 return {0, ''}
 """
 
@@ -100,18 +110,27 @@ class Verifications:
         cooldowns_s: tuple[float, ...],
         max_calls: int,
         ttl_s: int,
+        max_attempts: int = 3,
     ) -> None:
         if not cooldowns_s:
             raise ValueError("cooldowns_s must list one cooldown at least")
         self.cooldowns_s = cooldowns_s
         self.max_calls = max_calls
+        self._max_attempts = max_attempts
         self._ttl_s = ttl_s
         self._admit = client.register_script(_ADMIT)
 
     def admit(
-        self, verification_id: str, request_id: str, dn_digest: str, prefix: str, resend: bool
+        self,
+        verification_id: str,
+        request_id: str,
+        dn_digest: str,
+        prefix: str,
+        resend: bool,
+        commit: bool = True,
     ) -> Decision:
-        """Admit the request into its verification (a new one, or a resend of it)."""
+        """Admit the request into its verification (a new one, or a resend of it); with
+        ``commit`` false, only say whether it would be (nothing is recorded)."""
         verdict, retry_at = cast(
             list[bytes | int],
             self._admit(
@@ -125,6 +144,8 @@ class Verifications:
                     self.max_calls,
                     self._ttl_s,
                     STATE_OPEN,
+                    1 if commit else 0,
+                    self._max_attempts,
                     *(repr(float(c)) for c in self.cooldowns_s),
                 ],
             ),

@@ -35,12 +35,15 @@ def pin_vault(settings: Settings, client: redis.Redis) -> PinVault:
 
 
 def call_limits(settings: Settings, client: redis.Redis) -> CallLimits | None:
-    """The fraud and spend limits, if any is configured."""
-    if not (settings.key_limits or settings.prefix_limits or settings.call_budgets):
+    """The per-number, fraud and spend limits, if any is configured."""
+    if not (
+        settings.dn_limits or settings.key_limits or settings.prefix_limits or settings.call_budgets
+    ):
         return None
     return CallLimits(
         client,
         limit_key_hash_key(_hash_secret(settings)),
+        dn_limits=settings.dn_limits,
         key_limits=settings.key_limits,
         prefix_limits=settings.prefix_limits,
         budgets=settings.call_budgets,
@@ -60,4 +63,5 @@ def verifications(settings: Settings, client: redis.Redis) -> Verifications:
         cooldowns_s=settings.resend_cooldowns_s,
         max_calls=settings.resend_max_calls,
         ttl_s=settings.result_expires_s,
+        max_attempts=settings.code_attempts,
     )

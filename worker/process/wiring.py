@@ -14,7 +14,7 @@ from celery import Celery
 from worker.api.breaker import CircuitBreaker
 from worker.api.client import CallPassClient
 from worker.api.guard import ApiGuard
-from worker.api.limits import DestinationLimiter, GlobalRateLimiter
+from worker.api.limits import GlobalRateLimiter
 from worker.api.retry_after import MAX_RETRY_AFTER_S
 from worker.broker.redis_sockets import records_socket_options
 from worker.contracts.names import START_TASK, WEBHOOK_TASK
@@ -212,7 +212,6 @@ def build_pipeline(settings: Settings, app: Celery) -> Pipeline:
         else None
     )
     guard = ApiGuard(breaker, limiter)
-    destinations = DestinationLimiter(redis_client, settings.dn_limits)
     schedule = PollSchedule(
         interval_s=settings.poll_interval_s,
         end_slack_s=settings.poll_end_slack_s,
@@ -228,7 +227,6 @@ def build_pipeline(settings: Settings, app: Celery) -> Pipeline:
         default_timeout_s=settings.default_call_timeout_s,
         place_deadline_s=settings.place_deadline_s,
         max_start_s=settings.max_start_s,
-        admit_destination=destinations.admit,
         allowed_prefixes=settings.allowed_prefixes,
         poll_outage_s=settings.poll_outage_s,
         progress_slack_s=lost_after_s(settings.visibility_timeout_s),

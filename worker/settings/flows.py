@@ -23,7 +23,7 @@ class VerificationFlowSettings(BaseSettings):
     #: Calls one verification may have, its first included.
     resend_max_calls: Annotated[int, whole_number(1, 20)] = 3
     #: How many of a verification's latest calls have pins that check.
-    code_live_calls: Annotated[int, whole_number(1, 20)] = 3
+    code_live_calls: Annotated[int, whole_number(1, 20)] = 2
     #: ``NUMBER:PIN`` pairs, comma-separated: numbers that never ring (app-store reviewers,
     #: end-to-end tests) and settle as a call would, with that pin.
     test_numbers: FixedPinNumbers = SecretStr("")
