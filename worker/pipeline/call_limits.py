@@ -29,7 +29,10 @@ import redis
 from worker.api.limits import Budget, WindowLimit
 from worker.pipeline.store import RequestRecord, RequestStore, now
 
-__all__ = ["CallLimits", "LimitRefusal", "limit_key_hash_key"]
+__all__ = ["LIMIT_KEY_LABEL", "CallLimits", "LimitRefusal"]
+
+#: What the limit keys' HMAC key is derived for (worker.pipeline.pins.derive_key).
+LIMIT_KEY_LABEL: Final = b"callpass limit key digest v1"
 
 # KEYS: the record, n windows, m budget counters; ARGV: request id, n, m, then n pairs
 # (limit, window ms), then m triples (limit, expire-at ms, retry-at epoch s). Returns
@@ -198,8 +201,3 @@ def _period_end(period: str, at: float) -> float:
         return start + 86_400
     days = calendar.monthrange(stamp.year, stamp.month)[1]
     return datetime(stamp.year, stamp.month, 1, tzinfo=UTC).timestamp() + days * 86_400
-
-
-def limit_key_hash_key(secret: str) -> bytes:
-    """The HMAC key of limit-key values, derived from a deployment secret every worker shares."""
-    return hmac.new(secret.encode(), b"callpass limit key digest v1", hashlib.sha256).digest()

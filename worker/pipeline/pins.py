@@ -229,6 +229,7 @@ def _answer(valid: bool, reason: CodeReason, attempts_left: int) -> CodeCheck:
     return CodeCheck(valid=valid, reason=reason, attempts_left=max(0, attempts_left))
 
 
-def derive_key(secret: str) -> bytes:
-    """The HMAC key, derived from a deployment secret every worker shares."""
-    return hmac.new(secret.encode(), b"callpass pin digest key v1", hashlib.sha256).digest()
+def derive_key(secret: str, label: bytes = b"callpass pin digest key v1") -> bytes:
+    """An HMAC key for ``label``'s use (pins by default), derived from a deployment secret
+    every worker shares."""
+    return hmac.new(secret.encode(), label, hashlib.sha256).digest()

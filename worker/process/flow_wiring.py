@@ -9,7 +9,7 @@ from typing import Any
 import redis
 from celery import Celery
 
-from worker.pipeline.call_limits import CallLimits, limit_key_hash_key
+from worker.pipeline.call_limits import LIMIT_KEY_LABEL, CallLimits
 from worker.pipeline.fallback import Fallbacks
 from worker.pipeline.pins import PinVault, derive_key
 from worker.pipeline.verifications import Verifications
@@ -42,7 +42,7 @@ def call_limits(settings: Settings, client: redis.Redis) -> CallLimits | None:
         return None
     return CallLimits(
         client,
-        limit_key_hash_key(_hash_secret(settings)),
+        derive_key(_hash_secret(settings), LIMIT_KEY_LABEL),
         dn_limits=settings.dn_limits,
         key_limits=settings.key_limits,
         prefix_limits=settings.prefix_limits,
