@@ -24,10 +24,9 @@ from worker.producer import enqueue_call, verify_code, wait_for_pin
 
 
 @pytest.fixture
-def vault(redis_url: str) -> PinVault:
-    client = redis.Redis.from_url(redis_url)
+def vault(records: redis.Redis) -> PinVault:
     return PinVault(
-        client, derive_key("k" * 32), ttl_s=600, max_attempts=3, verification_ttl_s=3600
+        records, derive_key("k" * 32), ttl_s=600, max_attempts=3, verification_ttl_s=3600
     )
 
 
@@ -97,13 +96,14 @@ def test_malformed_codes_are_refused_without_spending_an_attempt(
     assert vault.verify(request_id, "0446").reason == "ok"
 
 
-def test_unknown_and_expired_requests_are_told_apart(redis_url: str) -> None:
-    client = redis.Redis.from_url(redis_url)
-    vault = PinVault(client, derive_key("k" * 32), ttl_s=1, max_attempts=3, verification_ttl_s=3600)
+def test_unknown_and_expired_requests_are_told_apart(records: redis.Redis) -> None:
+    vault = PinVault(
+        records, derive_key("k" * 32), ttl_s=1, max_attempts=3, verification_ttl_s=3600
+    )
     assert vault.verify(rid(), "0446").reason == "unknown_request"
     request_id = rid()
     keep(vault, request_id, "0446")
-    [(_, _, expires_at)] = stored_pins(client, request_id)
+    [(_, _, expires_at)] = stored_pins(records, request_id)
     wait_until(lambda: time.time() > expires_at, 10, "the pin's TTL")
     assert vault.verify(request_id, "0446").model_dump(mode="json") == {
         "valid": False,
@@ -113,16 +113,15 @@ def test_unknown_and_expired_requests_are_told_apart(redis_url: str) -> None:
 
 
 def test_only_a_keyed_digest_is_stored_and_compared_in_constant_time(
-    vault: PinVault, redis_url: str, monkeypatch: pytest.MonkeyPatch
+    vault: PinVault, records: redis.Redis, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    client = redis.Redis.from_url(redis_url)
     request_id = rid()
     keep(vault, request_id, "0446")
-    stored = client.hgetall(verification_key(request_id))
+    stored = records.hgetall(verification_key(request_id))
     assert b"0446" not in b"".join(stored.values())
     other = rid()
     keep(vault, other, "0446")
-    assert stored_pins(client, other)[0][1] != stored_pins(client, request_id)[0][1]  # id in MAC
+    assert stored_pins(records, other)[0][1] != stored_pins(records, request_id)[0][1]  # id in MAC
     # A resend in the same verification: both calls' pins live, both compared every time.
     keep(vault, rid(), "0999", verification_id=request_id)
     calls: list[tuple[Any, Any]] = []
@@ -154,10 +153,9 @@ def test_a_code_of_an_earlier_call_checks_and_attempts_are_shared(vault: PinVaul
     assert vault.verify(verification_id, "0811").reason == "expired"  # a correct code ended it
 
 
-def test_only_the_latest_calls_pins_check(redis_url: str) -> None:
-    client = redis.Redis.from_url(redis_url)
+def test_only_the_latest_calls_pins_check(records: redis.Redis) -> None:
     vault = PinVault(
-        client, derive_key("k" * 32), ttl_s=600, max_attempts=5, verification_ttl_s=3600,
+        records, derive_key("k" * 32), ttl_s=600, max_attempts=5, verification_ttl_s=3600,
         live_calls=2,
     )  # fmt: skip
     verification_id = rid()
@@ -167,19 +165,20 @@ def test_only_the_latest_calls_pins_check(redis_url: str) -> None:
     assert vault.verify(verification_id, "0202").reason == "ok"
 
 
-def test_a_pin_kept_by_an_earlier_version_still_checks(vault: PinVault, redis_url: str) -> None:
-    client = redis.Redis.from_url(redis_url)
+def test_a_pin_kept_by_an_earlier_version_still_checks(
+    vault: PinVault, records: redis.Redis
+) -> None:
     request_id = rid()
     digest = vault._digest(request_id, "0446")
-    client.hset(LEGACY_PIN_PREFIX + request_id, mapping={"digest": digest, "attempts": 0})
-    client.expire(LEGACY_PIN_PREFIX + request_id, 60)
+    records.hset(LEGACY_PIN_PREFIX + request_id, mapping={"digest": digest, "attempts": 0})
+    records.expire(LEGACY_PIN_PREFIX + request_id, 60)
     assert vault.verify(request_id, "0447").reason == "mismatch"
     assert vault.verify(request_id, "0446").model_dump(mode="json") == {
         "valid": True,
         "reason": "ok",
         "attempts_left": 1,
     }
-    assert not client.exists(LEGACY_PIN_PREFIX + request_id)
+    assert not records.exists(LEGACY_PIN_PREFIX + request_id)
 
 
 def test_reasons_are_the_documented_ones() -> None:

@@ -82,21 +82,20 @@ def test_a_hand_built_message_gets_pin_and_outcome(redis_url: str) -> None:
 
 @pytest.mark.usefixtures("worker")
 def test_a_hand_built_resend_is_refused_in_its_cooldown_with_a_version_2_document(
-    redis_url: str,
+    records: redis.Redis,
 ) -> None:
     """Version-2 arguments travel in the same kwargs; the answer is a version-2 document."""
-    client = redis.Redis.from_url(redis_url)
     verification_id = f"raw-{uuid.uuid4()}"
     dn = f"7999000{uuid.uuid4().int % 10**7:07d}1"
     first, resend = str(uuid.uuid4()), str(uuid.uuid4())
-    publish_start_call(client, first, {"dn": dn, "timeout": 3, "verification_id": verification_id})
-    wait_until(lambda: (read_result(client, first) or {}).get("status") in ("PLACED", "SUCCESS"),
+    publish_start_call(records, first, {"dn": dn, "timeout": 3, "verification_id": verification_id})
+    wait_until(lambda: (read_result(records, first) or {}).get("status") in ("PLACED", "SUCCESS"),
                20, "the first call")  # fmt: skip
     publish_start_call(
-        client, resend, {"dn": dn, "verification_id": verification_id, "resend": True}
+        records, resend, {"dn": dn, "verification_id": verification_id, "resend": True}
     )
     done = wait_until(
-        lambda: (m := read_result(client, resend)) and m["status"] == "SUCCESS" and m, 20, "it"
+        lambda: (m := read_result(records, resend)) and m["status"] == "SUCCESS" and m, 20, "it"
     )
     doc = done["result"]
     jsonschema.validate(doc, json.loads((SCHEMAS / "outcome.v2.json").read_text()))

@@ -73,6 +73,7 @@ def product_worker(stack: Stack, redis_url: str) -> Iterator[redis.Redis]:
         proc = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT)
     client = redis.Redis.from_url(redis_url)
     yield client
+    client.close()
     proc.terminate()
     proc.wait(timeout=30)
 
