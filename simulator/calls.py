@@ -117,8 +117,8 @@ class CallBook:
     starts_by_request: Counter[str] = field(default_factory=Counter)
     requests_by_method: Counter[str] = field(default_factory=Counter)
     status_by_callid: Counter[str] = field(default_factory=Counter)
-    #: Arrival times (epoch s) of the latest API requests, for rate checks.
-    arrivals: deque[float] = field(default_factory=lambda: deque(maxlen=200_000))
+    #: Arrival times (epoch s) and methods of the latest API requests, for rate and order checks.
+    arrivals: deque[tuple[float, str]] = field(default_factory=lambda: deque(maxlen=200_000))
 
     def __post_init__(self) -> None:
         self._rng = random.Random(self.seed)

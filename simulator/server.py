@@ -156,7 +156,7 @@ async def api(request: web.Request) -> web.StreamResponse:
     picker = request.app[PICKER_KEY]
     book = request.app[BOOK_KEY]
     book.requests_by_method[name] += 1
-    book.arrivals.append(time.time())
+    book.arrivals.append((time.time(), name))
     delay = picker.latency_s()
     if delay:
         await asyncio.sleep(delay)
@@ -195,7 +195,10 @@ async def sim_calls(request: web.Request) -> web.Response:
 
 
 async def sim_arrivals(request: web.Request) -> web.Response:
-    return web.json_response(list(request.app[BOOK_KEY].arrivals))
+    """Arrival times of the API requests, of one method with ``?method=``."""
+    method = request.query.get("method")
+    arrivals = request.app[BOOK_KEY].arrivals
+    return web.json_response([at for at, name in arrivals if method in (None, name)])
 
 
 async def sim_reset(request: web.Request) -> web.Response:

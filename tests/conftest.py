@@ -62,6 +62,11 @@ class Simulator:
     def calls(self) -> list[dict[str, Any]]:
         return list(requests.get(self.url + "_sim/calls", timeout=5).json())
 
+    def arrivals(self, method: str) -> list[float]:
+        """When each request of ``method`` reached the simulator (epoch s)."""
+        response = requests.get(self.url + "_sim/arrivals", params={"method": method}, timeout=5)
+        return list(response.json())
+
     def faults(self, **values: float) -> None:
         response = requests.post(self.url + "_sim/faults", json=values, timeout=5)
         response.raise_for_status()
