@@ -6,6 +6,7 @@ COPY pyproject.toml README.md LICENSE ./
 COPY worker ./worker
 COPY tasks ./tasks
 COPY simulator ./simulator
+COPY producer/src ./producer/src
 RUN pip wheel --no-cache-dir --wheel-dir /wheels ".[simulator]"
 
 FROM python:3.11-slim

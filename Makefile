@@ -11,7 +11,7 @@ help:
 	@echo "               (RUN_ARGS=--exit-after-demo to stop after the demo)"
 	@echo "make test      the whole suite (starts its own redis-server, simulator and workers)"
 	@echo "make lint      ruff + mypy"
-	@echo "make schemas   regenerate schemas/*.json from the models in worker/contracts/"
+	@echo "make schemas   regenerate schemas/*.json from the models in producer/src/callpass_producer/contracts/"
 	@echo "make chaos     kill workers, restart Redis, break the API, cut links; prints the table (~16 min)"
 	@echo "make bench-sim requests/s the simulator sustains on loopback"
 	@echo "make bench     ours against naive workers, side by side (about 9 min; bench-results/)"
@@ -43,7 +43,7 @@ format: install
 
 # schemas/ is generated: tests/test_schemas.py fails when a model changed without it.
 schemas: install
-	$(PY) -m worker.contracts.schemas
+	$(PY) -m worker.schemas
 
 contract: install
 	@echo "WARNING: this places REAL calls to CALLPASS_CONTRACT_DN through CALLPASS_CONTRACT_URL."

@@ -17,7 +17,7 @@ from typing import Any
 from celery import Celery
 
 from bench.measure import BackendWatcher
-from worker.producer import verify_code
+from callpass_producer import verify_code
 
 __all__ = ["CodeCheckProbe", "floor_run"]
 

@@ -23,11 +23,11 @@ from celery import Celery
 from bench.burst import CodeCheckProbe, floor_run
 from bench.measure import BackendWatcher, cpu_seconds, percentile, rss_bytes
 from bench.profile import Profiler
+from callpass_producer import enqueue_call
 from worker.celery_app import celery_config
 from worker.dev.stack import Proc, Stack, child_env, delete_queues, wait_for_worker, wait_until
 from worker.pipeline.due_polls import due_polls_key
 from worker.pipeline.schedule import PollSchedule
-from worker.producer import enqueue_call
 from worker.settings import SIMULATOR_DEV_TOKEN, load_settings
 
 __all__ = ["MIXES", "Bench", "Variant"]

@@ -18,11 +18,11 @@ import redis
 import requests
 from celery import Celery
 
+from callpass_producer import enqueue_call
 from worker.celery_app import celery_config
 from worker.dev.stack import Proc, Stack, child_env, free_port, wait_for_worker, wait_until
 from worker.pipeline.due_polls import due_polls_key
 from worker.pipeline.outbox import Outbox, lost_after_s
-from worker.producer import enqueue_call
 from worker.settings import load_settings
 from worker.webhooks.events import event_id_for
 

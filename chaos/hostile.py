@@ -14,7 +14,7 @@ from typing import Any
 import redis
 import yaml
 
-from worker.contracts.names import START_TASK
+from callpass_producer.contracts.names import START_TASK
 
 __all__ = [
     "FOREIGN_KINDS",

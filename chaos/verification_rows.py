@@ -19,13 +19,13 @@ from typing import Any
 
 from celery.result import AsyncResult
 
+from callpass_producer import enqueue_call
+from callpass_producer.contracts.names import CODE_QUEUE_SUFFIX, VERIFY_TASK
 from chaos.harness import Harness, Request, Row
 from chaos.product_app import RUNS_KEY, TASK_NAME
 from chaos.sizes import SETTLE_S, Size
-from worker.contracts.names import CODE_QUEUE_SUFFIX, VERIFY_TASK
 from worker.dev.stack import child_env
 from worker.pipeline.fallback import fallback_task_id
-from worker.producer import enqueue_call
 
 __all__ = ["verifications_with_kills"]
 

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from worker.contracts.names import START_TASK
+from callpass_producer.contracts.names import START_TASK
 from worker.dev.stack import ensure_debian_program, free_port
 
 ROOT = Path(__file__).resolve().parent.parent

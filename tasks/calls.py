@@ -22,9 +22,9 @@ from celery import Celery, Task
 from celery.exceptions import Reject
 from kombu.exceptions import OperationalError
 
+from callpass_producer.contracts.names import POLL_TASK, START_TASK, VERIFY_TASK
+from callpass_producer.contracts.verify import UNKNOWN_REQUEST
 from worker.backoff import capped_backoff_s
-from worker.contracts.names import POLL_TASK, START_TASK, VERIFY_TASK
-from worker.contracts.verify import UNKNOWN_REQUEST
 from worker.masking import MaskedRequest
 from worker.process.parts import WorkerParts
 from worker.sane_values import sane_count, sane_time
@@ -188,7 +188,7 @@ class CodeMaskedRequest(MaskedRequest):
 
 def _verify_code(parts: WorkerParts) -> Callable[[object, object], dict[str, Any]]:
     def verify_code(request_id: object, code: object) -> dict[str, Any]:
-        """Check a code the user typed: a ``CodeCheck`` (worker.contracts.verify) as JSON."""
+        """Check a code the user typed: a ``CodeCheck`` (contracts.verify) as JSON."""
         pins = parts.pipeline().pins  # the process's one vault: key derived, scripts loaded once
         if not isinstance(request_id, str) or not request_id or pins is None:
             return UNKNOWN_REQUEST.model_dump(mode="json")

@@ -15,7 +15,7 @@ import redis
 from celery import Celery
 from kombu.exceptions import OperationalError
 
-from worker.contracts.names import WEBHOOK_TASK
+from callpass_producer.contracts.names import WEBHOOK_TASK
 from worker.process.parts import WorkerParts
 
 __all__ = ["register_webhook_tasks"]

@@ -16,8 +16,8 @@ import pytest
 from celery import Celery, signals
 from celery.backends.base import DisabledBackend
 
+from callpass_producer.contracts.names import POLL_TASK, START_TASK, VERIFY_TASK, WEBHOOK_TASK
 from worker.celery_app import create_app, create_flower_app, environment_settings
-from worker.contracts.names import POLL_TASK, START_TASK, VERIFY_TASK, WEBHOOK_TASK
 from worker.dev.stack import child_env
 from worker.process.parts import WorkerParts
 from worker.settings import Settings, load_settings

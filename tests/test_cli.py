@@ -5,23 +5,38 @@ from __future__ import annotations
 import json
 import re
 import socket
+import uuid
 from pathlib import Path
 
 import pytest
 
-from tests.helpers import callpass
+from callpass_producer.masking import mask_dn
+from tests.conftest import Simulator
+from tests.helpers import callpass, unique_dn
 
 
 @pytest.mark.usefixtures("worker")
-def test_call_wait_prints_the_pin_then_the_outcome(worker_env: dict[str, str]) -> None:
-    out = callpass("call", "79990006001", "--timeout", "5", "--wait", env=worker_env)
+def test_call_wait_in_a_pipe_prints_a_line_per_phase(
+    worker_env: dict[str, str], sim: Simulator
+) -> None:
+    dn = unique_dn("1")
+    out = callpass("call", dn, "--timeout", "5", "--wait", env=worker_env)
     assert out.returncode == 0, out.stderr
     lines = out.stdout.splitlines()
     assert lines[0].startswith("task id: ")
-    assert lines[1].startswith("pin: ")
-    doc = json.loads("\n".join(lines[2:]))
-    assert doc["outcome"] == "answered" and doc["pin"] == lines[1].split()[1]
-    assert "79990006001" not in out.stderr
+    assert [line.split()[0] for line in lines[1:]] == ["queued", "ringing", "answered"]
+    pin = lines[2].split("pin ")[1].split()[0]
+    assert pin in [c["pin"] for c in sim.calls() if c["dn"] == dn]
+    assert f"pin {pin}" in lines[3] and mask_dn(dn) in lines[3]
+    assert dn not in out.stdout + out.stderr
+
+
+def test_call_json_prints_the_pin_and_the_outcome_document(worker_env: dict[str, str]) -> None:
+    out = callpass("call", unique_dn("1"), "--timeout", "3", "--wait", "--json", env=worker_env)
+    assert out.returncode == 0, out.stderr
+    shown = json.loads(out.stdout)
+    assert shown["phase"] == "answered" and shown["outcome"]["pin"] == shown["pin"]
+    assert shown["outcome"]["callid"] == shown["callid"]
 
 
 def test_call_refuses_a_bad_number_without_enqueueing(worker_env: dict[str, str]) -> None:
@@ -73,3 +88,64 @@ def test_run_brings_up_the_stack_prints_the_demo_and_cleans_up(tmp_path: Path) -
     port = int(re.search(r"redis://127\.0\.0\.1:(\d+)/0", text).group(1))  # type: ignore[union-attr]
     with socket.socket() as probe:
         assert probe.connect_ex(("127.0.0.1", port)) != 0
+
+
+def test_run_names_a_taken_flower_port_in_one_line(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        out = callpass("run", "--flower-port", str(port), "--run-dir", str(tmp_path), env={})
+    assert out.returncode == 2
+    assert out.stderr.splitlines() == [
+        f"callpass run: cannot start Flower: port {port} on 127.0.0.1 is taken (another "
+        "Flower?); pick another with --flower-port (make run RUN_ARGS='--flower-port 0' takes "
+        "a free one)"
+    ]
+    assert "Traceback" not in out.stdout + out.stderr
+
+
+def test_run_names_a_redis_that_does_not_answer_in_one_line(tmp_path: Path) -> None:
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]  # bound, never listening: connections are refused
+        env = {"CALLPASS_REDIS_URL": f"redis://:s3cret@127.0.0.1:{port}/0"}
+        out = callpass("run", "--flower-port", "0", "--run-dir", str(tmp_path), env=env)
+    assert out.returncode == 2
+    (line,) = out.stderr.splitlines()
+    assert line.startswith(f"callpass run: cannot start Redis: redis://***@127.0.0.1:{port}/0")
+    assert "does not answer" in line and "s3cret" not in line
+
+
+def test_readycheck_is_ready_with_a_worker_and_names_what_is_missing(
+    worker_env: dict[str, str], tmp_path: Path
+) -> None:
+    heartbeat = tmp_path / "heartbeat"
+    env = {**worker_env, "CALLPASS_HEARTBEAT_FILE": str(heartbeat)}
+    out = callpass("readycheck", env=env)
+    assert out.returncode == 1 and "worker: no heartbeat yet" in out.stderr
+    heartbeat.touch()
+    out = callpass("readycheck", env=env)
+    assert (out.returncode, out.stdout.strip()) == (0, "ready"), out.stderr
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        gone = f"redis://:s3cret@127.0.0.1:{closed.getsockname()[1]}/0"
+        out = callpass("readycheck", env={**env, "CALLPASS_REDIS_URL": gone})
+    assert out.returncode == 1
+    assert "redis: redis://***@127.0.0.1:" in out.stderr and "s3cret" not in out.stderr
+    out = callpass("readycheck", env={**env, "CALLPASS_POLL_GRACE_S": "soon"})
+    assert out.returncode == 2 and "CALLPASS_POLL_GRACE_S" in out.stderr
+
+
+@pytest.mark.usefixtures("worker")
+def test_call_resend_in_the_cooldown_says_when_to_try_again(worker_env: dict[str, str]) -> None:
+    dn, verification = unique_dn("1"), f"cli-{uuid.uuid4()}"
+    first = callpass("call", dn, "--verification-id", verification, "--wait", env=worker_env)
+    assert first.returncode == 0, first.stderr
+    again = ("--verification-id", verification, "--resend", "--wait")
+    out = callpass("call", dn, *again, env=worker_env)
+    assert out.returncode == 0, out.stderr
+    final = out.stdout.splitlines()[-1]
+    assert final.startswith("rate_limited") and "next: retry_later at 20" in final
+    refused = callpass("call", dn, "--resend", env=worker_env)
+    assert refused.returncode == 2 and "--resend: needs --verification-id" in refused.stderr

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from callpass_producer.contracts.outcome import Outcome
 from tests.conftest import Simulator
 from worker.api.client import CallPassClient
 from worker.api.errors import (
@@ -21,7 +22,6 @@ from worker.api.errors import (
     ServerError,
     TransientError,
 )
-from worker.contracts.outcome import Outcome
 from worker.dev.stack import Stack, free_port
 from worker.settings import SIMULATOR_DEV_TOKEN, SecretStr
 

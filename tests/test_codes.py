@@ -14,13 +14,13 @@ import redis
 from celery import Celery
 
 import worker.pipeline.pins
+from callpass_producer import enqueue_call, verify_code, wait_for_pin
+from callpass_producer.contracts.verify import CodeReason
 from tests.conftest import OwnWorker, Simulator
 from tests.helpers import settle, unique_dn
-from worker.contracts.verify import CodeReason
 from worker.dev.stack import wait_until
 from worker.pipeline.pins import LEGACY_PIN_PREFIX, PinVault, VerificationCall, derive_key
 from worker.pipeline.verifications import verification_key
-from worker.producer import enqueue_call, verify_code, wait_for_pin
 
 
 @pytest.fixture

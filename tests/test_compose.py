@@ -61,5 +61,13 @@ def test_the_image_build_copies_what_the_package_build_needs() -> None:
     copied = " ".join(
         line for line in (ROOT / "Dockerfile").read_text().splitlines() if line.startswith("COPY ")
     )
-    for needed in ("pyproject.toml", "README.md", "LICENSE", "worker", "tasks", "simulator"):
+    for needed in (
+        "pyproject.toml",
+        "README.md",
+        "LICENSE",
+        "worker",
+        "tasks",
+        "simulator",
+        "producer/src",
+    ):
         assert needed in copied

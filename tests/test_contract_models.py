@@ -13,14 +13,19 @@ import jsonschema
 import pytest
 from referencing import Registry, Resource
 
+from callpass_producer.contracts.events import CallCompleted, CallPlaced
+from callpass_producer.contracts.outcome import (
+    TIMEOUT_MAX_S,
+    TIMEOUT_MIN_S,
+    Outcome,
+    OutcomeDocument,
+)
+from callpass_producer.contracts.placed import PlacedInfo
+from callpass_producer.contracts.start_call import START_CALL_FIELDS, StartCallArguments
+from callpass_producer.contracts.verify import CodeCheck, CodeReason
 from worker.api.errors import InvalidRequestError
-from worker.contracts.events import CallCompleted, CallPlaced
-from worker.contracts.outcome import TIMEOUT_MAX_S, TIMEOUT_MIN_S, Outcome, OutcomeDocument
-from worker.contracts.placed import PlacedInfo
-from worker.contracts.schemas import SHARED_MODELS
-from worker.contracts.start_call import START_CALL_FIELDS, StartCallArguments
-from worker.contracts.verify import CodeCheck, CodeReason
 from worker.pipeline.document import build_outcome
+from worker.schemas import SHARED_MODELS
 from worker.validation import (
     parse_start_request,
     validate_callid,
@@ -148,15 +153,22 @@ def _run(code: str) -> list[str]:
 def test_the_contracts_import_nothing_of_the_worker() -> None:
     loaded = _run(
         "import json, sys\n"
-        "import worker.contracts.schemas, worker.contracts.names\n"
+        "import callpass_producer.contracts.events, callpass_producer.contracts.next_step\n"
+        "import callpass_producer.contracts.start_call, callpass_producer.contracts.verify\n"
         "print(json.dumps(sorted(sys.modules)))"
     )
-    ours = [m for m in loaded if m.split(".")[0] in ("worker", "tasks")]
-    assert ours == [m for m in ours if m == "worker" or m.startswith("worker.contracts")]
+    assert not [m for m in loaded if m.split(".")[0] in ("worker", "tasks")]
     assert not {"celery", "redis", "kombu", "jsonschema"} & {m.split(".")[0] for m in loaded}
 
 
-def test_the_producer_helper_does_not_pull_in_the_worker_runtime() -> None:
+def test_the_producer_package_pulls_in_nothing_of_the_worker() -> None:
+    loaded = _run("import json, sys, callpass_producer\nprint(json.dumps(sorted(sys.modules)))")
+    tops = {m.split(".")[0] for m in loaded}
+    assert not {"worker", "tasks", "flower", "prometheus_client", "aiohttp"} & tops
+    assert "pydantic_settings" not in tops
+
+
+def test_the_worker_producer_helper_does_not_pull_in_the_worker_runtime() -> None:
     loaded = _run("import json, sys, worker.producer\nprint(json.dumps(sorted(sys.modules)))")
     assert not {"worker.process.wiring", "worker.celery_app", "tasks"} & set(loaded)
 

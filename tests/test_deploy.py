@@ -260,7 +260,7 @@ def test_the_configmap_holds_valid_settings(docs: list[Doc]) -> None:
     settings = load_settings(_settings_env(docs))  # raises SettingsError naming the variable
     assert config["CALLPASS_QUEUE"] == settings.queue == "callpass"
     assert config["CALLPASS_LOG_FORMAT"] == "json"
-    assert settings.metrics_port == 9808
+    assert settings.metrics_port == 9818
     assert settings.metrics_address == "0.0.0.0"
     assert settings.heartbeat_file == "/run/callpass/heartbeat"
     assert settings.soft_shutdown_s == 10
@@ -343,6 +343,15 @@ def test_liveness_comes_from_the_heartbeat_not_a_broker_ping(docs: list[Doc]) ->
                 ),
             ):
                 assert not {"inspect", "ping"} <= set(part), part
+
+
+def test_readiness_is_its_own_probe_and_runs_the_readycheck(docs: list[Doc]) -> None:
+    """Not ready (Redis or the broker away) holds a rollout back without restarting the pod."""
+    _, container = _worker(docs)
+    command = container["readinessProbe"]["exec"]["command"]
+    assert command[:2] == ["callpass", "readycheck"], command
+    assert container["readinessProbe"]["timeoutSeconds"] > 2 * 2  # two checks of up to 2 s
+    assert container["livenessProbe"]["exec"]["command"] != command
 
 
 def test_the_worker_exposes_metrics_to_prometheus(docs: list[Doc]) -> None:

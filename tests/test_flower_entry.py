@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import base64
 import http.client
+import json
 import socket
 import subprocess
 import sys
 from importlib.metadata import entry_points
 from pathlib import Path
+from typing import Any
 
 import click
 import pytest
@@ -31,6 +33,7 @@ LAUNCHERS = {
     "celery-without-A": ["-m", "celery", "--broker={redis_url}", "flower"],
 }
 START_TIMEOUT_S = 60
+LOOPBACK = "--address=127.0.0.1"
 
 
 def _port_answers(port: int) -> bool:
@@ -154,6 +157,57 @@ def test_our_flower_serves_with_a_sound_login_from_our_settings(
     finally:
         proc.stop()
     assert "callpass:" not in proc.log_path.read_text()
+
+
+def _get_json(port: int, path: str, authorization: str = "") -> tuple[int, Any]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        conn.request("GET", path, headers={"Authorization": authorization} if authorization else {})
+        response = conn.getresponse()
+        body = response.read().decode()
+        return response.status, json.loads(body) if response.status == 200 else body
+    finally:
+        conn.close()
+
+
+@pytest.mark.usefixtures("worker")
+def test_flowers_http_api_answers_with_the_login_as_the_readme_shows(
+    stack: Stack, redis_url: str, empty_conf: Path
+) -> None:
+    env = _flower_env(redis_url, {"CALLPASS_FLOWER_BASIC_AUTH": LOGIN})
+    proc, port, outcome = _start(stack, "callpass-flower", [LOOPBACK, f"--conf={empty_conf}"], env)
+    assert outcome == "listening", proc.log_tail()
+    try:
+        assert _get_json(port, "/api/workers")[0] == 401
+        good = "Basic " + base64.b64encode(LOGIN.encode()).decode()
+        status, workers = wait_until(
+            lambda: (r := _get_json(port, "/api/workers?refresh=1", good))[1] and r,
+            30,
+            "Flower's API listing the worker",
+        )
+        assert status == 200 and any(name.startswith("worker@") for name in workers)
+    finally:
+        proc.stop()
+
+
+def test_flowers_api_without_a_login_needs_flower_unauthenticated_api(
+    stack: Stack, redis_url: str, empty_conf: Path
+) -> None:
+    for opened in (False, True):
+        extra = {"FLOWER_UNAUTHENTICATED_API": "true"} if opened else {}
+        env = _flower_env(redis_url, extra)
+        proc, port, outcome = _start(
+            stack, "callpass-flower", [LOOPBACK, f"--conf={empty_conf}"], env
+        )
+        assert outcome == "listening", proc.log_tail()
+        try:
+            status, body = _get_json(port, "/api/workers")
+        finally:
+            proc.stop()
+        if opened:
+            assert status == 200
+        else:
+            assert status == 401 and "FLOWER_UNAUTHENTICATED_API" in body
 
 
 def test_the_hook_wraps_flowers_command_once() -> None:

@@ -11,6 +11,7 @@ import pytest
 import redis
 from celery import Celery
 
+from callpass_producer import enqueue_call
 from tests.conftest import OwnWorker, Simulator
 from tests.helpers import settle, unique_dn
 from worker.api.breaker import CircuitBreaker
@@ -22,7 +23,6 @@ from worker.api.limits import (
 )
 from worker.pipeline.call_limits import CallLimits
 from worker.pipeline.store import RequestRecord
-from worker.producer import enqueue_call
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from worker.masking import mask_text
+from worker.masking import mask_log_text, mask_text
 from worker.ops.logs import bind_log_context, clear_log_context, configure_logging
 
 DN = "79161234567"
@@ -182,3 +182,14 @@ def test_a_number_after_a_hyphenated_word_is_masked_but_a_uuid_tail_is_not() -> 
     assert "79161234567" not in mask_text("signup-2024-79161234567")
     task_id = "0f1e2d3c-4b5a-6978-89ab-123456789012"
     assert mask_text(f"task {task_id}") == f"task {task_id}"
+
+
+def test_log_text_hides_bearer_tokens_pins_and_urllib3_paths() -> None:
+    text = (
+        "raised: {'pin': '0827', 'code': '0446'} Authorization: Bearer abcdef0123 "
+        "status code: 503 with url: /hook/T0/secret?sig=1 (Caused by x)"
+    )
+    masked = mask_log_text(text)
+    for secret in ("0827", "0446", "abcdef0123", "/hook/T0/secret", "sig=1"):
+        assert secret not in masked
+    assert "status code: 503" in masked and "Bearer ***" in masked

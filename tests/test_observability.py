@@ -15,10 +15,10 @@ import redis
 import requests
 from celery import Celery
 
+from callpass_producer import enqueue_call
 from tests.conftest import Simulator, start_worker
 from tests.helpers import callpass, settle, unique_dn
 from worker.dev.stack import Stack, free_port, wait_until
-from worker.producer import enqueue_call
 
 QUEUE = "observed"
 #: Last digit → outcome at the simulator (see simulator/calls.py), with each call's timeout.

@@ -11,10 +11,10 @@ import jsonschema
 import pytest
 from celery import Celery
 
+from callpass_producer import enqueue_call, wait_for_pin
 from tests.conftest import OwnWorker, Simulator
 from tests.helpers import PLACED_SCHEMA, settle, unique_dn
 from worker.dev.stack import Proc, wait_until
-from worker.producer import enqueue_call, wait_for_pin
 
 pytestmark = pytest.mark.usefixtures("worker")
 

@@ -10,6 +10,8 @@ from typing import Any
 import pytest
 import redis
 
+from callpass_producer.contracts.events import COMPLETED_EVENT, PLACED_EVENT
+from callpass_producer.contracts.outcome import Outcome
 from tests.pipeline_fakes import (
     DN,
     FAKE_PIN,
@@ -44,8 +46,6 @@ from worker.api.errors import (
     PermanentError,
     ServerError,
 )
-from worker.contracts.events import COMPLETED_EVENT, PLACED_EVENT
-from worker.contracts.outcome import Outcome
 from worker.pipeline.core import Pipeline
 from worker.pipeline.document import build_outcome
 from worker.pipeline.outbox import DUE_KEY, note_key

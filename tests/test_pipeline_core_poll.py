@@ -12,6 +12,8 @@ from collections.abc import Callable, Iterator
 import pytest
 import redis
 
+from callpass_producer.contracts.events import COMPLETED_EVENT, PLACED_EVENT
+from callpass_producer.contracts.outcome import Outcome
 from tests.pipeline_fakes import (
     DN,
     FAKE_PIN,
@@ -43,8 +45,6 @@ from worker.api.errors import (
     RateLimitedError,
     ServerError,
 )
-from worker.contracts.events import COMPLETED_EVENT, PLACED_EVENT
-from worker.contracts.outcome import Outcome
 from worker.pipeline.core import Pipeline
 from worker.pipeline.poller import OUTAGE_POLL_INTERVAL_S
 from worker.pipeline.schedule import PollSchedule

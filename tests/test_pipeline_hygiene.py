@@ -8,12 +8,12 @@ from typing import Any
 import pytest
 import redis
 
+from callpass_producer.contracts.outcome import Outcome
 from tests.pipeline_fakes import (
     FakeClient,
     make_pipeline,
     unique_request,
 )
-from worker.contracts.outcome import Outcome
 from worker.pipeline.document import build_outcome
 from worker.pipeline.outbox import DUE_KEY, Outbox, note_key
 from worker.pipeline.store import RequestStore, now

@@ -10,6 +10,9 @@ from typing import Any, NamedTuple
 import pytest
 import redis
 
+from callpass_producer.contracts.events import COMPLETED_EVENT
+from callpass_producer.contracts.outcome import Outcome, OutcomeDocument, OutcomeError
+from callpass_producer.contracts.placed import PlacedInfo
 from tests.pipeline_fakes import (
     DN,
     FAKE_PIN,
@@ -26,9 +29,6 @@ from tests.pipeline_fakes import (
     unique_request,
     within,
 )
-from worker.contracts.events import COMPLETED_EVENT
-from worker.contracts.outcome import Outcome, OutcomeDocument, OutcomeError
-from worker.contracts.placed import PlacedInfo
 from worker.masking import mask_dn
 from worker.pipeline import due_polls as due_polls_module
 from worker.pipeline import store as store_module

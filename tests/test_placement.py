@@ -12,10 +12,10 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from celery import Celery
 
+from callpass_producer import enqueue_call
 from tests.conftest import OwnWorker, Simulator
 from tests.helpers import settle, unique_dn
 from worker.dev.stack import Proc, Stack, free_port, wait_until
-from worker.producer import enqueue_call
 
 
 def test_a_request_older_than_the_placement_deadline_expires_without_a_call(

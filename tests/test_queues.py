@@ -14,14 +14,14 @@ from typing import Any
 import redis
 from celery import Celery
 
+from callpass_producer import enqueue_call, verify_code
+from callpass_producer.contracts.names import START_TASK
 from tests.conftest import Simulator, start_worker
 from tests.helpers import unique_dn
 from worker.celery_app import celery_config, create_app
-from worker.contracts.names import START_TASK
 from worker.dev.stack import Stack, wait_until
 from worker.pipeline.due_polls import DuePolls, due_polls_key
 from worker.process.wiring import CeleryDispatcher
-from worker.producer import enqueue_call, verify_code
 from worker.settings import load_settings
 
 NOWHERE = {"CALLPASS_REDIS_URL": "redis://127.0.0.1:1/0"}  # nothing listens; nothing connects

@@ -17,6 +17,7 @@ import pytest
 import redis
 from celery import Celery
 
+from callpass_producer import enqueue_call, wait_for_pin
 from chaos.scenarios import Size, worker_killed
 from tests.conftest import TEST_WORKER_ENV, Simulator, start_worker
 from tests.helpers import settle, unique_dn
@@ -31,7 +32,6 @@ from tests.test_pipeline import (
 from worker.celery_app import celery_config, create_app
 from worker.dev.stack import Proc, Stack, answers, delete_queues, wait_until
 from worker.pipeline.due_polls import due_polls_key
-from worker.producer import enqueue_call, wait_for_pin
 from worker.settings import load_settings
 
 AMQP_URL = os.environ.get("CALLPASS_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672//")

@@ -20,9 +20,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import Field
 
+from callpass_producer.contracts.outcome import OutcomeDocument
+from callpass_producer.contracts.start_call import StartCallArguments
 from worker.api.errors import InvalidRequestError
-from worker.contracts.outcome import OutcomeDocument
-from worker.contracts.schemas import (
+from worker.schemas import (
     SCHEMA_FILES,
     SchemaFile,
     main,
@@ -30,7 +31,6 @@ from worker.contracts.schemas import (
     stale_files,
     write_schemas,
 )
-from worker.contracts.start_call import StartCallArguments
 from worker.validation import START_CALL_FIELDS, parse_start_request
 
 SCHEMAS = Path(__file__).resolve().parent.parent / "schemas"

@@ -26,11 +26,11 @@ import redis
 import requests
 from celery import Celery
 
+from callpass_producer import enqueue_call
 from chaos.receiver import Delivery, Receiver
 from tests.conftest import WEBHOOK_SECRETS, start_worker
 from tests.helpers import unique_dn
 from worker.dev.stack import Stack, child_env, free_port, wait_until
-from worker.producer import enqueue_call
 
 QUEUE = "secrets"
 WORKER = "secrets"

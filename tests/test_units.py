@@ -11,6 +11,7 @@ import requests
 import urllib3
 from celery import Celery
 
+from callpass_producer.contracts.outcome import Outcome
 from worker.api.errors import (
     ApiRejectedError,
     AuthError,
@@ -27,7 +28,6 @@ from worker.api.results import classify_result, is_in_progress
 from worker.api.retry_after import retry_after_s
 from worker.api.transport import envelope_data, translate_transport_error
 from worker.backoff import capped_backoff_s
-from worker.contracts.outcome import Outcome
 from worker.masking import mask_dn, mask_text, masked_reprs
 from worker.pipeline.schedule import PollSchedule
 from worker.validation import parse_start_request, validate_dn, validate_timeout

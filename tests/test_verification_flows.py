@@ -14,6 +14,7 @@ import jsonschema
 import pytest
 import redis
 
+from callpass_producer.contracts.outcome import Outcome
 from tests.helpers import SCHEMAS
 from tests.pipeline_fakes import (
     DN,
@@ -32,7 +33,6 @@ from tests.pipeline_fakes import (
 from worker.api.client import CallStatus
 from worker.api.errors import ApiRejectedError
 from worker.api.limits import Budget, WindowLimit
-from worker.contracts.outcome import Outcome
 from worker.pipeline.call_limits import CallLimits
 from worker.pipeline.core import Pipeline
 from worker.pipeline.fallback import Fallbacks, fallback_task_id

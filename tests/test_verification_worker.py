@@ -18,6 +18,7 @@ import pytest
 import redis
 from celery import Celery
 
+from callpass_producer import Verification, Verifier
 from chaos.product_app import RUNS_KEY
 from tests.conftest import Simulator, start_worker
 from tests.helpers import SCHEMAS, unique_dn
@@ -25,7 +26,6 @@ from tests.pipeline_fakes import epoch
 from tests.test_observability import sample, scrape
 from worker.dev.stack import Stack, child_env, free_port, wait_until
 from worker.pipeline.fallback import fallback_task_id
-from worker.producer import Verification, Verifier
 
 QUEUE = "flows-" + uuid.uuid4().hex[:8]
 PRODUCT_QUEUE = "product-sms-" + uuid.uuid4().hex[:8]

@@ -8,9 +8,8 @@ from typing import Any
 
 import pytest
 
+from callpass_producer import InvalidArguments, Verification, Verifier
 from tests.helpers import unique_dn
-from worker.api.errors import InvalidRequestError
-from worker.producer import Verification, Verifier
 
 
 @pytest.fixture
@@ -56,7 +55,7 @@ def test_a_request_without_a_call_has_no_pin_and_says_why(verifier: Verifier) ->
 def test_bad_input_is_refused_before_anything_is_sent(
     verifier: Verifier, kwargs: dict[str, Any], field: str
 ) -> None:
-    with pytest.raises(InvalidRequestError) as exc:
+    with pytest.raises(InvalidArguments) as exc:
         verifier.start(**kwargs)
     assert exc.value.field == field
 

@@ -20,11 +20,11 @@ import redis
 import requests
 from celery import Celery
 
+from callpass_producer import enqueue_call
 from chaos.receiver import TRICKLE_EVERY_S, Delivery, Receiver
 from tests.conftest import TEST_WORKER_ENV, WEBHOOK_SECRETS, Simulator, start_worker
 from tests.helpers import settle, unique_dn
 from worker.dev.stack import Stack, wait_until
-from worker.producer import enqueue_call
 from worker.webhooks.deadline import attempt_deadline
 from worker.webhooks.delivery import WebhookDeliverer
 from worker.webhooks.destinations import DestinationPolicy

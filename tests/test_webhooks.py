@@ -14,12 +14,12 @@ import redis
 from celery import Celery
 from referencing import Registry, Resource
 
+from callpass_producer import enqueue_call
 from chaos.receiver import Delivery, Receiver
 from tests.conftest import WEBHOOK_SECRETS, OwnWorker
 from tests.helpers import callpass, settle, unique_dn
 from worker.celery_app import celery_config
 from worker.dev.stack import wait_until
-from worker.producer import enqueue_call
 from worker.settings import load_settings
 from worker.webhooks.events import event_id_for
 from worker.webhooks.signature import verify_delivery

@@ -14,8 +14,12 @@ __all__ = ["main"]
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="callpass", description="Flash-call verification worker.")
     sub = p.add_subparsers(dest="command", required=True)
-    _call_options(
-        sub.add_parser("call", help="enqueue a call; with --wait print the pin, then the outcome")
+    from worker.console.options import add_call_options
+
+    add_call_options(
+        sub.add_parser(
+            "call", help="place a call (or a file of them); --wait follows them to the outcome"
+        )
     )
     result = sub.add_parser("result", help="show the state of a start_call task id")
     result.add_argument("task_id")
@@ -33,17 +37,15 @@ def _parser() -> argparse.ArgumentParser:
         "healthcheck", help="liveness probe: exit 0 when the worker's heartbeat file is fresh"
     )
     health.add_argument("--max-age-s", type=float, default=60.0, metavar="SECONDS")
+    ready = sub.add_parser(
+        "readycheck",
+        help="readiness probe: exit 0 when the settings are valid, Redis and the broker answer "
+        "and (with CALLPASS_HEARTBEAT_FILE) the worker's heartbeat is fresh",
+    )
+    ready.add_argument("--max-age-s", type=float, default=60.0, metavar="SECONDS")
     _webhooks_commands(sub.add_parser("webhooks", help="dead-lettered webhook events; new secrets"))
     _run_options(sub.add_parser("run", help="local stack + demo batch (what make run does)"))
     return p
-
-
-def _call_options(call: argparse.ArgumentParser) -> None:
-    call.add_argument("dn", help="destination number, 7XXXXXXXXXX")
-    call.add_argument("--timeout", type=int, default=None, help="seconds the call may ring (2-99)")
-    call.add_argument("--request-id", default=None)
-    call.add_argument("--wait", action="store_true", help="wait for the pin and the outcome")
-    call.add_argument("--wait-timeout", type=float, default=180.0, metavar="SECONDS")
 
 
 def _webhooks_commands(hooks: argparse.ArgumentParser) -> None:
@@ -71,30 +73,13 @@ def _run_options(run: argparse.ArgumentParser) -> None:
 
 
 def _cmd_call(args: argparse.Namespace) -> int:
-    from worker.api.errors import InvalidRequestError
     from worker.celery_app import app
-    from worker.producer import default_outbox, enqueue_call, wait_for_pin
-    from worker.validation import validate_dn, validate_timeout
+    from worker.console.call_command import run_call
+    from worker.producer import default_outbox
+    from worker.settings import load_settings
 
-    try:  # refuse bad input here rather than enqueue a request that settles as invalid
-        validate_dn(args.dn)
-        if args.timeout is not None:
-            validate_timeout(args.timeout)
-    except InvalidRequestError as exc:
-        print(f"callpass call: {exc}", file=sys.stderr)
-        return 2
-    result = enqueue_call(
-        app, args.dn, args.timeout, request_id=args.request_id, outbox=default_outbox()
-    )
-    print(f"task id: {result.id}", flush=True)
-    if not args.wait:
-        return 0
-    placed = wait_for_pin(result, timeout_s=args.wait_timeout)
-    if placed:
-        print(f"pin: {placed['pin']} (callid {placed['callid']})", flush=True)
-    doc = result.get(timeout=args.wait_timeout)
-    print(json.dumps(doc, indent=2))
-    return 0
+    settings = load_settings()
+    return run_call(args, app, default_outbox(settings), settings.default_call_timeout_s)
 
 
 def _cmd_result(args: argparse.Namespace) -> int:
@@ -140,6 +125,18 @@ def _cmd_healthcheck(args: argparse.Namespace) -> int:
         return 1
     print(f"ok: last heartbeat {age:.1f} s ago")
     return 0
+
+
+def _cmd_readycheck(args: argparse.Namespace) -> int:
+    from worker.ops.readiness import readiness_problems
+    from worker.settings import load_settings
+
+    problems = readiness_problems(load_settings(), args.max_age_s)
+    for problem in problems:
+        print(f"callpass readycheck: {problem}", file=sys.stderr)
+    if not problems:
+        print("ready")
+    return 1 if problems else 0
 
 
 def _cmd_webhooks(args: argparse.Namespace) -> int:
@@ -205,6 +202,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_webhooks(args)
         if args.command == "healthcheck":
             return _cmd_healthcheck(args)
+        if args.command == "readycheck":
+            return _cmd_readycheck(args)
         from worker.dev.runner import run_stack
 
         return run_stack(

@@ -1,7 +1,8 @@
 """The worker's admission of a call's parameters, checked before anything is sent or claimed.
 
-The rules are the fields of :class:`worker.contracts.start_call.StartCallArguments` (and their
-types, which the API client checks its parameters with); here a broken one becomes
+The rules are the fields of
+:class:`callpass_producer.contracts.start_call.StartCallArguments` (and their types, which
+the API client checks its parameters with); here a broken one becomes
 :class:`~worker.api.errors.InvalidRequestError` naming the field and the rule.
 """
 
@@ -14,19 +15,18 @@ from typing import Any, Final, cast
 
 from pydantic import ConfigDict, TypeAdapter, ValidationError
 
-from worker.api.errors import InvalidRequestError
-from worker.contracts.outcome import Timeout
-from worker.contracts.start_call import (
+from callpass_producer.arguments import check_start_arguments, outcome_version_of
+from callpass_producer.contracts.outcome import Timeout
+from callpass_producer.contracts.start_call import (
     START_CALL_FIELDS,
-    VERSION_2_FIELDS,
     WEBHOOK_URL_MAX_LEN,
     Dn,
     RequestId,
-    StartCallArguments,
     WebhookUrl,
     field_rule,
-    refusal_of,
 )
+from callpass_producer.errors import InvalidArguments
+from worker.api.errors import InvalidRequestError
 
 __all__ = [
     "START_CALL_FIELDS",
@@ -44,8 +44,6 @@ __all__ = [
 # The API's call ids: not a start_call argument, but checked before a status request is sent.
 _CALLID_RE = re.compile(r"[A-Za-z0-9-]{1,128}", re.ASCII)
 
-_FIELD_SET: Final = frozenset(START_CALL_FIELDS)
-_VALIDATE_ARGUMENTS: Final = StartCallArguments.__pydantic_validator__.validate_python
 # One field on its own, as strict as in the model (pydantic-core's validators, called directly).
 _STRICT: Final = ConfigDict(strict=True)
 _VALIDATE_DN: Final = TypeAdapter(Dn, config=_STRICT).validator.validate_python
@@ -74,23 +72,12 @@ class StartRequest:
 def parse_start_request(
     args: tuple[Any, ...], kwargs: dict[str, Any], default_timeout: int
 ) -> StartRequest:
-    """Validate the raw task arguments of ``callpass.start_call``.
-
-    Arguments are keyword-only: a foreign producer's positional list is ambiguous, so it is
-    refused rather than guessed at.
-    """
-    if args:
-        raise InvalidRequestError(
-            "args", f"must be empty: pass {', '.join(START_CALL_FIELDS)} as keyword arguments"
-        )
+    """Validate the raw task arguments of ``callpass.start_call`` (the contract's rules:
+    :func:`callpass_producer.arguments.check_start_arguments`)."""
     try:
-        request: StartCallArguments = _VALIDATE_ARGUMENTS(kwargs)
-    except ValidationError as exc:
-        raise _refusal(kwargs, exc) from None
-    if request.resend and request.verification_id is None:
-        raise InvalidRequestError("verification_id", "is required when resend is true")
-    if request.fallback_queue is not None and request.fallback_task is None:
-        raise InvalidRequestError("fallback_queue", "needs fallback_task")
+        request = check_start_arguments(args, kwargs)
+    except InvalidArguments as exc:
+        raise InvalidRequestError(exc.field, exc.rule) from None
     return StartRequest(
         dn=request.dn,
         timeout=default_timeout if request.timeout is None else request.timeout,
@@ -103,25 +90,6 @@ def parse_start_request(
         limit_keys=request.limit_keys,
         outcome_version=outcome_version_of(kwargs),
     )
-
-
-def outcome_version_of(kwargs: object) -> int:
-    """2 for arguments that pass a version-2 field (not null), else 1: what a request that
-    is refused, or accepted, gets as its outcome document."""
-    if isinstance(kwargs, dict) and any(kwargs.get(f) is not None for f in VERSION_2_FIELDS):
-        return 2
-    return 1
-
-
-def _refusal(kwargs: dict[str, Any], error: ValidationError) -> InvalidRequestError:
-    # Unknown arguments first, the first by name: what a producer mistyped matters most.
-    unknown = sorted(str(k) for k in kwargs if k not in _FIELD_SET)
-    if unknown:
-        return InvalidRequestError(
-            unknown[0][:64],
-            f"is not an argument of start_call (known: {', '.join(START_CALL_FIELDS)})",
-        )
-    return InvalidRequestError(*refusal_of(error))
 
 
 def _checked(validate: Callable[[object], Any], field: str, value: object) -> Any:

@@ -24,6 +24,7 @@ from typing import Any, TypeVar
 
 import requests
 
+from callpass_producer.contracts.outcome import PIN_PATTERN, Outcome
 from worker.api.errors import (
     CallPassError,
     DeadlinePassedError,
@@ -36,7 +37,6 @@ from worker.api.http import ApiAdapter, api_socket_options, read_capped
 from worker.api.results import classify_result
 from worker.api.retry import retrying
 from worker.api.transport import envelope_data, translate_transport_error
-from worker.contracts.outcome import PIN_PATTERN, Outcome
 from worker.masking import mask_dn
 from worker.ops import metrics
 from worker.settings import SecretStr, Settings

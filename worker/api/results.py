@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import re
 
-from worker.contracts.outcome import Outcome
+from callpass_producer.contracts.outcome import Outcome
 
 __all__ = ["classify_result", "is_in_progress"]
 

@@ -27,10 +27,10 @@ from kombu.exceptions import ContentDisallowed, DecodeError
 from kombu.message import Message
 from vine import promise
 
+from callpass_producer.contracts.names import PLACED, POLL_TASK, VERIFY_TASK, WEBHOOK_TASK
+from callpass_producer.contracts.outcome import Outcome, OutcomeError
+from callpass_producer.contracts.verify import UNKNOWN_REQUEST
 from worker.backoff import capped_backoff_s
-from worker.contracts.names import PLACED, POLL_TASK, VERIFY_TASK, WEBHOOK_TASK
-from worker.contracts.outcome import Outcome, OutcomeError
-from worker.contracts.verify import UNKNOWN_REQUEST
 from worker.ops import metrics
 from worker.pipeline.document import build_outcome
 from worker.pipeline.store import now

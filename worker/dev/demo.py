@@ -10,10 +10,10 @@ from typing import Any, TextIO
 from celery import Celery
 from celery.result import AsyncResult
 
-from worker.contracts.names import PLACED
+from callpass_producer import enqueue_call
+from callpass_producer.contracts.names import PLACED
 from worker.masking import mask_dn
 from worker.pipeline.outbox import Outbox
-from worker.producer import enqueue_call
 
 __all__ = ["DEMO_NUMBERS", "DemoLine", "run_demo"]
 

@@ -9,19 +9,20 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 import threading
 from pathlib import Path
 from types import FrameType
 
-import redis
 import requests
 from celery import Celery
 
 from worker.celery_app import create_app
 from worker.dev.demo import run_demo
+from worker.dev.preflight import StartRefused, check_before_start, first_line
 from worker.dev.stack import Stack, child_env, free_port, wait_until
 from worker.masking import redact_url
-from worker.pipeline.outbox import Outbox, lost_after_s
+from worker.producer import default_outbox
 from worker.settings import SIMULATOR_DEV_TOKEN, Settings, load_settings
 
 __all__ = ["run_stack"]
@@ -31,17 +32,20 @@ DEFAULT_FLOWER_PORT = 5555
 
 def run_stack(run_dir: Path, exit_after_demo: bool, demo_timeout_s: int, flower_port: int) -> int:
     load_settings()  # a malformed setting stops the run before anything starts
+    try:
+        check_before_start(os.environ, flower_port)
+    except StartRefused as exc:
+        print(f"callpass run: cannot start {exc}", file=sys.stderr)
+        return 2
     stack = Stack(run_dir)
     stop = _stop_on_signals()
     try:
-        overrides = _start_backing_services(stack)
-        env = child_env(overrides)
-        # This process's app (a producer's) and the children are configured alike.
-        settings = load_settings({**os.environ, **overrides})
-        app = create_app(settings)
-        _start_worker(stack, env, app)
-        flower_url = _start_flower(stack, env, flower_port)
-        run_demo(app, _outbox(settings), timeout_s=demo_timeout_s)
+        try:
+            app, settings, flower_url = _start_pieces(stack, flower_port)
+        except (RuntimeError, TimeoutError) as exc:  # a piece that exited or never came up
+            print(f"callpass run: {first_line(str(exc))} (logs: {run_dir}/)", file=sys.stderr)
+            return 1
+        run_demo(app, default_outbox(settings), timeout_s=demo_timeout_s)
         print(f"\nFlower: {flower_url}  (tasks: {flower_url}tasks)")
         if exit_after_demo:
             return 0
@@ -50,6 +54,16 @@ def run_stack(run_dir: Path, exit_after_demo: bool, demo_timeout_s: int, flower_
     finally:
         print("stopping ...")
         stack.stop_all()
+
+
+def _start_pieces(stack: Stack, flower_port: int) -> tuple[Celery, Settings, str]:
+    overrides = _start_backing_services(stack)
+    env = child_env(overrides)
+    # This process's app (a producer's) and the children are configured alike.
+    settings = load_settings({**os.environ, **overrides})
+    app = create_app(settings)
+    _start_worker(stack, env, app)
+    return app, settings, _start_flower(stack, env, flower_port)
 
 
 def _stop_on_signals() -> threading.Event:
@@ -104,12 +118,6 @@ def _start_flower(stack: Stack, env: dict[str, str], flower_port: int) -> str:
     )
     print(f"flower:    {flower_url}\n")
     return flower_url
-
-
-def _outbox(settings: Settings) -> Outbox:
-    """The demo's outbox, in the workers' Redis (as ``worker.producer.default_outbox``)."""
-    client = redis.Redis.from_url(settings.redis_url)
-    return Outbox(client, grace_s=lost_after_s(settings.visibility_timeout_s))
 
 
 def _serve(stack: Stack, stop: threading.Event) -> int:

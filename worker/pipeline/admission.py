@@ -9,14 +9,15 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
+from callpass_producer.contracts.outcome import OUTCOME_VERSION_2, Outcome, OutcomeError
 from worker.api.errors import InvalidRequestError
-from worker.contracts.outcome import OUTCOME_VERSION_2, Outcome, OutcomeError
 from worker.masking import mask_dn
 from worker.ops import metrics
 from worker.ops.logs import bind_log_context
 from worker.pipeline.call_limits import CallLimits
 from worker.pipeline.document import build_outcome
 from worker.pipeline.outbox import Outbox
+from worker.pipeline.ports import NoTracing, Tracing
 from worker.pipeline.publisher import Publisher
 from worker.pipeline.store import RequestRecord, RequestStore, dn_digest, now
 from worker.validation import (
@@ -72,6 +73,8 @@ class Admission:
     outbox: Outbox | None = None
     #: ``None``: requests naming a ``webhook_url`` are refused.
     webhooks: WebhookEvents | None = None
+    #: The start's trace context goes into the new record, for its polls' spans.
+    tracing: Tracing = field(default_factory=NoTracing)
 
     def admit(
         self, task_id: str, args: tuple[Any, ...], kwargs: dict[str, Any], requested_at: float
@@ -144,6 +147,7 @@ class Admission:
             "webhook_url": webhook_url,
             "dn_prefix": request.dn[: self.prefix_digits],
             **_version_2_fields(request),
+            **self.tracing.carrier(),
         }
         if self.call_limits is not None and request.limit_keys:
             initial["limit_keys"] = self.call_limits.digests(request.limit_keys)

@@ -22,7 +22,7 @@ from worker.pipeline.fallback import Fallbacks
 from worker.pipeline.outbox import Outbox
 from worker.pipeline.pins import PinVault
 from worker.pipeline.poller import Poller
-from worker.pipeline.ports import ClientFactory, Dispatcher, ResultSink
+from worker.pipeline.ports import ClientFactory, Dispatcher, NoTracing, ResultSink, Tracing
 from worker.pipeline.publisher import Publisher
 from worker.pipeline.schedule import PollSchedule
 from worker.pipeline.settlement import Settler
@@ -73,6 +73,8 @@ class Pipeline:
     test_pins: Mapping[str, str] = field(default_factory=dict, repr=False)
     #: How many first digits of a number the metrics by prefix use.
     prefix_digits: int = 4
+    #: Joins a request's polls to the trace of its start (``NoTracing``: tracing off).
+    tracing: Tracing = field(default_factory=NoTracing)
 
     publisher: Publisher = field(init=False)
     settler: Settler = field(init=False)
@@ -98,6 +100,7 @@ class Pipeline:
             call_limits=self.call_limits,
             outbox=self.outbox,
             webhooks=self.webhooks,
+            tracing=self.tracing,
         )
         self.poller = Poller(
             client=self.client,
@@ -109,6 +112,7 @@ class Pipeline:
             default_timeout_s=self.default_timeout_s,
             poll_outage_s=self.poll_outage_s,
             progress_slack_s=self.progress_slack_s,
+            tracing=self.tracing,
         )
         self.dialer = self._dialer()
         self.sweeper = OverdueSweep(

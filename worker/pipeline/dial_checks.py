@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Final
 
-from worker.contracts.outcome import Outcome, OutcomeError
+from callpass_producer.contracts.outcome import Outcome, OutcomeError
 from worker.ops import metrics
 from worker.pipeline.call_limits import CallLimits
 from worker.pipeline.settlement import Settler

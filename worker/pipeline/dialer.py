@@ -14,6 +14,8 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from callpass_producer.contracts.outcome import Outcome, OutcomeError
+from callpass_producer.contracts.placed import PlacedInfo
 from worker.api.client import StartedCall
 from worker.api.errors import (
     ApiRejectedError,
@@ -23,8 +25,6 @@ from worker.api.errors import (
     PermanentError,
     TransientError,
 )
-from worker.contracts.outcome import Outcome, OutcomeError
-from worker.contracts.placed import PlacedInfo
 from worker.ops import metrics
 from worker.ops.logs import bind_log_context
 from worker.pipeline.admission import Delivery

@@ -1,5 +1,5 @@
 """Building the outcome document every request settles with (the model:
-:class:`worker.contracts.outcome.OutcomeDocument`, schema ``schemas/outcome.v1.json``).
+:class:`callpass_producer.contracts.outcome.OutcomeDocument`, schema ``schemas/outcome.v1.json``).
 
 The document stays a model until it leaves the worker (a result, a webhook event); only there
 is it serialised, with ``model_dump(mode="json")``. Building never raises: values that came
@@ -14,8 +14,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from worker.contracts.next_step import next_step_of
-from worker.contracts.outcome import (
+from callpass_producer.contracts.next_step import next_step_of
+from callpass_producer.contracts.outcome import (
     OUTCOME_VERSION_2,
     PIN_PATTERN,
     REQUEST_ID_MAX_LEN,

@@ -20,7 +20,12 @@ from typing import Any, Final, Protocol
 
 import redis
 
-from worker.contracts.outcome import NextStep, Outcome, OutcomeDocument, OutcomeDocumentV2
+from callpass_producer.contracts.outcome import (
+    NextStep,
+    Outcome,
+    OutcomeDocument,
+    OutcomeDocumentV2,
+)
 from worker.ops import metrics
 from worker.pipeline.store import RequestRecord, RequestStore, now
 

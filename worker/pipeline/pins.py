@@ -20,7 +20,7 @@ from typing import cast
 
 import redis
 
-from worker.contracts.verify import CodeCheck, CodeReason
+from callpass_producer.contracts.verify import CodeCheck, CodeReason
 from worker.ops import metrics
 from worker.pipeline.store import RequestRecord, now
 from worker.pipeline.verifications import STATE_CONVERTED, STATE_OPEN, verification_key

@@ -12,14 +12,14 @@ from __future__ import annotations
 
 import logging
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import NamedTuple
 
+from callpass_producer.contracts.outcome import Outcome
 from worker.api.client import CallStatus
 from worker.api.errors import InvalidRequestError, PermanentError, RateLimitedError, TransientError
-from worker.contracts.outcome import Outcome
 from worker.ops.logs import bind_log_context
-from worker.pipeline.ports import ClientFactory, Dispatcher
+from worker.pipeline.ports import ClientFactory, Dispatcher, NoTracing, Tracing
 from worker.pipeline.publisher import Publisher
 from worker.pipeline.quiet_calls import is_quiet_call, settle_quiet_call
 from worker.pipeline.schedule import PollSchedule
@@ -59,6 +59,8 @@ class Poller:
     poll_outage_s: float
     #: How long past its next poll's time a request waits before the sweeper re-drives it.
     progress_slack_s: float
+    #: Each poll is a span of its request's trace (kept in the record by the start).
+    tracing: Tracing = field(default_factory=NoTracing)
 
     def poll(self, request_id: str, token: str) -> str:
         """Run one poll of the chain named by ``token``."""
@@ -67,6 +69,13 @@ class Poller:
         if record is None:
             log.warning("request %s has no record (expired?): poll dropped", request_id)
             return "no record"
+        attributes = {"callpass.request_id": request_id, "callpass.dn": record.get("dn_masked")}
+        with self.tracing.span("callpass.poll", record.fields, attributes) as note:
+            result = self._poll(record, token)
+            note("callpass.poll.result", result)
+            return result
+
+    def _poll(self, record: RequestRecord, token: str) -> str:
         standing = record.outcome
         if standing is not None:
             self.publisher.outcome(record, standing)

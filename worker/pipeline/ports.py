@@ -1,17 +1,18 @@
-"""What the pipeline reaches outside itself, as protocols: Celery (messages and results) and
-the API client. ``worker.process.wiring`` plugs in the real ones; the in-process tests plug in
-fakes.
+"""What the pipeline reaches outside itself, as protocols: Celery (messages and results), the
+API client and tracing. ``worker.process.wiring`` plugs in the real ones; the in-process tests
+plug in fakes.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager, nullcontext
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:  # the protocols alone pull in nothing of the worker
     from worker.api.client import CallPassClient
 
-__all__ = ["ClientFactory", "Dispatcher", "ResultSink"]
+__all__ = ["ClientFactory", "Dispatcher", "NoTracing", "ResultSink", "SpanNote", "Tracing"]
 
 #: The calling thread's API client (one HTTP session per thread).
 ClientFactory = Callable[[], "CallPassClient"]
@@ -55,3 +56,37 @@ class ResultSink(Protocol):
 
         The pin lives only there, in what the producer reads: request records never hold it.
         """
+
+
+#: Sets one attribute of the running span: (name, value).
+SpanNote = Callable[[str, str], None]
+
+
+class Tracing(Protocol):
+    """Joins the steps that run apart from a request's message (its polls, taken from the due
+    set; its webhook deliveries) to the request's trace: ``worker.ops.tracing`` plugs in
+    OpenTelemetry's, :class:`NoTracing` is the default."""
+
+    def carrier(self) -> dict[str, str]:
+        """The running span's trace context, as fields to keep with a record (empty: none)."""
+
+    def span(
+        self, name: str, carrier: Mapping[str, str], attributes: Mapping[str, str]
+    ) -> AbstractContextManager[SpanNote]:
+        """A span of the trace ``carrier`` (a record's fields) names, current in the block."""
+
+
+def _no_note(name: str, value: str) -> None:
+    pass
+
+
+class NoTracing:
+    """Tracing off: nothing kept, no spans."""
+
+    def carrier(self) -> dict[str, str]:
+        return {}
+
+    def span(
+        self, name: str, carrier: Mapping[str, str], attributes: Mapping[str, str]
+    ) -> AbstractContextManager[SpanNote]:
+        return nullcontext(_no_note)

@@ -10,9 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from worker.contracts.events import COMPLETED_EVENT, PLACED_EVENT
-from worker.contracts.outcome import OutcomeDocument
-from worker.contracts.placed import PlacedInfo
+from callpass_producer.contracts.events import COMPLETED_EVENT, PLACED_EVENT
+from callpass_producer.contracts.outcome import OutcomeDocument
+from callpass_producer.contracts.placed import PlacedInfo
 from worker.pipeline.fallback import Fallbacks
 from worker.pipeline.insist import insist
 from worker.pipeline.ports import ResultSink

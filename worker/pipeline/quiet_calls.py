@@ -8,7 +8,7 @@ from __future__ import annotations
 import uuid
 from typing import Final
 
-from worker.contracts.outcome import Outcome
+from callpass_producer.contracts.outcome import Outcome
 from worker.pipeline.settlement import Settler
 from worker.pipeline.store import RequestRecord
 

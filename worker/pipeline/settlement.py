@@ -10,7 +10,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from worker.contracts.outcome import Outcome, OutcomeDocument, OutcomeError
+from callpass_producer.contracts.outcome import Outcome, OutcomeDocument, OutcomeError
 from worker.ops import metrics
 from worker.pipeline.document import build_outcome
 from worker.pipeline.publisher import Publisher

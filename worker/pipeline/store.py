@@ -27,7 +27,7 @@ from typing import NamedTuple, cast
 
 import redis
 
-from worker.contracts.outcome import OutcomeDocument
+from callpass_producer.contracts.outcome import OutcomeDocument
 from worker.pipeline.document import parse_outcome
 from worker.pipeline.states import RequestState
 from worker.sane_values import sane_float

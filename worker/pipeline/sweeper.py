@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from worker.contracts.outcome import Outcome
+from callpass_producer.contracts.outcome import Outcome
 from worker.pipeline.dialer import Dialer
 from worker.pipeline.outbox import Outbox
 from worker.pipeline.poller import Poller

@@ -15,7 +15,7 @@ from typing import Any
 from celery import Celery
 from redis.commands.core import Script
 
-from worker.contracts.names import PLACED
+from callpass_producer.contracts.names import PLACED
 from worker.pipeline import ResultSink
 
 __all__ = ["CeleryResultSink"]

@@ -15,8 +15,10 @@ import redis
 from celery import Celery, signals
 
 from worker.masking import redact_url
+from worker.ops.error_reports import init_error_reports
 from worker.ops.health import touch_heartbeat
 from worker.ops.logs import bind_log_context, clear_log_context, configure_logging
+from worker.ops.tracing import start_tracing
 from worker.pipeline.core import Pipeline
 from worker.pipeline.due_polls import due_polls_key
 from worker.process.parts import WorkerParts
@@ -104,6 +106,7 @@ class WorkerSignals:
             return
         self._serving = True
         self._announce()
+        start_tracing(self._settings)  # before any task: prefork children inherit it
         # The threads and solo pools run tasks in this process: build their pipeline now.
         # Prefork children build their own (worker_process_init).
         if not _is_prefork(sender.pool_cls):
@@ -111,6 +114,7 @@ class WorkerSignals:
 
     def _worker_process_init(self, **_: Any) -> None:
         if self._serving:  # a prefork child of this app's worker (or the solo pool)
+            init_error_reports(self._settings)  # the parent's Sentry client stays behind
             self._parts.pipeline()
 
     def _announce(self) -> None:
@@ -120,6 +124,7 @@ class WorkerSignals:
         # Celery sets up logging only after worker_init: without this, these lines would reach
         # stderr unformatted and unmasked (WARNING and up) or not at all (INFO).
         configure_logging(settings.log_level, settings.log_format)
+        init_error_reports(settings)  # first: a refusal to start below is reported too
         log.info(
             "callpass worker: API %s, queue %s, %s token",
             redact_url(settings.api_url, keep_path=True),

@@ -11,14 +11,15 @@ import redis
 import requests
 from celery import Celery
 
+from callpass_producer.contracts.names import START_TASK, WEBHOOK_TASK
 from worker.api.breaker import CircuitBreaker
 from worker.api.client import CallPassClient
 from worker.api.guard import ApiGuard
 from worker.api.limits import GlobalRateLimiter
 from worker.api.retry_after import MAX_RETRY_AFTER_S
 from worker.broker.redis_sockets import records_socket_options
-from worker.contracts.names import START_TASK, WEBHOOK_TASK
 from worker.masking import masked_reprs
+from worker.ops.tracing import request_tracing
 from worker.pipeline import Dispatcher
 from worker.pipeline.core import Pipeline
 from worker.pipeline.due_polls import DuePoll, DuePolls, due_polls_key
@@ -157,6 +158,7 @@ def webhook_events(app: Celery, settings: Settings, client: redis.Redis) -> Webh
         lease_s=settings.effective_webhook_lease_s,
         default_url=settings.webhook_url,
         enabled=bool(settings.webhook_keys),
+        tracing=request_tracing(settings),
     )
 
 
@@ -194,6 +196,7 @@ def build_webhook_deliverer(
         # Per process: the threads and gevent pools are one process; see the README.
         slots=threading.BoundedSemaphore(settings.webhook_concurrency),
         defer=defer,
+        tracing=request_tracing(settings),
     )
 
 
@@ -239,6 +242,7 @@ def build_pipeline(settings: Settings, app: Celery) -> Pipeline:
         call_limits=call_limits(settings, redis_client),
         test_pins=fixed_pins_of(settings.test_numbers),
         prefix_digits=settings.metrics_prefix_digits,
+        tracing=request_tracing(settings),
     )
 
 

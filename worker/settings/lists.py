@@ -12,8 +12,8 @@ from typing import Annotated, Any
 
 from pydantic import BeforeValidator
 
+from callpass_producer.contracts.start_call import LIMIT_KEY_NAME
 from worker.api.limits import Budget, WindowLimit, parse_window_limits
-from worker.contracts.start_call import LIMIT_KEY_NAME
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 

@@ -14,10 +14,15 @@ from typing import TYPE_CHECKING, Annotated, Any, Self
 from pydantic import SecretStr, SerializerFunctionWrapHandler, model_serializer, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from callpass_producer.contracts.names import (
+    CODE_QUEUE_SUFFIX,
+    POLL_QUEUE_SUFFIX,
+    WEBHOOK_QUEUE_SUFFIX,
+)
 from worker.api.limits import WindowLimit
 from worker.api.retry import MAX_INLINE_WAIT_S
-from worker.contracts.names import CODE_QUEUE_SUFFIX, POLL_QUEUE_SUFFIX, WEBHOOK_QUEUE_SUFFIX
 from worker.settings.consistency import check_consistency
+from worker.settings.error_reports import ErrorReportSettings
 from worker.settings.flows import VerificationFlowSettings
 from worker.settings.lists import Delays, Hosts, Networks, Prefixes, WindowLimits
 from worker.settings.rules import (
@@ -38,6 +43,7 @@ from worker.settings.rules import (
     whole_number,
     zero_or_number,
 )
+from worker.settings.tracing import TracingSettings
 from worker.settings.variables import PREFIX, EnvironmentSource
 
 if TYPE_CHECKING:
@@ -55,7 +61,7 @@ def is_rabbitmq(broker_url: str) -> bool:
     return broker_url.startswith(("amqp://", "amqps://", "pyamqp://"))
 
 
-class Settings(VerificationFlowSettings):
+class Settings(VerificationFlowSettings, ErrorReportSettings, TracingSettings):
     """All configuration of the worker, the CLI and the demo; see the README's table.
 
     ``Settings()`` reads ``os.environ`` through the fields' rules; :func:`load_settings` also
@@ -149,8 +155,9 @@ class Settings(VerificationFlowSettings):
     worker_pool: Annotated[str, choice("threads", "gevent", "prefork", "solo")] = "threads"
     #: ``text`` for people, ``json`` (one object per line) for log collectors.
     log_format: Annotated[str, choice("text", "json")] = "text"
-    #: Port of each worker's Prometheus endpoint (0: none) and the address it binds.
-    metrics_port: Annotated[int, whole_number(0, 65_535)] = 9808
+    #: Port of each worker's Prometheus endpoint (0: none; not 9808, celery-exporter's default,
+    #: which often runs beside us) and the address it binds.
+    metrics_port: Annotated[int, whole_number(0, 65_535)] = 9818
     metrics_address: IPAddress = "127.0.0.1"
     #: File the worker touches with every Celery heartbeat (``callpass healthcheck``; empty: none).
     heartbeat_file: str = ""

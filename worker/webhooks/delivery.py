@@ -20,13 +20,14 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 import requests
 
 from worker.api.retry_after import MAX_RETRY_AFTER_S, retry_after_s
 from worker.ops import metrics
+from worker.pipeline.ports import NoTracing, Tracing
 from worker.webhooks.deadline import AttemptDeadline, attempt_deadline
 from worker.webhooks.destinations import DestinationPolicy, DestinationRefused
 from worker.webhooks.guard import refusal_of
@@ -79,6 +80,8 @@ class WebhookDeliverer:
     slots: threading.Semaphore | None = None
     #: Sends a delivery again later when every slot is taken; None: the lease does.
     defer: Defer | None = None
+    #: Each attempt is a span of the trace its event was emitted in.
+    tracing: Tracing = field(default_factory=NoTracing)
 
     def deliver(self, event_id: str, attempt: int) -> str:
         """Make attempt ``attempt`` of the event, if still due; return a word for Flower."""
@@ -106,7 +109,18 @@ class WebhookDeliverer:
         fields = self.store.begin(event_id, attempt, self.lock_s, owner)
         if not fields:
             return "stale"  # delivered, dead, already tried, or being tried elsewhere
-        attempt_ = _Attempt(self.store, event_id, attempt, owner, fields)
+        attributes = {
+            "callpass.webhook.event_id": event_id,
+            "callpass.webhook.type": fields.get("type", ""),
+            "callpass.webhook.attempt": str(attempt + 1),
+        }
+        with self.tracing.span("callpass.webhook", fields, attributes) as note:
+            result = self._attempt(_Attempt(self.store, event_id, attempt, owner, fields))
+            note("callpass.webhook.result", result)
+            return result
+
+    def _attempt(self, attempt_: _Attempt) -> str:
+        event_id, fields = attempt_.event_id, attempt_.fields
         url = fields["url"]
         with attempt_deadline(self.deadline_s) as deadline:
             try:

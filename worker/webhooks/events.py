@@ -17,9 +17,10 @@ import json
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
+from worker.pipeline.ports import NoTracing, Tracing
 from worker.sane_values import iso
 from worker.webhooks.destinations import DestinationPolicy, DestinationRefused
 from worker.webhooks.store import WebhookStore
@@ -50,6 +51,8 @@ class WebhookEvents:
     lease_s: float
     default_url: str = ""
     enabled: bool = True
+    #: The emitting span's trace context is stored with the event, for its deliveries' spans.
+    tracing: Tracing = field(default_factory=NoTracing)
 
     def url_for(self, requested: str | None) -> str:
         """The URL a request's events go to ('' for none); raise DestinationRefused."""
@@ -81,6 +84,7 @@ class WebhookEvents:
             "url": url,
             "body": body,
             "created_at": repr(created_at),
+            **self.tracing.carrier(),
         }
         if self.store.add(event_id, fields, due_at) and immediate:
             try:

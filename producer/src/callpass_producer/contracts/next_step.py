@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Final
 
-from worker.contracts.outcome import NextStep, Outcome
+from callpass_producer.contracts.outcome import NextStep, Outcome
 
 __all__ = ["next_step_of"]
 

@@ -14,7 +14,12 @@ from urllib.parse import urlsplit
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 from pydantic_core import ErrorDetails, PydanticCustomError
 
-from worker.contracts.outcome import REQUEST_ID_MAX_LEN, TIMEOUT_MAX_S, TIMEOUT_MIN_S, Timeout
+from callpass_producer.contracts.outcome import (
+    REQUEST_ID_MAX_LEN,
+    TIMEOUT_MAX_S,
+    TIMEOUT_MIN_S,
+    Timeout,
+)
 
 __all__ = [
     "FALLBACK_TASK_MAX_LEN",

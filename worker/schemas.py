@@ -1,7 +1,7 @@
 """``schemas/*.json``, generated from the contract models (JSON Schema draft 2020-12).
 
-    python -m worker.contracts.schemas           # (re)write them: ``make schemas``
-    python -m worker.contracts.schemas --check   # exit 1 naming every stale file
+    python -m worker.schemas           # (re)write them: ``make schemas``
+    python -m worker.schemas --check   # exit 1 naming every stale file
 
 Each file stands alone but for the models that have a file of their own (the PLACED info and
 the outcome document): the webhook events refer to those files instead of restating them.
@@ -21,11 +21,11 @@ from pydantic import BaseModel
 from pydantic.json_schema import GenerateJsonSchema, JsonSchemaMode, JsonSchemaValue
 from pydantic_core import core_schema
 
-from worker.contracts.events import CallCompleted, CallPlaced
-from worker.contracts.outcome import OutcomeDocument, OutcomeDocumentV2
-from worker.contracts.placed import PlacedInfo
-from worker.contracts.start_call import StartCallArguments
-from worker.contracts.verify import CodeCheck
+from callpass_producer.contracts.events import CallCompleted, CallPlaced
+from callpass_producer.contracts.outcome import OutcomeDocument, OutcomeDocumentV2
+from callpass_producer.contracts.placed import PlacedInfo
+from callpass_producer.contracts.start_call import StartCallArguments
+from callpass_producer.contracts.verify import CodeCheck
 
 __all__ = [
     "SCHEMAS_DIR",
@@ -42,7 +42,7 @@ __all__ = [
 
 SCHEMA_BASE: Final = "https://callpass-worker.invalid/schemas/"
 #: The checked-in schemas, beside the package in a source checkout.
-SCHEMAS_DIR: Final = Path(__file__).resolve().parents[2] / "schemas"
+SCHEMAS_DIR: Final = Path(__file__).resolve().parents[1] / "schemas"
 
 
 @dataclass(frozen=True)
@@ -217,7 +217,7 @@ def write_schemas(directory: Path, files: Iterable[SchemaFile] = SCHEMA_FILES) -
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m worker.contracts.schemas", description=__doc__.splitlines()[0]
+        prog="python -m worker.schemas", description=__doc__.splitlines()[0]
     )
     parser.add_argument("--check", action="store_true", help="exit 1 if any file is stale")
     parser.add_argument("--dir", type=Path, default=SCHEMAS_DIR, help="default: %(default)s")

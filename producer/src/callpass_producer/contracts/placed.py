@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from worker.contracts.outcome import Pin, Timeout, Timestamp
+from callpass_producer.contracts.outcome import Pin, Timeout, Timestamp
 
 __all__ = ["PlacedInfo"]
 

@@ -2,7 +2,7 @@
 
 Importing this package pulls in nothing of the worker (no settings, no Redis, no Celery app),
 so a producing service can use it on its own. ``schemas/*.json`` are generated from these
-models (``make schemas``, :mod:`worker.contracts.schemas`)::
+models (``make schemas``, :mod:`worker.schemas`)::
 
     names       task names, the PLACED state, queue defaults
     start_call  the start_call arguments, each rule beside its field

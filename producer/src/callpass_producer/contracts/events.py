@@ -11,8 +11,8 @@ from typing import Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from worker.contracts.outcome import OutcomeDocument, OutcomeDocumentV2, Timestamp
-from worker.contracts.placed import PlacedInfo
+from callpass_producer.contracts.outcome import OutcomeDocument, OutcomeDocumentV2, Timestamp
+from callpass_producer.contracts.placed import PlacedInfo
 
 __all__ = ["COMPLETED_EVENT", "EVENT_TYPES", "PLACED_EVENT", "CallCompleted", "CallPlaced"]
 

@@ -1,0 +1,67 @@
+"""``callpass readycheck``: a readiness probe, apart from liveness (``callpass healthcheck``).
+
+Ready means this worker can do its work now: its settings are valid (else the probe exits
+2 naming the variable), the records' Redis and the broker answer within the probe's time-out,
+and, where the heartbeat file is configured, the worker's consumer has sent a heartbeat
+lately. A worker that is not ready is left running (Redis or the broker may come back);
+a worker that is not alive is restarted.
+"""
+
+from __future__ import annotations
+
+import redis
+from kombu import Connection
+
+from worker.masking import hide_url_credentials, redact_url
+from worker.ops.health import heartbeat_age_s
+from worker.settings import Settings
+
+__all__ = ["readiness_problems"]
+
+#: Seconds each connection check may take: a probe must answer before its own time-out.
+CHECK_TIMEOUT_S = 2
+
+
+def readiness_problems(settings: Settings, max_heartbeat_age_s: float) -> list[str]:
+    """What keeps the worker from being ready, one line each (empty: ready)."""
+    problems = []
+    redis_problem = _redis_problem(settings.redis_url)
+    if redis_problem:
+        problems.append(redis_problem)
+    if settings.effective_broker_url != settings.redis_url:
+        broker_problem = _broker_problem(settings.effective_broker_url)
+        if broker_problem:
+            problems.append(broker_problem)
+    if settings.heartbeat_file:
+        age = heartbeat_age_s(settings.heartbeat_file)
+        if age is None or age > max_heartbeat_age_s:
+            seen = "no heartbeat yet" if age is None else f"last heartbeat {age:.0f} s ago"
+            problems.append(f"worker: {seen} (limit {max_heartbeat_age_s:g} s)")
+    return problems
+
+
+def _redis_problem(url: str) -> str | None:
+    client = redis.Redis.from_url(
+        url, socket_timeout=CHECK_TIMEOUT_S, socket_connect_timeout=CHECK_TIMEOUT_S
+    )
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        return f"redis: {redact_url(url, keep_path=True)} does not answer ({_short(exc)})"
+    finally:
+        client.close()
+    return None
+
+
+def _broker_problem(url: str) -> str | None:
+    with Connection(url, connect_timeout=CHECK_TIMEOUT_S) as connection:
+        try:
+            connection.ensure_connection(max_retries=1, timeout=CHECK_TIMEOUT_S)
+        except Exception as exc:  # kombu raises the transport's own errors
+            return f"broker: {redact_url(url, keep_path=True)} does not answer ({_short(exc)})"
+    return None
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return hide_url_credentials(text[0]) if text else type(exc).__name__
