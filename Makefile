@@ -7,6 +7,7 @@ export PATH := $(abspath $(VENV))/bin:$(PATH)
 .PHONY: help install run test lint format schemas contract compose-check bench-sim bench bench-quick chaos flower-screenshot clean
 
 help:
+	@echo "make install   .venv with the project and its dev tools (every target runs it first)"
 	@echo "make run       local Redis + simulator + worker + Flower, demo batch, serve until Ctrl-C"
 	@echo "               (RUN_ARGS=--exit-after-demo to stop after the demo)"
 	@echo "make test      the whole suite (starts its own redis-server, simulator and workers)"

@@ -5,14 +5,18 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import threading
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import jsonschema
+from celery import Celery
 from celery.result import AsyncResult
 
-from worker.dev.stack import child_env
+from worker.dev.stack import child_env, wait_until
 
 SCHEMAS = Path(__file__).resolve().parent.parent / "schemas"
 OUTCOME_SCHEMA = json.loads((SCHEMAS / "outcome.v1.json").read_text())
@@ -47,3 +51,27 @@ def callpass(
         timeout=timeout,
         check=False,
     )
+
+
+@contextmanager
+def task_events(app: Celery) -> Iterator[list[dict[str, Any]]]:
+    """The workers' task events (what Flower shows) while the block runs."""
+    seen: list[dict[str, Any]] = []
+    receivers: list[Any] = []
+
+    def capture() -> None:
+        with app.connection_for_read() as conn:
+            receiver = app.events.Receiver(conn, handlers={"*": seen.append})
+            receivers.append(receiver)
+            receiver.capture(limit=None, timeout=30, wakeup=True)
+
+    thread = threading.Thread(target=capture, daemon=True)
+    thread.start()
+    try:
+        # Any event (the worker's heartbeat answers `wakeup`) proves the receiver is bound.
+        wait_until(lambda: seen, 20, "event receiver")
+        yield seen
+    finally:
+        for receiver in receivers:
+            receiver.should_stop = True
+        thread.join(10)

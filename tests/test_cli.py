@@ -149,3 +149,10 @@ def test_call_resend_in_the_cooldown_says_when_to_try_again(worker_env: dict[str
     assert final.startswith("rate_limited") and "next: retry_later at 20" in final
     refused = callpass("call", dn, "--resend", env=worker_env)
     assert refused.returncode == 2 and "--resend: needs --verification-id" in refused.stderr
+
+
+def test_result_of_an_unknown_id_says_what_pending_means(worker_env: dict[str, str]) -> None:
+    out = callpass("result", str(uuid.uuid4()), env=worker_env)
+    assert out.returncode == 0, out.stderr
+    shown = json.loads(out.stdout)
+    assert shown["state"] == "PENDING" and shown["info"] is None and "no worker" in shown["note"]

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+import socket
 import sys
 from collections import Counter
 from pathlib import Path
@@ -107,3 +108,58 @@ def test_json_mode_prints_one_object_per_call(
         (call,) = [c for c in sim.calls() if c["dn"] == dn]
         assert line["pin"] == call["pin"] and line["outcome"]["callid"] == call["callid"]
     assert [s["phase"] for s in shown] == ["answered", "busy"]
+
+
+def test_a_batch_refuses_a_repeated_number_an_unreadable_file_and_too_many(
+    worker_env: dict[str, str], sim: Simulator, tmp_path: Path
+) -> None:
+    dn = unique_dn("1")
+    repeated = tmp_path / "repeated.txt"
+    repeated.write_text(f"\ufeff{dn}\n{unique_dn('1')}\n{dn}  # again\n")  # a BOM before line 1
+    out = callpass("call", "--file", str(repeated), env=worker_env)
+    assert out.returncode == 2, out.stderr
+    assert out.stderr.splitlines()[0].endswith("line 3: dn: the same number as line 1")
+    assert sim.starts_to(dn) == 0
+    binary = tmp_path / "binary.txt"
+    binary.write_bytes(b"\xff\xfe7\x009\x00")
+    out = callpass("call", "--file", str(binary), env=worker_env)
+    assert out.returncode == 2 and "cannot read it (UnicodeDecodeError" in out.stderr
+    many = tmp_path / "many.txt"
+    many.write_text("\n".join(f"7999000{n:07d}1" for n in range(1001)))
+    out = callpass("call", "--file", str(many), env=worker_env)
+    assert out.returncode == 2 and "1001 numbers: a batch is at most 1000 calls" in out.stderr
+
+
+def test_calls_not_settled_in_time_are_named_by_task_id(
+    worker_env: dict[str, str], tmp_path: Path
+) -> None:
+    path = tmp_path / "numbers.txt"
+    path.write_text(f"{unique_dn('3')}\n{unique_dn('3')}\n")  # rings to its timeout
+    args = ("--file", str(path), "--timeout", "10", "--wait", "--wait-timeout", "1")
+    out = callpass("call", *args, env=worker_env)
+    assert out.returncode == 1, out.stderr
+    assert "2 call(s) not settled within 1 s" in out.stderr
+    named = re.findall(r"line (\d): task id ([0-9a-f-]{36})", out.stderr)
+    assert [line for line, _ in named] == ["1", "2"]
+
+
+def test_ctrl_c_leaves_no_traceback_and_names_the_call(worker_env: dict[str, str]) -> None:
+    child = spawn_call(worker_env, unique_dn("3"), "--timeout", "10", "--wait")
+    child.expect("ringing")
+    child.sendintr()
+    shown = screen_text(child)
+    assert child.exitstatus == 130, shown
+    assert "interrupted: 1 call(s) not settled yet" in shown and "Traceback" not in shown
+    assert re.search(r"task id [0-9a-f-]{36} \(callpass result", shown)
+
+
+def test_a_broker_that_fails_while_sending_is_reported_without_secrets(
+    worker_env: dict[str, str],
+) -> None:
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        gone = f"redis://:s3cret@127.0.0.1:{closed.getsockname()[1]}/0"
+        out = callpass("call", unique_dn("1"), env={**worker_env, "CALLPASS_REDIS_URL": gone})
+    assert out.returncode == 1
+    assert "sending stopped after 0 of 1 call(s)" in out.stderr
+    assert "s3cret" not in out.stderr and "Traceback" not in out.stderr

@@ -68,6 +68,7 @@ class Capture:
     def __init__(self) -> None:
         self.envelopes: list[bytes] = []
         self.hooks: list[str] = []
+        self.hook_headers: list[dict[str, str]] = []
         self._lock = threading.Lock()
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self.port = self.server.server_address[1]
@@ -90,6 +91,8 @@ class Capture:
                         if is_envelope
                         else capture.hooks.append(self.path)
                     )
+                    if not is_envelope:
+                        capture.hook_headers.append({k.lower(): v for k, v in self.headers.items()})
                 self.send_response(200 if is_envelope else 500)
                 self.send_header("Content-Length", "2")
                 self.end_headers()
@@ -193,6 +196,9 @@ def test_a_real_workers_reports_arrive_with_nothing_secret_in_them(
     assert mask_dn(dn) in shown and mask_dn(hook_dn) in shown and FILTERED in shown
     assert f"http://127.0.0.1:{capture.port}/…" in shown  # the webhook's host, not its path
     assert any(HOOK_SECRET in path for path in capture.hooks)  # the receiver was called
+    # No trace headers leave with our requests: Sentry's baggage would carry the DSN's key.
+    assert capture.hook_headers
+    assert not [h for h in capture.hook_headers if {"sentry-trace", "baggage"} & set(h)]
     for secret in (dn, hook_dn, SIMULATOR_DEV_TOKEN, HOOK_SECRET, "B0HOOKPATH", HOOK_TOKEN):
         assert secret not in raw, secret
     assert PASSWORD not in raw
@@ -295,7 +301,11 @@ def test_the_scrubber_leaves_no_secret_in_any_field() -> None:
     assert scrubbed["breadcrumbs"]["values"][2]["data"]["url"] == (
         f"https://api.example.com/api/status?dn={mask_dn(DN)}"
     )
-    assert scrubbed["extra"]["celery-job"]["kwargs"]["dn"] == mask_dn(DN)
+    # A task's arguments are never sent, whatever the SDK's defaults: only its name is.
+    assert scrubbed["extra"]["celery-job"] == {
+        "task_name": "callpass.start_call",
+        "kwargs": FILTERED,
+    }
     assert scrubbed["contexts"]["callpass"]["number"] == mask_dn(DN)
     assert scrubbed["request"]["headers"]["Authorization"] == FILTERED
     assert "redis://***@redis.internal:6379/0" in scrubbed["exception"]["values"][0]["value"]
@@ -326,6 +336,7 @@ def test_without_a_dsn_nothing_starts() -> None:
         ("CALLPASS_SENTRY_DSN", "https://sentry.example.com/1"),  # no key
         ("CALLPASS_SENTRY_DSN", "https://key-77@sentry.example.com/project"),
         ("CALLPASS_SENTRY_DSN", "ftp://key-77@sentry.example.com/1"),
+        ("CALLPASS_SENTRY_DSN", "https://key-77@[::1/5"),  # no URL at all
         ("CALLPASS_SENTRY_ENVIRONMENT", "prod/eu"),
     ],
 )

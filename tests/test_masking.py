@@ -186,10 +186,15 @@ def test_a_number_after_a_hyphenated_word_is_masked_but_a_uuid_tail_is_not() -> 
 
 def test_log_text_hides_bearer_tokens_pins_and_urllib3_paths() -> None:
     text = (
-        "raised: {'pin': '0827', 'code': '0446'} Authorization: Bearer abcdef0123 "
+        "raised: {'pin': '0827', 'code': '0446'} pin=012345 Authorization: Bearer abcdef0123 "
         "status code: 503 with url: /hook/T0/secret?sig=1 (Caused by x)"
     )
     masked = mask_log_text(text)
-    for secret in ("0827", "0446", "abcdef0123", "/hook/T0/secret", "sig=1"):
+    for secret in ("0827", "0446", "012345", "abcdef0123", "/hook/T0/secret", "sig=1"):
         assert secret not in masked
     assert "status code: 503" in masked and "Bearer ***" in masked
+
+
+def test_a_decimal_fraction_is_no_number() -> None:
+    assert mask_text("succeeded in 0.052612345678948s") == "succeeded in 0.052612345678948s"
+    assert mask_text("took 1.5 s for 79161234567.") == "took 1.5 s for 7916*****67."

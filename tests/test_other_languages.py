@@ -12,9 +12,6 @@ import os
 import re
 import shutil
 import subprocess
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +20,7 @@ import pytest
 from celery import Celery
 
 from tests.conftest import Simulator
-from tests.helpers import OUTCOME_SCHEMA, SCHEMAS, unique_dn
+from tests.helpers import OUTCOME_SCHEMA, SCHEMAS, task_events, unique_dn
 from worker.dev.stack import wait_until
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
@@ -64,30 +61,6 @@ def _assert_verified(lines: list[str], dn: str, sim: Simulator) -> dict[str, Any
     jsonschema.validate(check, CHECK_SCHEMA)
     assert (check["valid"], check["reason"]) == (True, "ok")
     return dict(outcome)
-
-
-@contextmanager
-def task_events(app: Celery) -> Iterator[list[dict[str, Any]]]:
-    """The workers' task events (what Flower shows) while the block runs."""
-    seen: list[dict[str, Any]] = []
-    receivers: list[Any] = []
-
-    def capture() -> None:
-        with app.connection_for_read() as conn:
-            receiver = app.events.Receiver(conn, handlers={"*": seen.append})
-            receivers.append(receiver)
-            receiver.capture(limit=None, timeout=30, wakeup=True)
-
-    thread = threading.Thread(target=capture, daemon=True)
-    thread.start()
-    try:
-        # Any event (the worker's heartbeat answers `wakeup`) proves the receiver is bound.
-        wait_until(lambda: seen, 20, "event receiver")
-        yield seen
-    finally:
-        for receiver in receivers:
-            receiver.should_stop = True
-        thread.join(10)
 
 
 @pytest.fixture(scope="module")

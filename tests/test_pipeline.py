@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import threading
 import uuid
 from typing import Any
 
@@ -13,7 +12,7 @@ from celery import Celery
 
 from callpass_producer import enqueue_call, wait_for_pin
 from tests.conftest import OwnWorker, Simulator
-from tests.helpers import PLACED_SCHEMA, settle, unique_dn
+from tests.helpers import PLACED_SCHEMA, settle, task_events, unique_dn
 from worker.dev.stack import Proc, wait_until
 
 pytestmark = pytest.mark.usefixtures("worker")
@@ -197,30 +196,13 @@ def test_numbers_are_masked_and_pins_absent_in_the_worker_log(app: Celery, worke
 def test_task_events_show_masked_arguments(app: Celery) -> None:
     """What Flower receives (task-received events) carries the masked number only."""
     dn = unique_dn("1")
-    seen: list[dict[str, Any]] = []
-    receivers: list[Any] = []
-
-    def capture() -> None:
-        with app.connection_for_read() as conn:
-            receiver = app.events.Receiver(conn, handlers={"*": seen.append})
-            receivers.append(receiver)
-            receiver.capture(limit=None, timeout=30, wakeup=True)
-
-    thread = threading.Thread(target=capture, daemon=True)
-    thread.start()
-    try:
-        # Any event (the worker's heartbeat answers `wakeup`) proves the receiver is bound.
-        wait_until(lambda: seen, 20, "event receiver")
+    with task_events(app) as seen:
         result = enqueue_call(app, dn, 5)
         wait_until(
             lambda: any(e.get("uuid") == result.id and e["type"] == "task-received" for e in seen),
             20,
             "task-received event",
         )
-    finally:
-        for receiver in receivers:
-            receiver.should_stop = True
-        thread.join(10)
     event = next(e for e in seen if e.get("uuid") == result.id and e["type"] == "task-received")
     assert dn not in json.dumps(event)
     assert dn[:4] in event["kwargs"] and "*" in event["kwargs"]

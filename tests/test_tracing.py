@@ -359,3 +359,46 @@ def test_exported_exceptions_show_their_type_only() -> None:
     ]
     assert span.status.status_code.name == "ERROR" and not span.status.description
     assert dict(span.attributes or {}) == {"http.method": "POST"}
+
+
+def test_exported_text_attributes_show_numbers_masked() -> None:
+    # A request id is the producer's own text: "signup-79161234567" holds a number.
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(scrubbed(exporter)))
+    attributes = {"callpass.request_id": "signup-79161234567", "ids": ("a", "79161234567")}
+    with provider.get_tracer("test").start_as_current_span("run", attributes=attributes) as span:
+        span.add_event("note", {"why": "for 79161234567"})
+    provider.shutdown()
+    [exported] = exporter.get_finished_spans()
+    shown = repr((exported.attributes, [e.attributes for e in exported.events]))
+    assert "79161234567" not in shown and "7916*****67" in shown
+
+
+def test_tracing_that_fails_never_stops_the_work(
+    local_spans: tuple[TracerProvider, InMemorySpanExporter],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+    provider, _ = local_spans
+    port = OtelTracing(provider)
+
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("tracing is broken")
+
+    monkeypatch.setattr(TraceContextTextMapPropagator, "inject", broken)
+    assert port.carrier() == {}  # the start goes on, with no trace context kept
+    monkeypatch.setattr(tracing, "_parent", broken)
+    ran = []
+    with port.span(
+        "callpass.poll", {TRACEPARENT: "00-" + "1" * 32 + "-" + "2" * 16 + "-01"}, {}
+    ) as note:
+        note("callpass.poll.result", "polling")
+        ran.append(True)
+    assert ran == [True]
+    monkeypatch.undo()
+    with pytest.raises(KeyError), port.span("callpass.poll", {}, {}):
+        raise KeyError("the block's own error passes unchanged")
+    assert caplog.text.count("the work goes on untraced") == 2

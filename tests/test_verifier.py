@@ -66,3 +66,37 @@ def test_waiting_past_the_deadline_raises_timeout(verifier: Verifier) -> None:
         verifier.pin(unknown, timeout_s=0.3)
     with pytest.raises(TimeoutError, match=r"within 0\.3 s"):
         verifier.outcome(unknown, timeout_s=0.3)
+
+
+def test_beside_a_separate_broker_the_outbox_note_goes_to_the_workers_redis(
+    redis_url: str,
+) -> None:
+    """The sweeper reads notes from CALLPASS_REDIS_URL, whatever the broker is."""
+    from worker.producer import verifier_from_settings
+    from worker.settings import load_settings
+
+    broker = "amqp://guest:guest@127.0.0.1:5672//"  # never connected to: nothing is sent
+    settings = load_settings({"CALLPASS_REDIS_URL": redis_url, "CALLPASS_BROKER_URL": broker})
+    verifier = verifier_from_settings(settings)
+    try:
+        kwargs = verifier._redis.connection_pool.connection_kwargs
+        assert f"redis://{kwargs['host']}:{kwargs['port']}/{kwargs['db']}" == redis_url
+    finally:
+        verifier.close()
+
+
+@pytest.mark.usefixtures("worker")
+def test_a_plain_celery_app_reaches_the_workers_queue(redis_url: str) -> None:
+    """An app that names no queue sends to Celery's "celery", which no worker reads: the
+    helpers send to "callpass" instead."""
+    from celery import Celery
+
+    from callpass_producer import enqueue_call, verify_code, wait_for_pin
+
+    app = Celery(broker=redis_url, backend=redis_url, set_as_current=False)
+    app.conf.update(task_serializer="json", result_serializer="json", accept_content=["json"])
+    result = enqueue_call(app, unique_dn("1"), 3)
+    placed = wait_for_pin(result, timeout_s=30)
+    assert placed is not None
+    assert verify_code(app, placed["request_id"], placed["pin"])["reason"] == "ok"
+    app.close()

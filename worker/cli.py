@@ -87,11 +87,13 @@ def _cmd_result(args: argparse.Namespace) -> int:
 
     res = app.AsyncResult(args.task_id)
     info = res.info
-    print(
-        json.dumps(
-            {"state": res.state, "info": info if isinstance(info, dict) else repr(info)}, indent=2
-        )
-    )
+    shown: dict[str, object] = {
+        "state": res.state,
+        "info": info if isinstance(info, dict) else None,
+    }
+    if res.state == "PENDING":  # Celery's word for "no result stored under this id"
+        shown["note"] = "queued, or an id no worker has seen (or whose result has expired)"
+    print(json.dumps(shown, indent=2))
     return 0
 
 
@@ -145,7 +147,7 @@ def _cmd_webhooks(args: argparse.Namespace) -> int:
 
         print(generate_secret())
         return 0
-    from worker.masking import redact_url
+    from worker.masking import mask_text, redact_url
     from worker.process.wiring import records_redis, webhook_store
     from worker.settings import load_settings
 
@@ -154,12 +156,15 @@ def _cmd_webhooks(args: argparse.Namespace) -> int:
     if args.webhooks_command == "dead":
         events = store.dead_events(args.limit)
         for event in events:
+            # A request id is the producer's text: it may hold a number.
+            request_id = mask_text(event.request_id)
             if args.json:
-                print(json.dumps({**event.as_dict(), "url": redact_url(event.url)}))
+                shown = {**event.as_dict(), "url": redact_url(event.url), "request_id": request_id}
+                print(json.dumps(shown))
             else:
                 print(
-                    f"{event.event_id}  {event.type:<14}  request {event.request_id}  "
-                    f"{event.attempts} attempt(s)  {event.last_error}"
+                    f"{event.event_id}  {event.type:<14}  request {request_id}  "
+                    f"{redact_url(event.url)}  {event.attempts} attempt(s)  {event.last_error}"
                 )
         counts = store.counts()
         print(f"{counts['dead']} dead, {counts['pending']} pending", file=sys.stderr)

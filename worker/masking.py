@@ -36,6 +36,7 @@ __all__ = [
     "redact_setting",
     "redact_url",
     "secret_query_names",
+    "url_origin",
 ]
 
 # urllib3's DEBUG line for a request ('"POST /cb/T0/B0/secret HTTP/1.1" 200'): a webhook
@@ -44,8 +45,8 @@ _REQUEST_LINE_PATH_RE = re.compile(r'("[A-Z]+ )(?!/api/)/[^"\s]*( HTTP/)')
 # "Authorization: Bearer …" in a header dump or an exception's text.
 CREDENTIAL_SCHEME_RE = re.compile(r"\b(Bearer|Basic|Token)(\s+)[A-Za-z0-9._~+/=\-:]+", re.I)
 # A pin or a typed code inside a repr or a message: "'pin': '0446'", "pin=0446", "code: 0446".
-# Four digits only: "status code: 503" is not a pin.
-PIN_IN_TEXT_RE = re.compile(r"(\b(?:pin|code)\b\\*['\"]?\s*[:=]\s*b?\\*['\"]?)\d{4}\b", re.I)
+# Four to six digits, as pins are: "status code: 503" is not a pin.
+PIN_IN_TEXT_RE = re.compile(r"(\b(?:pin|code)\b\\*['\"]?\s*[:=]\s*b?\\*['\"]?)\d{4,6}\b", re.I)
 # urllib3's exceptions: "Max retries exceeded with url: /hook/T0/secret?x=1 (Caused by …)".
 URLLIB3_PATH_RE = re.compile(r"(with url: )(?!/api/)/\S*")
 # URL credentials inside free text (a log line, an exception): ``scheme://user:pw@`` and
@@ -57,6 +58,16 @@ _TEXT_SECRET_QUERY_RE = re.compile(
     r"[A-Za-z0-9_.\-]*=)[^&\s'\"#]+",
     re.I,
 )
+
+
+def url_origin(url: str) -> tuple[str, str, int | None]:
+    """``(scheme, host, port)`` of ``url``, lower-cased: whether two URLs are the same service
+    (a prefix is not: ``https://api.example.com.evil.net`` starts like the API's)."""
+    try:
+        parts = urlsplit(url)
+        return parts.scheme.lower(), (parts.hostname or "").lower(), parts.port
+    except ValueError:
+        return "", "", None
 
 
 def redact_setting(name: str, value: object) -> object:

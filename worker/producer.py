@@ -26,5 +26,6 @@ def verifier_from_settings(settings: Settings | None = None) -> Verifier:
         s.effective_broker_url,
         queue=s.queue,
         result_backend=s.effective_result_backend,
+        records_url=s.redis_url,
         visibility_timeout_s=s.visibility_timeout_s,
     )

@@ -14,7 +14,12 @@ dn=${1:?usage: start_call.sh DN [TIMEOUT]}
 timeout=${2:-5}
 [[ $dn =~ ^[0-9]+$ && $timeout =~ ^[0-9]+$ ]] || { echo "DN and TIMEOUT are digits" >&2; exit 2; }
 
-r() { redis-cli --no-auth-warning -u "$url" "$@"; }
+# A password goes to redis-cli in REDISCLI_AUTH, not in its arguments (which `ps` shows).
+if [[ $url =~ ^(rediss?://)([^@/]*)@(.*)$ ]]; then
+  export REDISCLI_AUTH=${BASH_REMATCH[2]#*:}
+  url=${BASH_REMATCH[1]}${BASH_REMATCH[3]}
+fi
+r() { redis-cli -u "$url" "$@"; }
 uuid() { cat /proc/sys/kernel/random/uuid; }
 
 # publish ID TASK QUEUE BODY ARGSREPR KWARGSREPR: LPUSH one Celery protocol-2 message onto QUEUE.

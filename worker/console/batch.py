@@ -23,10 +23,12 @@ from worker.api.errors import InvalidRequestError
 from worker.console.watch import REFRESH_S, CallProgress, phase_style
 from worker.validation import validate_dn
 
-__all__ = ["BatchLine", "read_numbers", "summary_tables", "watch_batch"]
+__all__ = ["MAX_CALLS", "BatchLine", "read_numbers", "summary_tables", "watch_batch"]
 
 #: Up to this many calls get a row each in the summary; a bigger batch gets the counts only.
 ROWS_SHOWN = 50
+#: The most calls one batch may place: a file of a million lines is a mistake, not a batch.
+MAX_CALLS = 1000
 
 
 @dataclass(frozen=True)
@@ -37,16 +39,31 @@ class BatchLine:
 
 def read_numbers(path: Path) -> tuple[list[BatchLine], list[str]]:
     """The numbers of ``path`` (one per line; blank lines and ``#`` comments skipped) and a
-    refusal per bad line (``line 3: dn: must be …``)."""
-    numbers, refusals = [], []
-    for number, raw in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        text = raw.split("#", 1)[0].strip()
-        if not text:
+    refusal per bad line (``line 3: dn: must be …``): a malformed number, a number already on
+    an earlier line (a batch calls each number once), more than :data:`MAX_CALLS` numbers."""
+    try:  # utf-8-sig: a byte-order mark (Windows editors) is not part of line 1
+        text = path.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as exc:
+        return [], [f"cannot read it ({type(exc).__name__}: {exc})"]
+    numbers: list[BatchLine] = []
+    refusals: list[str] = []
+    first_line_of: dict[str, int] = {}
+    for number, raw in enumerate(text.splitlines(), start=1):
+        entry = raw.split("#", 1)[0].strip()
+        if not entry:
             continue
         try:
-            numbers.append(BatchLine(number, validate_dn(text)))
+            dn = validate_dn(entry)
         except InvalidRequestError as exc:
             refusals.append(f"line {number}: {exc.field}: {exc.rule}")
+            continue
+        if dn in first_line_of:
+            refusals.append(f"line {number}: dn: the same number as line {first_line_of[dn]}")
+            continue
+        first_line_of[dn] = number
+        numbers.append(BatchLine(number, dn))
+    if len(numbers) > MAX_CALLS:
+        refusals.append(f"{len(numbers)} numbers: a batch is at most {MAX_CALLS} calls")
     if not numbers and not refusals:
         refusals.append("the file has no numbers (one per line)")
     return numbers, refusals

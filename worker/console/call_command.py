@@ -22,6 +22,7 @@ from callpass_producer.outbox import OutboxNotes
 from worker.api.errors import InvalidRequestError
 from worker.console.batch import BatchLine, read_numbers, summary_tables, watch_batch
 from worker.console.watch import CallProgress, watch_call
+from worker.masking import hide_url_credentials
 from worker.validation import validate_dn, validate_request_id, validate_timeout
 
 __all__ = ["run_call"]
@@ -36,19 +37,48 @@ def run_call(args: argparse.Namespace, app: Celery, outbox: OutboxNotes, timeout
     if args.file is not None:
         lines, refusals = read_numbers(args.file)
         if refusals:
-            for line in refusals:
-                _complain(f"{args.file}: {line}")
+            for refusal_of_line in refusals:
+                _complain(f"{args.file}: {refusal_of_line}")
             _complain("nothing was sent")
             return 2
     else:
         lines = [BatchLine(0, args.dn)]
     ring_s = args.timeout or timeout_s
-    calls = [
-        (result, CallProgress(str(result.id), line.dn, ring_s))
-        for line in lines
-        for result in [_send(app, outbox, line.dn, args)]
-    ]
-    return _follow(args, calls, lines)
+    calls: list[tuple[AsyncResult[Any], CallProgress]] = []
+    for line in lines:
+        try:
+            result = _send(app, outbox, line.dn, args)
+        except Exception as exc:  # the broker or Redis went away: say what was sent
+            return _sending_stopped(calls, lines, exc)
+        calls.append((result, CallProgress(str(result.id), line.dn, ring_s)))
+    try:
+        return _follow(args, calls, lines)
+    except KeyboardInterrupt:
+        unsettled = [(line, p) for line, (_, p) in zip(lines, calls, strict=True) if not p.done]
+        _complain(f"interrupted: {len(unsettled)} call(s) not settled yet; the workers go on")
+        _name_task_ids(unsettled)
+        return 130
+
+
+def _sending_stopped(
+    calls: list[tuple[AsyncResult[Any], CallProgress]], lines: list[BatchLine], exc: Exception
+) -> int:
+    why = hide_url_credentials(str(exc)).strip().splitlines() or [""]
+    _complain(
+        f"sending stopped after {len(calls)} of {len(lines)} call(s): "
+        f"{type(exc).__name__}: {why[0]}"
+    )
+    _name_task_ids([(line, progress) for line, (_, progress) in zip(lines, calls, strict=False)])
+    if len(calls) < len(lines) and lines[len(calls)].line:
+        _complain(f"not sent: line {lines[len(calls)].line} and every line after it")
+    return 1
+
+
+def _name_task_ids(calls: list[tuple[BatchLine, CallProgress]]) -> None:
+    """A line per call, so each can be read later (``callpass result TASK_ID``)."""
+    for line, progress in calls:
+        where = f"line {line.line}: " if line.line else ""
+        _complain(f"{where}task id {progress.task_id} (callpass result {progress.task_id})")
 
 
 def _complain(text: str) -> None:
@@ -57,7 +87,9 @@ def _complain(text: str) -> None:
 
 
 def _refusal(args: argparse.Namespace) -> str | None:
-    if (args.dn is None) == (args.file is None):
+    if args.dn is None and args.file is None:
+        return "give a number, or --file with one number per line"
+    if args.dn is not None and args.file is not None:
         return "give a number or --file, not both"
     if args.file is not None and (args.request_id or args.verification_id):
         return "--request-id, --verification-id: one id cannot name a batch of calls"
@@ -95,27 +127,42 @@ def _follow(
     if args.json:
         out = Console(file=sys.stderr, highlight=False, quiet=True)  # stdout is the JSON's
     elif args.file is not None:
-        out.print(f"sent {len(calls)} calls from {args.file}")
+        out.print(f"sent {len(calls)} calls from {args.file}", markup=False)
+        if not args.wait:
+            for line, (result, _) in zip(lines, calls, strict=True):
+                out.print(f"line {line.line}: task id {result.id}", markup=False)
     else:
-        out.print(f"task id: {calls[0][0].id}")
-    if args.wait:
-        if args.file is None:
-            watch_call(out, calls[0][0], calls[0][1], args.wait_timeout)
-        else:
-            watch_batch(out, calls, args.wait_timeout)
-            for table in summary_tables([p for _, p in calls], lines):
-                out.print(table)
-    if args.json:
-        for line, (_, progress) in zip(lines, calls, strict=True):
-            print(json.dumps(_as_json(progress, line if args.file else None)), flush=True)
-    unsettled = sum(not p.done for _, p in calls)
+        out.print(f"task id: {calls[0][0].id}", markup=False)
+    try:
+        if args.wait:
+            _watch(out, args, calls, lines)
+    finally:  # also when interrupted: what is known so far
+        if args.json:
+            for line, (_, progress) in zip(lines, calls, strict=True):
+                print(json.dumps(_as_json(progress, line if args.file else None)), flush=True)
+    unsettled = [(line, p) for line, (_, p) in zip(lines, calls, strict=True) if not p.done]
     if args.wait and unsettled:
         _complain(
-            f"{unsettled} call(s) not settled within {args.wait_timeout:g} s "
-            "(--wait-timeout); `callpass result TASK_ID` reads them later"
+            f"{len(unsettled)} call(s) not settled within {args.wait_timeout:g} s "
+            "(--wait-timeout); they go on, and can be read later:"
         )
+        _name_task_ids(unsettled)
         return 1
     return 0
+
+
+def _watch(
+    out: Console,
+    args: argparse.Namespace,
+    calls: list[tuple[AsyncResult[Any], CallProgress]],
+    lines: list[BatchLine],
+) -> None:
+    if args.file is None:
+        watch_call(out, calls[0][0], calls[0][1], args.wait_timeout)
+        return
+    watch_batch(out, calls, args.wait_timeout)
+    for table in summary_tables([p for _, p in calls], lines):
+        out.print(table)
 
 
 def _as_json(progress: CallProgress, line: BatchLine | None) -> dict[str, Any]:

@@ -29,6 +29,7 @@ from worker.masking import (
     mask_dn,
     mask_log_text,
     redact_url,
+    url_origin,
 )
 from worker.settings import Settings
 
@@ -113,6 +114,9 @@ def init_error_reports(settings: Settings) -> bool:
         before_breadcrumb=scrubber.breadcrumb,
         # Errors only: no traces, and no trace headers added to the messages we publish.
         traces_sample_rate=None,
+        # No sentry-trace/baggage headers on our HTTP requests either: baggage carries the
+        # DSN's key, and the API and webhook receivers are third parties.
+        trace_propagation_targets=[],
         auto_enabling_integrations=False,
         integrations=[CeleryIntegration(propagate_traces=False, monitor_beat_tasks=False)],
         in_app_include=["worker", "tasks"],
@@ -164,11 +168,16 @@ class ReportScrubber:
         # ("/", a one-letter password) would replace ordinary text and are left to the rules.
         found = {s.strip() for s in _known_secrets(settings)}
         self._secrets = sorted((s for s in found if len(s) >= 6), key=len, reverse=True)
-        self._api_url = settings.api_url.rstrip("/")
+        self._api_origin = url_origin(settings.api_url)
 
     def event(self, event: Any, hint: Any) -> Any:
         """The event to send, scrubbed; ``None`` (dropped) if scrubbing fails."""
         try:
+            # A task's arguments are never sent, whatever the SDK's defaults become: a
+            # verify_code's are the typed code, a start_call's the number and keys.
+            job = (event.get("extra") or {}).get("celery-job")
+            if isinstance(job, dict):
+                job.update({k: FILTERED for k in ("args", "kwargs") if k in job})
             return self.scrub(event)
         except Exception as exc:  # never send what could not be scrubbed
             log.warning("error report dropped: its scrubbing failed (%s)", type(exc).__name__)
@@ -207,7 +216,8 @@ class ReportScrubber:
         """The API's and the services' URLs keep their path (numbers masked, credentials
         hidden); any other (a webhook receiver's) keeps its host only."""
         scheme = url.partition("://")[0].lower()
-        if url.startswith(self._api_url) or scheme in _SCHEME_WITH_PATH:
+        # The API's by its origin, not a prefix: "https://api.example.com.evil.net/…" is not.
+        if url_origin(url) == self._api_origin or scheme in _SCHEME_WITH_PATH:
             return redact_url(self.text_without_urls(url), keep_path=True)
         return redact_url(url)
 

@@ -1,13 +1,16 @@
 """``callpass readycheck``: a readiness probe, apart from liveness (``callpass healthcheck``).
 
 Ready means this worker can do its work now: its settings are valid (else the probe exits
-2 naming the variable), the records' Redis and the broker answer within the probe's time-out,
-and, where the heartbeat file is configured, the worker's consumer has sent a heartbeat
-lately. A worker that is not ready is left running (Redis or the broker may come back);
-a worker that is not alive is restarted.
+2 naming the variable) and what they ask for is installed (the tracing extra), the records'
+Redis and the broker answer (each connect and each reply within 2 s), and, where the
+heartbeat file is configured, the worker's consumer has sent a heartbeat lately. A worker
+that is not ready is left running (Redis or the broker may come back); a worker that is not
+alive is restarted.
 """
 
 from __future__ import annotations
+
+import importlib.util
 
 import redis
 from kombu import Connection
@@ -32,12 +35,25 @@ def readiness_problems(settings: Settings, max_heartbeat_age_s: float) -> list[s
         broker_problem = _broker_problem(settings.effective_broker_url)
         if broker_problem:
             problems.append(broker_problem)
+    if settings.tracing != "off" and not _installed("opentelemetry.exporter.otlp.proto.http"):
+        # The worker itself stops at start-up for this (worker.ops.tracing.start_tracing).
+        problems.append(
+            f"tracing: CALLPASS_TRACING={settings.tracing} needs the tracing extra "
+            "(pip install 'callpass-worker[tracing]')"
+        )
     if settings.heartbeat_file:
         age = heartbeat_age_s(settings.heartbeat_file)
         if age is None or age > max_heartbeat_age_s:
             seen = "no heartbeat yet" if age is None else f"last heartbeat {age:.0f} s ago"
             problems.append(f"worker: {seen} (limit {max_heartbeat_age_s:g} s)")
     return problems
+
+
+def _installed(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:  # a parent package is missing
+        return False
 
 
 def _redis_problem(url: str) -> str | None:

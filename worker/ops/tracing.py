@@ -24,19 +24,18 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
 
-from worker.masking import redact_url
+from worker.masking import redact_url, url_origin
+from worker.ops.span_scrubbing import scrubbed
 from worker.pipeline.ports import NoTracing, SpanNote, Tracing
 
 if TYPE_CHECKING:
     import requests
     from opentelemetry.context import Context
-    from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-    from opentelemetry.sdk.trace.export import SpanExporter
+    from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.trace import Link, Span
 
     from worker.settings import Settings
@@ -74,7 +73,10 @@ class OtelTracing:
         from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
         carrier: dict[str, str] = {}
-        TraceContextTextMapPropagator().inject(carrier)
+        try:
+            TraceContextTextMapPropagator().inject(carrier)
+        except Exception as exc:  # tracing fails open: a start never waits on it
+            _tracing_failed("keep the trace context", exc)
         return {TRACEPARENT: carrier[TRACEPARENT]} if TRACEPARENT in carrier else {}
 
     def span(
@@ -87,14 +89,46 @@ class OtelTracing:
 def _span(
     provider: TracerProvider | None, name: str, traceparent: str, attributes: Mapping[str, str]
 ) -> Iterator[SpanNote]:
+    """A span around the block; a span that cannot be begun or ended is left out, never the
+    block's work (a poll, a delivery), and the block's own exceptions pass unchanged."""
     from opentelemetry import trace
 
-    parent, links = _parent(traceparent)
-    tracer = trace.get_tracer("callpass-worker", tracer_provider=provider)
-    with tracer.start_as_current_span(
-        name, context=parent, links=links, attributes=dict(attributes)
-    ) as span:
+    try:
+        parent, links = _parent(traceparent)
+        tracer = trace.get_tracer("callpass-worker", tracer_provider=provider)
+        opened = tracer.start_as_current_span(
+            name, context=parent, links=links, attributes=dict(attributes)
+        )
+        span = opened.__enter__()
+    except Exception as exc:
+        _tracing_failed(f"begin a {name} span", exc)
+        yield _no_note
+        return
+    try:
         yield span.set_attribute
+    except BaseException as raised:
+        _end_quietly(opened, raised)
+        raise
+    _end_quietly(opened, None)
+
+
+def _end_quietly(opened: AbstractContextManager[Any], raised: BaseException | None) -> None:
+    try:
+        if raised is None:
+            opened.__exit__(None, None, None)
+        else:
+            opened.__exit__(type(raised), raised, raised.__traceback__)
+    except BaseException as exc:
+        if exc is not raised:  # the span re-raises the block's own exception: expected
+            _tracing_failed("end a span", exc)
+
+
+def _no_note(name: str, value: str) -> None:
+    pass
+
+
+def _tracing_failed(what: str, exc: BaseException) -> None:
+    log.warning("tracing: could not %s (%s); the work goes on untraced", what, type(exc).__name__)
 
 
 def _parent(traceparent: str) -> tuple[Context | None, list[Link]]:
@@ -149,56 +183,6 @@ def _otlp_provider() -> TracerProvider:
     return provider
 
 
-def scrubbed(exporter: SpanExporter) -> SpanExporter:
-    """``exporter``, sent spans whose exceptions show their type only: an exception's message
-    and traceback (and the error status OpenTelemetry copies it into) may hold a URL's path,
-    a receiver's answer, anything."""
-    from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
-
-    class Scrubbed(SpanExporter):
-        def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-            return exporter.export([_without_exception_text(span) for span in spans])
-
-        def shutdown(self) -> None:
-            exporter.shutdown()
-
-        def force_flush(self, timeout_millis: int = 30000) -> bool:
-            return exporter.force_flush(timeout_millis)
-
-    return Scrubbed()
-
-
-def _without_exception_text(span: ReadableSpan) -> ReadableSpan:
-    from opentelemetry.sdk.trace import Event, ReadableSpan
-    from opentelemetry.trace import Status
-
-    events = [
-        Event(event.name, _exception_type_only(event.attributes), event.timestamp)
-        if event.name == "exception"
-        else event
-        for event in span.events
-    ]
-    return ReadableSpan(
-        name=span.name,
-        context=span.context,
-        parent=span.parent,
-        resource=span.resource,
-        attributes=span.attributes,
-        events=events,
-        links=span.links,
-        kind=span.kind,
-        status=Status(span.status.status_code),
-        start_time=span.start_time,
-        end_time=span.end_time,
-        instrumentation_scope=span.instrumentation_scope,
-    )
-
-
-def _exception_type_only(attributes: Mapping[str, Any] | None) -> dict[str, Any]:
-    kept = ("exception.type", "exception.escaped")
-    return {name: value for name, value in (attributes or {}).items() if name in kept}
-
-
 def _fork_safe_session() -> requests.Session:
     """The exporter's HTTP session; a forked child drops the parent's pooled connections, or
     both processes would write to one socket."""
@@ -231,25 +215,17 @@ def _never_capture_secret_headers() -> None:
 def _url_redactor(api_url: str) -> Callable[[Span, Any], None]:
     """A request hook: the span's URL keeps its path only for the API (whose paths carry no
     number); a webhook receiver's shows scheme, host and port."""
-    api_origin = _origin(api_url)
+    api_origin = url_origin(api_url)
 
     def redact(span: Span, request: Any) -> None:
         url = str(getattr(request, "url", "") or "")
-        shown = redact_url(url, keep_path=_origin(url) == api_origin)
+        shown = redact_url(url, keep_path=url_origin(url) == api_origin)
         recorded = getattr(span, "attributes", None) or {}
         for name in _URL_ATTRIBUTES:
             if name in recorded:
                 span.set_attribute(name, shown)
 
     return redact
-
-
-def _origin(url: str) -> tuple[str, str, int | None]:
-    try:
-        parts = urlsplit(url)
-        return parts.scheme, parts.hostname or "", parts.port
-    except ValueError:
-        return "", "", None
 
 
 def _flush(**_: Any) -> None:

@@ -29,7 +29,7 @@ def _read_dsn(value: Any) -> Any:
         parts = urlsplit(raw)
         port_ok = parts.port is None or parts.port > 0
     except ValueError:
-        port_ok = False
+        raise ValueError("must be a Sentry DSN: https://KEY@HOST/PROJECT_ID") from None
     project = parts.path.rstrip("/").rpartition("/")[2] if port_ok else ""
     if parts.scheme not in ("https", "http") or not parts.username or not parts.hostname:
         # Never echo the value: its key lets anyone send events to the project.

@@ -20,8 +20,9 @@ __all__ = ["SECRET_QUERY_NAME_RE", "mask_dn", "mask_text", "masked_reprs", "reda
 # ("signup-2024-79161234567" is a number). What follows matters only where the digits start a
 # longer hex token ("msg_686827117916a040b84c…", a webhook event id): pickle writes
 # "79161234567q\x02", which is still a number.
+# Digits after "<digit>." are a decimal fraction ("succeeded in 0.052612345678948s"), not a number.
 _DIGITS_RE = re.compile(
-    r"(?<![0-9A-Za-z])(?<![0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-)"
+    r"(?<![0-9A-Za-z])(?<!\d\.)(?<![0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-)"
     r"\+?\d{10,}(?!\d)(?![A-Fa-f][0-9A-Fa-f]{5})"
 )
 # An escape in a repr or JSON text (b'\x0b79161234567', '\n7916…', '\u00a07916…', '\\'),

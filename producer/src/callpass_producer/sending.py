@@ -14,11 +14,20 @@ from typing import Any, cast
 from celery import Celery
 from celery.result import AsyncResult
 
-from callpass_producer.contracts.names import CODE_QUEUE_SUFFIX, PLACED, START_TASK, VERIFY_TASK
+from callpass_producer.contracts.names import (
+    CODE_QUEUE_SUFFIX,
+    DEFAULT_QUEUE,
+    PLACED,
+    START_TASK,
+    VERIFY_TASK,
+)
 from callpass_producer.masking import masked_reprs
 from callpass_producer.outbox import OutboxNotes
 
-__all__ = ["enqueue_call", "verify_code", "wait_for_pin"]
+__all__ = ["enqueue_call", "starts_queue_of", "verify_code", "wait_for_pin"]
+
+#: The queue Celery sends to when an app names none.
+CELERY_DEFAULT_QUEUE = "celery"
 
 #: How often ``wait_for_pin`` looks at the result backend, in seconds.
 PIN_POLL_INTERVAL_S = 0.02
@@ -41,6 +50,7 @@ def enqueue_call(
     With ``outbox`` (the workers' Redis), the request is noted before it is published, so a
     message the broker loses on its way to a worker is published again (see
     :mod:`callpass_producer.outbox`).
+    ``queue``: the workers' ``CALLPASS_QUEUE``; by default :func:`starts_queue_of` the app.
     ``version_2``: ``verification_id``, ``resend``, ``fallback_task``, ``fallback_queue``,
     ``limit_keys`` (any of them makes the outcome a version-2 document).
     """
@@ -55,12 +65,19 @@ def enqueue_call(
     return app.send_task(
         START_TASK,
         kwargs=kwargs,
-        queue=queue or app.conf.task_default_queue,
+        queue=queue or starts_queue_of(app),
         task_id=task_id,
         argsrepr=argsrepr,
         kwargsrepr=kwargsrepr,
         headers={"callpass_requested_at": requested_at},
     )
+
+
+def starts_queue_of(app: Celery) -> str:
+    """The workers' queue as ``app`` names it: its ``task_default_queue``, unless that is
+    Celery's own default (``celery``, which no callpass worker reads): then ``callpass``."""
+    configured = str(app.conf.task_default_queue or "")
+    return configured if configured not in ("", CELERY_DEFAULT_QUEUE) else DEFAULT_QUEUE
 
 
 def verify_code(
@@ -78,7 +95,7 @@ def verify_code(
         VERIFY_TASK,
         args=[verification_id, code],
         # Its own queue, which workers take from first: not behind a burst of starts.
-        queue=app.conf.task_default_queue + CODE_QUEUE_SUFFIX,
+        queue=starts_queue_of(app) + CODE_QUEUE_SUFFIX,
         argsrepr="(request_id, <code>)",
     )
     return cast(dict[str, Any], result.get(timeout=timeout_s))

@@ -42,7 +42,10 @@ class Verifier:
         again = verifier.resend(v, "79991234567")  # another call; codes of both then check
 
     ``redis_url`` is the broker and result backend (the workers' ``CALLPASS_REDIS_URL``); the
-    outbox note that guards against a lost message goes there too.
+    outbox note that guards against a lost message goes there too. Where the workers split
+    them (``CALLPASS_BROKER_URL``, ``CALLPASS_RESULT_BACKEND``): ``redis_url`` is the broker,
+    ``result_backend`` the backend, and ``records_url`` the workers' ``CALLPASS_REDIS_URL``,
+    which the sweeper reads the notes from.
     """
 
     def __init__(
@@ -51,6 +54,7 @@ class Verifier:
         *,
         queue: str = DEFAULT_QUEUE,
         result_backend: str | None = None,
+        records_url: str | None = None,
         visibility_timeout_s: int = 300,
     ) -> None:
         self._app = Celery("callpass-producer", set_as_current=False)
@@ -64,7 +68,7 @@ class Verifier:
             task_default_queue=queue,
             broker_transport_options={"visibility_timeout": visibility_timeout_s},
         )
-        self._redis = redis.Redis.from_url(redis_url)
+        self._redis = redis.Redis.from_url(records_url or redis_url)
         self._outbox = OutboxNotes(self._redis, grace_s=lost_after_s(visibility_timeout_s))
 
     def start(

@@ -10,5 +10,5 @@ models (``make schemas``, :mod:`worker.schemas`)::
     outcome     the outcome document (also the data of call.completed)
     events      the webhook events call.placed and call.completed
     verify      the verify_code answer
-    schemas     the generator of schemas/*.json
+    next_step   what a product does next, by outcome (version-2 documents)
 """
