@@ -98,12 +98,12 @@ def _cmd_result(args: argparse.Namespace) -> int:
 
 
 def _cmd_config() -> int:
-    from worker.masking import redact_setting
     from worker.settings import load_settings
+    from worker.settings.display import shown_setting
 
     settings = load_settings()
     for name, value in sorted(vars(settings).items()):
-        print(f"CALLPASS_{name.upper()}={redact_setting(name, value)}")
+        print(f"CALLPASS_{name.upper()}={shown_setting(name, value)}")
     return 0
 
 
