@@ -1,6 +1,6 @@
 """A producer in another service: nothing from callpass-worker, only Celery.
 
-    CALLPASS_BROKER=redis://127.0.0.1:6379/0 python examples/producer.py 79990001001
+    CALLPASS_REDIS_URL=redis://127.0.0.1:6379/0 python examples/producer.py 79990001001
 
 Prints the pin as soon as the call is placed, then the outcome document.
 """
@@ -14,7 +14,7 @@ import time
 
 from celery import Celery
 
-broker = os.environ.get("CALLPASS_BROKER", "redis://127.0.0.1:6379/0")
+broker = os.environ.get("CALLPASS_REDIS_URL", "redis://127.0.0.1:6379/0")
 app = Celery("producer", broker=broker, backend=broker)
 app.conf.update(
     task_serializer="json",

@@ -22,7 +22,7 @@ def test_a_celery_only_producer_gets_pin_and_outcome(redis_url: str, sim: Simula
         capture_output=True,
         text=True,
         timeout=120,
-        env={"CALLPASS_BROKER": redis_url, "PATH": "/usr/bin:/bin"},
+        env={"CALLPASS_REDIS_URL": redis_url, "PATH": "/usr/bin:/bin"},
         cwd="/",
         check=False,
     )

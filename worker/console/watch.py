@@ -82,7 +82,7 @@ class CallProgress:
     def describe(self) -> Text:
         """The one line that says where the call is."""
         line = Text()
-        line.append(f"{self.phase:<10}", style=phase_style(self.phase))
+        line.append(f"{self.phase:<13}", style=phase_style(self.phase))  # rate_limited, …
         line.append(f" {mask_dn(self.dn)}")
         if self.placed is not None:
             line.append("  pin ")
