@@ -156,3 +156,17 @@ def test_result_of_an_unknown_id_says_what_pending_means(worker_env: dict[str, s
     assert out.returncode == 0, out.stderr
     shown = json.loads(out.stdout)
     assert shown["state"] == "PENDING" and shown["info"] is None and "no worker" in shown["note"]
+
+
+def test_readycheck_names_a_broker_that_takes_connections_but_never_answers(
+    worker_env: dict[str, str],
+) -> None:
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()  # the kernel completes each handshake; nothing ever answers
+        port = silent.getsockname()[1]
+        env = {**worker_env, "CALLPASS_BROKER_URL": f"redis://127.0.0.1:{port}/0"}
+        # Without a socket time-out this would hang until the subprocess' own (30 s).
+        out = callpass("readycheck", env=env, timeout=30)
+    assert out.returncode == 1
+    assert f"broker: redis://127.0.0.1:{port}/0 does not answer" in out.stderr

@@ -19,9 +19,11 @@ import jsonschema
 import pytest
 from celery import Celery
 
-from tests.conftest import Simulator
+from tests.conftest import Simulator, start_worker
 from tests.helpers import OUTCOME_SCHEMA, SCHEMAS, task_events, unique_dn
-from worker.dev.stack import wait_until
+from worker.celery_app import celery_config
+from worker.dev.stack import Stack, wait_until
+from worker.settings import load_settings
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 CHECK_SCHEMA = json.loads((SCHEMAS / "verify_code.v1.json").read_text())
@@ -116,3 +118,39 @@ def test_the_redis_cli_example_gets_pin_outcome_and_a_valid_check(
     records = [json.loads(line) for line in lines[1:]]
     assert [r["status"] for r in records] == ["SUCCESS", "SUCCESS"]
     _assert_verified([lines[0], *(json.dumps(r["result"]) for r in records)], dn, sim)
+
+
+def test_the_redis_cli_example_keeps_a_password_out_of_redis_clis_arguments(
+    stack: Stack, app: Celery, worker_env: dict[str, str], sim: Simulator, tmp_path: Path
+) -> None:
+    """`ps` shows every process' arguments to every user: the password goes in REDISCLI_AUTH."""
+    password = "s3cret-for-the-example"
+    _, plain = stack.start_redis(extra_args=["--requirepass", password])
+    url = plain.replace("redis://", f"redis://:{password}@", 1)
+    env = {**worker_env, "CALLPASS_REDIS_URL": url, "CALLPASS_QUEUE": "cli-auth"}
+    producer = Celery("cli-auth-producer", set_as_current=False)
+    producer.config_from_object(celery_config(load_settings(env)))
+    worker = start_worker(stack, producer, env, "cli-auth")
+    shims = tmp_path / "bin"
+    shims.mkdir()
+    seen = tmp_path / "argv.log"
+    real = shutil.which("redis-cli")
+    assert real is not None
+    (shims / "redis-cli").write_text(
+        f'#!/bin/sh\necho "$* auth=${{REDISCLI_AUTH:+set}}" >> {seen}\nexec {real} "$@"\n'
+    )
+    (shims / "redis-cli").chmod(0o755)
+    example_env = {**_example_env(env), "PATH": f"{shims}:{os.environ.get('PATH', '/usr/bin')}"}
+    try:
+        dn = unique_dn("1")
+        lines = _run(
+            ["bash", str(EXAMPLES / "redis-cli" / "start_call.sh"), dn, "3"], tmp_path, example_env
+        )
+    finally:
+        worker.stop()
+        producer.close()
+    records = [json.loads(line) for line in lines[1:]]
+    _assert_verified([lines[0], *(json.dumps(r["result"]) for r in records)], dn, sim)
+    logged = seen.read_text()  # a message spans lines: each call's record ends "auth=…"
+    assert logged.count("auth=set") >= 4 and not logged.rstrip().endswith("auth=")
+    assert "auth=\n" not in logged and password not in logged

@@ -2,10 +2,10 @@
 
 Ready means this worker can do its work now: its settings are valid (else the probe exits
 2 naming the variable) and what they ask for is installed (the tracing extra), the records'
-Redis and the broker answer (each connect and each reply within 2 s), and, where the
-heartbeat file is configured, the worker's consumer has sent a heartbeat lately. A worker
-that is not ready is left running (Redis or the broker may come back); a worker that is not
-alive is restarted.
+Redis, the broker and the result backend answer (each connect and each reply within 2 s),
+and, where the heartbeat file is configured, the worker's consumer has sent a heartbeat
+lately. A worker that is not ready is left running (Redis or the broker may come back); a
+worker that is not alive is restarted.
 """
 
 from __future__ import annotations
@@ -28,13 +28,19 @@ CHECK_TIMEOUT_S = 2
 def readiness_problems(settings: Settings, max_heartbeat_age_s: float) -> list[str]:
     """What keeps the worker from being ready, one line each (empty: ready)."""
     problems = []
-    redis_problem = _redis_problem(settings.redis_url)
+    redis_problem = _redis_problem("redis", settings.redis_url)
     if redis_problem:
         problems.append(redis_problem)
     if settings.effective_broker_url != settings.redis_url:
         broker_problem = _broker_problem(settings.effective_broker_url)
         if broker_problem:
             problems.append(broker_problem)
+    backend = settings.effective_result_backend
+    if backend not in (settings.redis_url, settings.effective_broker_url):
+        # Where producers read pins and outcomes: a Redis URL (the settings' rule).
+        backend_problem = _redis_problem("result backend", backend)
+        if backend_problem:
+            problems.append(backend_problem)
     if settings.tracing != "off" and not _installed("opentelemetry.exporter.otlp.proto.http"):
         # The worker itself stops at start-up for this (worker.ops.tracing.start_tracing).
         problems.append(
@@ -56,21 +62,25 @@ def _installed(module: str) -> bool:
         return False
 
 
-def _redis_problem(url: str) -> str | None:
+def _redis_problem(what: str, url: str) -> str | None:
     client = redis.Redis.from_url(
         url, socket_timeout=CHECK_TIMEOUT_S, socket_connect_timeout=CHECK_TIMEOUT_S
     )
     try:
         client.ping()
     except redis.RedisError as exc:
-        return f"redis: {redact_url(url, keep_path=True)} does not answer ({_short(exc)})"
+        return f"{what}: {redact_url(url, keep_path=True)} does not answer ({_short(exc)})"
     finally:
         client.close()
     return None
 
 
 def _broker_problem(url: str) -> str | None:
-    with Connection(url, connect_timeout=CHECK_TIMEOUT_S) as connection:
+    # A socket time-out too: a broker that takes the connection but never answers must fail
+    # the probe in seconds, not hold it to the kubelet's own time-out.
+    bounded = {"socket_timeout": CHECK_TIMEOUT_S, "socket_connect_timeout": CHECK_TIMEOUT_S}
+    options = bounded if url.startswith(("redis://", "rediss://", "unix://")) else {}
+    with Connection(url, connect_timeout=CHECK_TIMEOUT_S, transport_options=options) as connection:
         try:
             connection.ensure_connection(max_retries=1, timeout=CHECK_TIMEOUT_S)
         except Exception as exc:  # kombu raises the transport's own errors
