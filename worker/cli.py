@@ -108,7 +108,7 @@ def _cmd_config() -> int:
 
 
 def _cmd_healthcheck(args: argparse.Namespace) -> int:
-    from worker.ops.health import heartbeat_age_s
+    from worker.ops.health import heartbeat_age_s, heartbeat_problem
     from worker.settings import load_settings
 
     path = load_settings().heartbeat_file
@@ -116,14 +116,9 @@ def _cmd_healthcheck(args: argparse.Namespace) -> int:
         print("callpass healthcheck: CALLPASS_HEARTBEAT_FILE is not set", file=sys.stderr)
         return 2
     age = heartbeat_age_s(path)
-    if age is None:
-        print(f"callpass healthcheck: no heartbeat yet ({path} missing)", file=sys.stderr)
-        return 1
-    if age > args.max_age_s:
-        print(
-            f"callpass healthcheck: last heartbeat {age:.0f} s ago (limit {args.max_age_s:g} s)",
-            file=sys.stderr,
-        )
+    problem = heartbeat_problem(path, age, args.max_age_s)
+    if problem or age is None:
+        print(f"callpass healthcheck: {problem}", file=sys.stderr)
         return 1
     print(f"ok: last heartbeat {age:.1f} s ago")
     return 0

@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 __all__ = [
     "MaskedRequest",
     "MaskingFilter",
+    "error_line",
     "hide_url_credentials",
     "mask_dn",
     "mask_log_text",
@@ -58,6 +59,13 @@ _TEXT_SECRET_QUERY_RE = re.compile(
     r"[A-Za-z0-9_.\-]*=)[^&\s'\"#]+",
     re.I,
 )
+
+
+def error_line(exc: BaseException) -> str:
+    """An exception in one line, for a person: its text's first line with URL credentials
+    hidden, or its type's name when it has no text."""
+    lines = str(exc).strip().splitlines()
+    return hide_url_credentials(lines[0]) if lines else type(exc).__name__
 
 
 def url_origin(url: str) -> tuple[str, str, int | None]:

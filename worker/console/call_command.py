@@ -22,7 +22,7 @@ from callpass_producer.outbox import OutboxNotes
 from worker.api.errors import InvalidRequestError
 from worker.console.batch import BatchLine, read_numbers, summary_tables, watch_batch
 from worker.console.watch import CallProgress, watch_call
-from worker.masking import hide_url_credentials
+from worker.masking import error_line
 from worker.validation import validate_dn, validate_request_id, validate_timeout
 
 __all__ = ["run_call"]
@@ -63,10 +63,9 @@ def run_call(args: argparse.Namespace, app: Celery, outbox: OutboxNotes, timeout
 def _sending_stopped(
     calls: list[tuple[AsyncResult[Any], CallProgress]], lines: list[BatchLine], exc: Exception
 ) -> int:
-    why = hide_url_credentials(str(exc)).strip().splitlines() or [""]
     _complain(
         f"sending stopped after {len(calls)} of {len(lines)} call(s): "
-        f"{type(exc).__name__}: {why[0]}"
+        f"{type(exc).__name__}: {error_line(exc)}"
     )
     _name_task_ids([(line, progress) for line, (_, progress) in zip(lines, calls, strict=False)])
     if len(calls) < len(lines) and lines[len(calls)].line:

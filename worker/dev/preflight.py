@@ -7,12 +7,11 @@ import errno
 import socket
 from collections.abc import Mapping
 
-import redis
-
 from worker.dev.stack import ensure_debian_program
-from worker.masking import redact_url
+from worker.ops.readiness import redis_problem
+from worker.settings.model import is_rabbitmq
 
-__all__ = ["StartRefused", "check_before_start", "first_line"]
+__all__ = ["StartRefused", "check_before_start"]
 
 
 class StartRefused(RuntimeError):
@@ -48,20 +47,11 @@ def _check_port_free(port: int) -> None:
 
 
 def _check_redis_answers(url: str) -> None:
-    if not url.startswith(("redis://", "rediss://", "unix://")):
-        return  # a RabbitMQ broker: the worker's own start-up says whether it answers
-    client = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
-    try:
-        client.ping()
-    except redis.RedisError as exc:
+    if is_rabbitmq(url):
+        return  # the worker's own start-up says whether RabbitMQ answers
+    problem = redis_problem("Redis", url)
+    if problem:
         raise StartRefused(
-            f"Redis: {redact_url(url, keep_path=True)} does not answer ({first_line(str(exc))}); "
-            "start it, or unset CALLPASS_REDIS_URL and CALLPASS_BROKER_URL to run one of our own"
-        ) from None
-    finally:
-        client.close()
-
-
-def first_line(text: str) -> str:
-    """The first line of an error's text, for a one-line report."""
-    return text.strip().splitlines()[0] if text.strip() else "no detail"
+            f"{problem}; start it, or unset CALLPASS_REDIS_URL and CALLPASS_BROKER_URL to run "
+            "one of our own"
+        )

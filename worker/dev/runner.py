@@ -19,9 +19,9 @@ from celery import Celery
 
 from worker.celery_app import create_app
 from worker.dev.demo import run_demo
-from worker.dev.preflight import StartRefused, check_before_start, first_line
+from worker.dev.preflight import StartRefused, check_before_start
 from worker.dev.stack import Stack, child_env, free_port, wait_until
-from worker.masking import redact_url
+from worker.masking import error_line, redact_url
 from worker.producer import default_outbox
 from worker.settings import SIMULATOR_DEV_TOKEN, Settings, load_settings
 
@@ -43,7 +43,7 @@ def run_stack(run_dir: Path, exit_after_demo: bool, demo_timeout_s: int, flower_
         try:
             app, settings, flower_url = _start_pieces(stack, flower_port)
         except (RuntimeError, TimeoutError) as exc:  # a piece that exited or never came up
-            print(f"callpass run: {first_line(str(exc))} (logs: {run_dir}/)", file=sys.stderr)
+            print(f"callpass run: {error_line(exc)} (logs: {run_dir}/)", file=sys.stderr)
             return 1
         run_demo(app, default_outbox(settings), timeout_s=demo_timeout_s)
         print(f"\nFlower: {flower_url}  (tasks: {flower_url}tasks)")

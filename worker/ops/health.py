@@ -9,7 +9,7 @@ import os
 import time
 from pathlib import Path
 
-__all__ = ["heartbeat_age_s", "touch_heartbeat"]
+__all__ = ["heartbeat_age_s", "heartbeat_problem", "touch_heartbeat"]
 
 log = logging.getLogger(__name__)
 
@@ -32,3 +32,13 @@ def heartbeat_age_s(path: str) -> float | None:
     except FileNotFoundError:
         return None
     return max(0.0, time.time() - modified)
+
+
+def heartbeat_problem(path: str, age: float | None, max_age_s: float) -> str | None:
+    """Why the heartbeat at ``path``, ``age`` seconds old (:func:`heartbeat_age_s`), is not
+    fresh (``None``: it is), in one line: ``callpass healthcheck``'s and readycheck's."""
+    if age is None:
+        return f"no heartbeat yet ({path} missing)"
+    if age > max_age_s:
+        return f"last heartbeat {age:.0f} s ago (limit {max_age_s:g} s)"
+    return None

@@ -15,11 +15,12 @@ import importlib.util
 import redis
 from kombu import Connection
 
-from worker.masking import hide_url_credentials, redact_url
-from worker.ops.health import heartbeat_age_s
+from worker.masking import error_line, redact_url
+from worker.ops.health import heartbeat_age_s, heartbeat_problem
 from worker.settings import Settings
+from worker.settings.model import is_rabbitmq
 
-__all__ = ["readiness_problems"]
+__all__ = ["readiness_problems", "redis_problem"]
 
 #: Seconds each connection check may take: a probe must answer before its own time-out.
 CHECK_TIMEOUT_S = 2
@@ -27,20 +28,13 @@ CHECK_TIMEOUT_S = 2
 
 def readiness_problems(settings: Settings, max_heartbeat_age_s: float) -> list[str]:
     """What keeps the worker from being ready, one line each (empty: ready)."""
-    problems = []
-    redis_problem = _redis_problem("redis", settings.redis_url)
-    if redis_problem:
-        problems.append(redis_problem)
+    problems = [redis_problem("redis", settings.redis_url)]
     if settings.effective_broker_url != settings.redis_url:
-        broker_problem = _broker_problem(settings.effective_broker_url)
-        if broker_problem:
-            problems.append(broker_problem)
+        problems.append(_broker_problem(settings.effective_broker_url))
     backend = settings.effective_result_backend
     if backend not in (settings.redis_url, settings.effective_broker_url):
         # Where producers read pins and outcomes: a Redis URL (the settings' rule).
-        backend_problem = _redis_problem("result backend", backend)
-        if backend_problem:
-            problems.append(backend_problem)
+        problems.append(redis_problem("result backend", backend))
     if settings.tracing != "off" and not _installed("opentelemetry.exporter.otlp.proto.http"):
         # The worker itself stops at start-up for this (worker.ops.tracing.start_tracing).
         problems.append(
@@ -48,11 +42,10 @@ def readiness_problems(settings: Settings, max_heartbeat_age_s: float) -> list[s
             "(pip install 'callpass-worker[tracing]')"
         )
     if settings.heartbeat_file:
-        age = heartbeat_age_s(settings.heartbeat_file)
-        if age is None or age > max_heartbeat_age_s:
-            seen = "no heartbeat yet" if age is None else f"last heartbeat {age:.0f} s ago"
-            problems.append(f"worker: {seen} (limit {max_heartbeat_age_s:g} s)")
-    return problems
+        path = settings.heartbeat_file
+        heartbeat = heartbeat_problem(path, heartbeat_age_s(path), max_heartbeat_age_s)
+        problems.append(f"worker: {heartbeat}" if heartbeat else None)
+    return [problem for problem in problems if problem]
 
 
 def _installed(module: str) -> bool:
@@ -62,14 +55,15 @@ def _installed(module: str) -> bool:
         return False
 
 
-def _redis_problem(what: str, url: str) -> str | None:
+def redis_problem(what: str, url: str) -> str | None:
+    """Why the Redis at ``url`` does not answer (``None``: it does), ``what`` naming it."""
     client = redis.Redis.from_url(
         url, socket_timeout=CHECK_TIMEOUT_S, socket_connect_timeout=CHECK_TIMEOUT_S
     )
     try:
         client.ping()
     except redis.RedisError as exc:
-        return f"{what}: {redact_url(url, keep_path=True)} does not answer ({_short(exc)})"
+        return f"{what}: {redact_url(url, keep_path=True)} does not answer ({error_line(exc)})"
     finally:
         client.close()
     return None
@@ -79,15 +73,10 @@ def _broker_problem(url: str) -> str | None:
     # A socket time-out too: a broker that takes the connection but never answers must fail
     # the probe in seconds, not hold it to the kubelet's own time-out.
     bounded = {"socket_timeout": CHECK_TIMEOUT_S, "socket_connect_timeout": CHECK_TIMEOUT_S}
-    options = bounded if url.startswith(("redis://", "rediss://", "unix://")) else {}
+    options = {} if is_rabbitmq(url) else bounded
     with Connection(url, connect_timeout=CHECK_TIMEOUT_S, transport_options=options) as connection:
         try:
             connection.ensure_connection(max_retries=1, timeout=CHECK_TIMEOUT_S)
         except Exception as exc:  # kombu raises the transport's own errors
-            return f"broker: {redact_url(url, keep_path=True)} does not answer ({_short(exc)})"
+            return f"broker: {redact_url(url, keep_path=True)} does not answer ({error_line(exc)})"
     return None
-
-
-def _short(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return hide_url_credentials(text[0]) if text else type(exc).__name__
