@@ -18,6 +18,7 @@ import redis
 
 from worker.api.client import CallStatus, StartedCall
 from worker.masking import mask_dn
+from worker.pipeline.call_limits import CallLimits, LimitRefusal
 from worker.pipeline.core import Pipeline
 from worker.pipeline.due_polls import DuePoll, DuePolls, due_polls_key
 from worker.pipeline.outbox import Outbox
@@ -167,6 +168,23 @@ class FakeWebhooks:
 
 
 # -- helpers ---------------------------------------------------------------------------------
+
+
+class HookedLimits(CallLimits):
+    """Call limits (none configured) whose check first runs ``hook(digest, request_id)``:
+    between the claim and the dial, where a test changes the record. A positive answer
+    refuses the call for that many seconds, as a per-number limit would."""
+
+    def __init__(self, records: redis.Redis, hook: Callable[[str, str], float]) -> None:
+        super().__init__(records, b"k" * 32)
+        self._hook = hook
+
+    def refusal(self, record: RequestRecord, dn: str) -> LimitRefusal | None:
+        wait_s = self._hook(record.get("dn_digest"), record.request_id)
+        if wait_s > 0:
+            message = "too many calls to this number (CALLPASS_DN_LIMITS)"
+            return LimitRefusal("destination", message, now() + wait_s)
+        return super().refusal(record, dn)
 
 
 def make_pipeline(records: redis.Redis, client: FakeClient, **overrides: Any) -> Pipeline:

@@ -21,6 +21,7 @@ from tests.pipeline_fakes import (
     FakeClient,
     FakeSink,
     FakeWebhooks,
+    HookedLimits,
     assert_next_poll_due,
     dispatcher_of,
     epoch,
@@ -145,7 +146,7 @@ def test_a_number_over_its_limit_is_rate_limited_with_a_retry_time(records: redi
         asked.append((digest, request_id, progress_due(records, request_id)))
         return 7.0
 
-    pipeline = make_pipeline(records, client, admit_destination=admit)
+    pipeline = make_pipeline(records, client, call_limits=HookedLimits(records, admit))
     task_id, request_id, summary = start_new(pipeline)
     assert summary == "rate_limited"
     [(digest, asked_for, due_at_claim)] = asked
@@ -175,7 +176,9 @@ def test_a_claim_lost_to_a_delivery_that_placed_the_call_resumes_its_call(
         records.hset(key, mapping={"state": "placed", "callid": "c-theirs", "placed_at": now()})
         return 0.0
 
-    pipeline = make_pipeline(records, client, sink=sink, admit_destination=other_delivery_places)
+    pipeline = make_pipeline(
+        records, client, sink=sink, call_limits=HookedLimits(records, other_delivery_places)
+    )
     task_id, request_id, summary = start_new(pipeline)
 
     assert summary == "placed"
@@ -195,7 +198,9 @@ def test_a_claim_lost_to_a_delivery_that_settled_publishes_its_outcome(
         store.settle(request_id, build_outcome(Outcome.API_ERROR, completed_at=now()))
         return 0.0
 
-    pipeline = make_pipeline(records, client, store=store, admit_destination=other_delivery_settles)
+    pipeline = make_pipeline(
+        records, client, store=store, call_limits=HookedLimits(records, other_delivery_settles)
+    )
     task_id, _, summary = start_new(pipeline)
     assert summary == "settled"
     assert outcome_of(pipeline, task_id)["outcome"] == "api_error"
@@ -208,7 +213,7 @@ def test_a_record_that_vanishes_under_the_claim_is_an_error(records: redis.Redis
         return 0.0
 
     client = FakeClient()
-    pipeline = make_pipeline(records, client, admit_destination=record_expires)
+    pipeline = make_pipeline(records, client, call_limits=HookedLimits(records, record_expires))
     with pytest.raises(RuntimeError, match="claim changed under us"):
         start_new(pipeline)
     assert client.starts == 0

@@ -365,7 +365,7 @@ def parts(records: redis.Redis, client: FakeClient | None = None) -> Parts:
         place_deadline_s=PLACE_DEADLINE_S,
         max_start_s=MAX_START_S,
         progress_slack_s=PROGRESS_SLACK_S,
-        checks=DialChecks(settler, admit_destination=lambda digest, request_id: 0.0),
+        checks=DialChecks(settler),
         pins=None,
         pins_leave_worker=True,
     )

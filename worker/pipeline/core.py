@@ -10,7 +10,7 @@ reached only through two protocols (:mod:`~worker.pipeline.ports`).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -46,9 +46,6 @@ class Pipeline:
     #: Longest a start request can take with its inline retries; a record stuck in
     #: ``dialing`` for longer belongs to a worker that died mid-request.
     max_start_s: float
-    #: A hook before the call limits (the tests change records in it); returns seconds to
-    #: wait (0: go ahead). The per-number limits themselves are ``call_limits``'.
-    admit_destination: Callable[[str, str], float] = lambda digest, request_id: 0.0
     allowed_prefixes: tuple[str, ...] = ()
     #: How long past the schedule's end polls go on while the API cannot be reached.
     poll_outage_s: float = 300.0
@@ -140,10 +137,9 @@ class Pipeline:
             progress_slack_s=self.progress_slack_s,
             checks=DialChecks(
                 self.settler,
-                self.admit_destination,
-                self.verifications,
-                self.call_limits,
-                self.test_pins,
+                verifications=self.verifications,
+                call_limits=self.call_limits,
+                test_pins=self.test_pins,
             ),
             pins=self.pins,
             pins_leave_worker=self.pins_leave_worker,

@@ -13,7 +13,7 @@ which one of them loses; that one has been counted by the limits.)
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -21,7 +21,7 @@ from callpass_producer.contracts.outcome import Outcome, OutcomeError
 from worker.ops import metrics
 from worker.pipeline.call_limits import CallLimits
 from worker.pipeline.settlement import Settler
-from worker.pipeline.store import RequestRecord, now
+from worker.pipeline.store import RequestRecord
 from worker.pipeline.verifications import Decision, Verdict, Verifications
 
 __all__ = ["DialChecks"]
@@ -49,9 +49,6 @@ _REFUSALS: Final = {
 @dataclass
 class DialChecks:
     settler: Settler
-    #: A hook before the call limits (tests use it to change the record meanwhile); returns
-    #: seconds to wait (0: go ahead).
-    admit_destination: Callable[[str, str], float] = lambda digest, request_id: 0.0
     #: Verifications across resends; ``None``: every request is a verification of one.
     verifications: Verifications | None = None
     #: Per-number, fraud and spend limits; ``None``: none configured.
@@ -71,14 +68,6 @@ class DialChecks:
         return self._verification_refusal(record, commit=True)
 
     def _limit_refusal(self, record: RequestRecord, dn: str) -> str | None:
-        wait_s = self.admit_destination(record.get("dn_digest"), record.request_id)
-        if wait_s > 0:
-            return self._rate_limited(
-                record,
-                "destination",
-                "too many calls to this number (CALLPASS_DN_LIMITS)",
-                now() + wait_s,
-            )
         limited = self.call_limits.refusal(record, dn) if self.call_limits is not None else None
         if limited is not None:
             return self._rate_limited(record, limited.limit, limited.message, limited.retry_at)
