@@ -25,7 +25,6 @@ from urllib.parse import unquote, urlsplit
 from worker.masking import (
     CREDENTIAL_SCHEME_RE,
     PIN_IN_TEXT_RE,
-    URLLIB3_PATH_RE,
     mask_dn,
     mask_log_text,
     redact_url,
@@ -209,8 +208,7 @@ class ReportScrubber:
         text = CREDENTIAL_SCHEME_RE.sub(rf"\1\2{FILTERED}", text)
         text = PIN_IN_TEXT_RE.sub(rf"\1{FILTERED}", text)
         text = _URL_IN_TEXT_RE.sub(lambda m: self.url(m.group(0)), text)
-        text = URLLIB3_PATH_RE.sub(r"\1/…", text)
-        return mask_log_text(text)
+        return mask_log_text(text)  # also urllib3's "with url: /path" and the numbers
 
     def url(self, url: str) -> str:
         """The API's and the services' URLs keep their path (numbers masked, credentials
